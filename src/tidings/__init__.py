@@ -1,0 +1,66 @@
+"""tidings: event-driven systems for Python.
+
+Producers publish immutable CloudEvents to topics; consumers react in
+consumer groups with the delivery guarantee they ask for. The same app runs
+on the in-memory broker, the embedded one, or a real broker, chosen by URL.
+"""
+
+from __future__ import annotations
+
+from tidings.app import App
+from tidings.broker import Broker, Capabilities, Delivery, Message
+from tidings.codec import Codec
+from tidings.context import Context
+from tidings.deadletter import DeadLetter
+from tidings.errors import (
+    ConfigurationError,
+    DecodeError,
+    EventTooLargeError,
+    InvalidEventError,
+    PublishError,
+    Reject,
+    Retry,
+    SchemaError,
+    TidingsError,
+    UnroutableError,
+)
+from tidings.event import Event
+from tidings.filters import all_of, any_of, exact, not_, prefix, suffix
+from tidings.middleware import Handle, Outgoing
+from tidings.payload import event_type
+from tidings.retry import RetryPolicy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "Broker",
+    "Capabilities",
+    "Codec",
+    "ConfigurationError",
+    "Context",
+    "DeadLetter",
+    "DecodeError",
+    "Delivery",
+    "Event",
+    "EventTooLargeError",
+    "Handle",
+    "InvalidEventError",
+    "Message",
+    "Outgoing",
+    "PublishError",
+    "Reject",
+    "Retry",
+    "RetryPolicy",
+    "SchemaError",
+    "TidingsError",
+    "UnroutableError",
+    "__version__",
+    "all_of",
+    "any_of",
+    "event_type",
+    "exact",
+    "not_",
+    "prefix",
+    "suffix",
+]

@@ -1,0 +1,72 @@
+"""What a handler may know about the delivery it is handling."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tidings.event import Event
+
+if TYPE_CHECKING:
+    from tidings.broker import Delivery
+
+__all__ = ["Context"]
+
+
+class Context:
+    """Per-delivery context handed to handlers that ask for it by type hint.
+
+    ``attempt`` counts from 1. Follow-up events added with :meth:`emit` are
+    published after the handler returns, together with any it returns, and
+    before the delivery is acked (atomically under ``exactly_once``).
+    """
+
+    __slots__ = ("_outputs", "app_name", "delivery", "event", "events", "subscription")
+
+    def __init__(
+        self,
+        app_name: str,
+        subscription: str,
+        delivery: Delivery,
+        event: Event,
+        events: list[Event] | None = None,
+    ) -> None:
+        self.app_name = app_name
+        self.subscription = subscription
+        self.delivery = delivery
+        self.event = event
+        self.events = events if events is not None else [event]
+        self._outputs: list[Any] = []
+
+    @property
+    def attempt(self) -> int:
+        return self.delivery.attempt
+
+    @property
+    def topic(self) -> str:
+        return self.delivery.topic
+
+    @property
+    def partition(self) -> int:
+        return self.delivery.partition
+
+    @property
+    def offset(self) -> int:
+        return self.delivery.offset
+
+    @property
+    def group(self) -> str:
+        return self.delivery.group
+
+    def emit(self, payload: Any, **attributes: Any) -> None:
+        """Queue a follow-up event (a payload object or an ``Event``) caused by this one.
+
+        ``attributes`` are CloudEvents attributes for a payload (``type``,
+        ``subject``, ``partitionkey``...) plus ``topic=`` to override routing.
+        """
+        self._outputs.append((payload, attributes))
+
+    def __repr__(self) -> str:
+        return (
+            f"<Context {self.subscription} {self.topic}[{self.partition}]@{self.offset} "
+            f"attempt={self.attempt}>"
+        )

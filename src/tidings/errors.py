@@ -1,0 +1,100 @@
+"""The tidings error tree: one root, small families.
+
+Adapters translate driver errors at their boundary (``raise ... from exc``) so
+user code only ever needs to catch these.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BrokerClosedError",
+    "ConcurrencyError",
+    "ConfigurationError",
+    "ConnectionError",
+    "DecodeError",
+    "EventTooLargeError",
+    "HandlerError",
+    "InvalidEventError",
+    "PublishError",
+    "Reject",
+    "Retry",
+    "SchemaError",
+    "TidingsError",
+    "UnroutableError",
+]
+
+
+class TidingsError(Exception):
+    """Root of every error tidings raises on purpose."""
+
+
+class ConfigurationError(TidingsError, ValueError):
+    """A setting, URL, subscription or handler signature is wrong."""
+
+
+class ConnectionError(TidingsError):  # noqa: A001 - deliberately shadows the builtin in this namespace
+    """The broker could not be reached or the connection was lost."""
+
+
+class BrokerClosedError(ConnectionError):
+    """An operation was attempted on a broker or subscription that is closed."""
+
+
+class PublishError(TidingsError):
+    """A publish could not complete; the event may or may not have been stored."""
+
+
+class EventTooLargeError(PublishError, ValueError):
+    """The encoded event exceeds the configured size limit."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"encoded event is {size} bytes, over the limit of {limit} bytes; "
+            "store large data elsewhere and publish a reference, or raise max_event_size"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class UnroutableError(PublishError, LookupError):
+    """No topic is known for a payload: pass ``topic=`` or declare ``app.route(...)``."""
+
+
+class InvalidEventError(TidingsError, ValueError):
+    """An event violates the CloudEvents 1.0 rules (missing or malformed attribute)."""
+
+
+class DecodeError(TidingsError, ValueError):
+    """Bytes or headers could not be decoded into a valid event.
+
+    Never retried: an event that cannot be decoded goes straight to the DLQ.
+    """
+
+
+class SchemaError(TidingsError, ValueError):
+    """Event data does not match the payload type a handler asked for."""
+
+
+class HandlerError(TidingsError):
+    """Base for signals a handler raises to steer delivery (see Retry, Reject)."""
+
+
+class Reject(HandlerError):  # noqa: N818 - a signal, named as the action it asks for
+    """Raise from a handler to dead-letter the event at once, without retries."""
+
+
+class Retry(HandlerError):  # noqa: N818 - a signal, named as the action it asks for
+    """Raise from a handler to ask for another attempt after ``delay`` seconds.
+
+    The attempt still counts against the retry policy's ``max_attempts``.
+    """
+
+    def __init__(self, delay: float = 0.0, reason: str = "") -> None:
+        if delay < 0:
+            raise ConfigurationError(f"Retry delay must be >= 0, got {delay}")
+        super().__init__(reason or f"retry requested in {delay}s")
+        self.delay = delay
+
+
+class ConcurrencyError(TidingsError):
+    """An optimistic-concurrency check failed (expected version did not match)."""
