@@ -69,11 +69,11 @@ class App:
         self.codec = codec or Codec()
         self.max_event_size = max_event_size
         self.drain_timeout = drain_timeout
-        if broker is None:
-            broker = default_broker_url()
-        self._owns_broker = isinstance(broker, str)
-        self.broker_url = redact_url(broker) if isinstance(broker, str) else None
-        self.broker: Broker = from_url(broker) if isinstance(broker, str) else broker
+        self.broker: Broker
+        self.broker_url: str | None
+        self._owns_broker: bool
+        self._state: _State = "new"
+        self.set_broker(broker)
         self.router = Router()
         self._subscriptions: list[Subscription] = []
         self._specs: dict[str, HandlerSpec] = {}
@@ -81,8 +81,16 @@ class App:
         self._middleware: list[HandlerMiddleware] = []
         self._publish_middleware: list[PublishMiddleware] = []
         self._publish = self._send
-        self._state: _State = "new"
         self._connect_lock = asyncio.Lock()
+
+    def set_broker(self, broker: str | Broker | None) -> None:
+        """Use another broker (a URL or an instance; None = ``TIDINGS_BROKER``). Only before start."""
+        self._check_not_started("a broker")
+        if broker is None:
+            broker = default_broker_url()
+        self._owns_broker = isinstance(broker, str)
+        self.broker_url = redact_url(broker) if isinstance(broker, str) else None
+        self.broker = from_url(broker) if isinstance(broker, str) else broker
 
     def __repr__(self) -> str:
         return f"<App {self.name!r} broker={self.broker_url or self.broker!r} {self._state}>"
