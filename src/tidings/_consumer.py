@@ -83,7 +83,8 @@ class Consumer:
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self, middleware: Sequence[Callable[[Handle], Handle]]) -> None:
-        self._handle = build_stack(self._invoke, [*middleware, *self.sub.middleware])
+        inner: Handle = self._invoke
+        self._handle = build_stack(inner, [*middleware, *self.sub.middleware])
         self._source = await self.broker.subscribe(
             self.sub.topics, self.sub.group, start=self.sub.start
         )
@@ -103,13 +104,12 @@ class Consumer:
             if self._in_fetch:
                 task.cancel()
             pending = [task, *self._workers]
-            done, not_done = await asyncio.wait(pending, timeout=timeout)
+            _done, not_done = await asyncio.wait(pending, timeout=timeout)
             for t in not_done:
                 t.cancel()
             if not_done:
                 log.warning(
-                    "%s: %d handler(s) still running after %.1fs; their events will be "
-                    "redelivered",
+                    "%s: %d handler(s) still running after %.1fs; their events will be redelivered",
                     self.sub.name,
                     len(not_done),
                     timeout,
@@ -136,6 +136,7 @@ class Consumer:
                     await self._slot.wait()
                     continue
                 self._in_fetch = True
+                deliveries: Sequence[Delivery]
                 try:
                     if batch:
                         deliveries = await self._fetch_batch(source, min(free, sub.batch_size))
@@ -343,7 +344,9 @@ class Consumer:
         handle = loop.call_later(delay, fire)
         self._timers.add(handle)
 
-    async def _dead_letter(self, deliveries: list[Delivery], exc: BaseException, now: float) -> None:
+    async def _dead_letter(
+        self, deliveries: list[Delivery], exc: BaseException, now: float
+    ) -> None:
         for d in deliveries:
             first = self._first_failure.pop(_ident(d), now)
             message = dead_letter_message(d, exc, first, now, self.sub.name)
@@ -391,4 +394,3 @@ class Consumer:
 
     def __repr__(self) -> str:
         return f"<Consumer {self.sub.name} topics={self.sub.topics} group={self.sub.group}>"
-

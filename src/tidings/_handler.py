@@ -46,7 +46,7 @@ def _payload_types(hint: Any) -> dict[str, type] | object:
             found = _payload_types(member)
             if found is _RAW:
                 return _RAW
-            out.update(found)  # type: ignore[arg-type]
+            out.update(typing.cast(dict[str, type], found))
         return out
     if isinstance(hint, type):
         return {payload_info(hint).name: hint}
@@ -56,9 +56,7 @@ def _payload_types(hint: Any) -> dict[str, type] | object:
 class HandlerSpec:
     """How to call one handler: argument builders, batch or not, types accepted."""
 
-    def __init__(
-        self, func: Callable[..., Any], localns: Mapping[str, Any] | None = None
-    ) -> None:
+    def __init__(self, func: Callable[..., Any], localns: Mapping[str, Any] | None = None) -> None:
         if not callable(func):
             raise ConfigurationError(f"handler {func!r} is not callable")
         self.func = func

@@ -21,7 +21,13 @@ from tidings.context import Context
 from tidings.errors import ConfigurationError, EventTooLargeError
 from tidings.event import Event
 from tidings.filters import FilterSpec, compile_filter
-from tidings.middleware import HandlerMiddleware, Outgoing, PublishMiddleware, build_stack
+from tidings.middleware import (
+    HandlerMiddleware,
+    Outgoing,
+    PublishFn,
+    PublishMiddleware,
+    build_stack,
+)
 from tidings.payload import payload_info
 from tidings.retry import RetryPolicy
 from tidings.routing import Router
@@ -80,11 +86,11 @@ class App:
         self._consumers: list[Consumer] = []
         self._middleware: list[HandlerMiddleware] = []
         self._publish_middleware: list[PublishMiddleware] = []
-        self._publish = self._send
+        self._publish: PublishFn = self._send
         self._connect_lock = asyncio.Lock()
 
     def set_broker(self, broker: str | Broker | None) -> None:
-        """Use another broker (a URL or an instance; None = ``TIDINGS_BROKER``). Only before start."""
+        """Use another broker (URL or instance; None = ``TIDINGS_BROKER``). Only before start."""
         self._check_not_started("a broker")
         if broker is None:
             broker = default_broker_url()
@@ -121,7 +127,7 @@ class App:
         topics: str | Sequence[str],
         *,
         group: str | None = None,
-        filter: FilterSpec | None = None,  # noqa: A002 - the natural name
+        filter: FilterSpec | None = None,
         delivery: DeliveryGuarantee = "at_least_once",
         retry: RetryPolicy | None = None,
         concurrency: int = 1,
@@ -176,9 +182,7 @@ class App:
         self._subscriptions.append(subscription)
         return subscription
 
-    def subscribe(
-        self, topics: str | Sequence[str], **options: Any
-    ) -> Callable[[F], F]:
+    def subscribe(self, topics: str | Sequence[str], **options: Any) -> Callable[[F], F]:
         """Decorator: ``@app.subscribe("order.events", group="inventory")``.
 
         Takes the options of :meth:`add_subscription`.
@@ -202,7 +206,7 @@ class App:
         payload: Any,
         *,
         key: str | None = None,
-        type: str | None = None,  # noqa: A002 - the CloudEvents attribute name
+        type: str | None = None,
         **attributes: Any,
     ) -> Event:
         """The event ``publish`` would send for ``payload`` (an Event passes through)."""
@@ -219,9 +223,7 @@ class App:
             info = payload_info(payload)
             type = info.name
             attributes.setdefault("schemaversion", info.version)
-        return Event(
-            type=type, source=self.source, data=payload, partitionkey=key, **attributes
-        )
+        return Event(type=type, source=self.source, data=payload, partitionkey=key, **attributes)
 
     async def publish(
         self,
@@ -326,7 +328,7 @@ class App:
         async with self._connect_lock:
             if self._state == "new":
                 await self.broker.connect()
-                self._publish = build_stack(self._send, self._publish_middleware)
+                self._publish = build_stack(self._publish, self._publish_middleware)
                 self._state = "connected"
 
     async def start(self) -> None:

@@ -71,7 +71,7 @@ class RetryPolicy:
 
     def decide(self, error: BaseException, attempt: int) -> Decision:
         """Decide what follows a failed ``attempt`` (1-based) that raised ``error``."""
-        if isinstance(error, NEVER_RETRY) or isinstance(error, self.dead_letter_on):
+        if isinstance(error, (NEVER_RETRY, self.dead_letter_on)):
             return Decision("dead_letter")
         pydantic = sys.modules.get("pydantic")
         if pydantic is not None and isinstance(error, pydantic.ValidationError):

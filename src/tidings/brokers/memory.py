@@ -146,7 +146,9 @@ class _MemoryDelivery:
         self.settled = False
 
     def _fenced(self) -> bool:
-        return self.member.closed or self._state.inflight[self.partition].get(self.offset) is not self
+        return (
+            self.member.closed or self._state.inflight[self.partition].get(self.offset) is not self
+        )
 
     async def ack(self) -> None:
         self.ack_now()
@@ -341,10 +343,7 @@ class MemoryHub:
 
     def is_idle(self) -> bool:
         """True when every group with a live member has settled everything it can see."""
-        for state in self.groups.values():
-            if state.members and state.backlog():
-                return False
-        return True
+        return all(not (state.members and state.backlog()) for state in self.groups.values())
 
     def records(self, topic: str) -> list[tuple[int, int, Message]]:
         """Every stored message of ``topic`` as ``(partition, offset, message)``."""
@@ -386,9 +385,7 @@ class MemoryBroker:
             try:
                 partitions = int(query["partitions"][0])
             except ValueError:
-                raise ConfigurationError(
-                    f"partitions must be an integer in {url!r}"
-                ) from None
+                raise ConfigurationError(f"partitions must be an integer in {url!r}") from None
             if partitions < 1:
                 raise ConfigurationError(f"partitions must be >= 1 in {url!r}")
         hub = _hubs.get(name)
@@ -432,9 +429,7 @@ class MemoryBroker:
                 target = len(records)
             elif isinstance(position, datetime):
                 when = position.timestamp()
-                target = next(
-                    (r.offset for r in records if r.published_at >= when), len(records)
-                )
+                target = next((r.offset for r in records if r.published_at >= when), len(records))
             elif isinstance(position, int) and not isinstance(position, bool):
                 target = min(max(position, 0), len(records))
             else:
