@@ -225,7 +225,7 @@ async def test_sync_handler_runs_in_a_thread() -> None:
 
 async def test_unroutable_payload_raises_typed_error() -> None:
     app = App("x", broker="memory://")
-    with pytest.raises(UnroutableError, match="app.route"):
+    with pytest.raises(UnroutableError, match=r"app\.route"):
         await app.publish(OrderPlaced(order_id="1"))
     with pytest.raises(ConfigurationError, match="type="):
         await app.publish({"a": 1}, topic="t")

@@ -76,7 +76,7 @@ async def test_drain_times_out_with_a_reason() -> None:
 
     async with Harness(app) as harness:
         await app.publish(Ping(n=1))
-        with pytest.raises(TimeoutError, match="unsettled|holds"):
+        with pytest.raises(TimeoutError, match=r"unsettled|holds"):
             await harness.drain(timeout=0.2)
         await app.stop(timeout=0.05)
 

@@ -1,44 +1,52 @@
 """UUIDv7 generation (RFC 9562): 48-bit Unix ms timestamp, then random bits.
 
-Ids from one process are strictly increasing: within one millisecond the
-12-bit ``rand_a`` field is used as a counter (RFC 9562, method 1).
+Ids from one process are strictly increasing, across threads too: within one
+millisecond the 12-bit ``rand_a`` field is used as a counter (RFC 9562,
+method 1).
 """
 
 from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 
 _rng = random.Random(os.urandom(32))
+_lock = threading.Lock()
 _last_ms = 0
 _counter = 0
 
 
-def _reseed() -> None:
+def _after_fork_in_child() -> None:
+    global _lock
+    # A forked child must not repeat its parent's random stream, and must not
+    # inherit a lock that another (now vanished) thread was holding.
     _rng.seed(os.urandom(32))
+    _lock = threading.Lock()
 
 
-# A forked child must not repeat its parent's random stream.
-os.register_at_fork(after_in_child=_reseed)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def uuid7() -> str:
     """Return a new UUIDv7 as its canonical 36-character string."""
     global _last_ms, _counter
-    ms = time.time_ns() // 1_000_000
-    if ms > _last_ms:
-        _last_ms = ms
-        _counter = _rng.getrandbits(11)  # leave headroom so the counter rarely overflows
-    else:
-        _counter += 1
-        if _counter > 0xFFF:
-            _last_ms += 1
-            _counter = 0
-        ms = _last_ms
-    value = (
-        (ms << 80) | (0x7 << 76) | (_counter << 64) | (0b10 << 62) | _rng.getrandbits(62)
-    )
+    with _lock:
+        ms = time.time_ns() // 1_000_000
+        if ms > _last_ms:
+            _last_ms = ms
+            _counter = _rng.getrandbits(11)  # leave headroom so the counter rarely overflows
+        else:
+            # Same millisecond, or the clock stepped back: stay on the last one.
+            _counter += 1
+            if _counter > 0xFFF:
+                _last_ms += 1
+                _counter = 0
+            ms = _last_ms
+        counter = _counter
+        random_bits = _rng.getrandbits(62)
+    value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | random_bits
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 

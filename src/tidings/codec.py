@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
+from urllib.parse import quote, unquote
 
 import msgspec
 
@@ -30,6 +32,16 @@ STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 
 _OPTIONAL_STRINGS = ("subject", "datacontenttype", "dataschema")
 _KNOWN_STRING_EXTENSIONS = tuple(n for n in KNOWN_EXTENSIONS if n != "schemaversion")
+#: The HTTP binding (and the NATS one) percent-encode ``ce-`` header values.
+_PERCENT_PREFIX = "ce-"
+# HTTP binding 3.1.3.2: printable ASCII except space, '"' and '%' stays as is.
+_HEADER_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in '"%')
+_RFC3339 = re.compile(
+    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[Tt]"
+    r"(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})(?:\.(?P<fraction>[0-9]+))?"
+    r"(?:(?P<zulu>[Zz])|(?P<sign>[+-])(?P<offset_hours>[0-9]{2}):(?P<offset_minutes>[0-9]{2}))?"
+)
+_INTEGER = re.compile(r"-?[0-9]{1,10}")
 
 
 def is_json_content_type(content_type: str | None) -> bool:
@@ -38,6 +50,22 @@ def is_json_content_type(content_type: str | None) -> bool:
         return True
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or media.endswith("+json") or media == "text/json"
+
+
+def _text_charset(content_type: str | None) -> str | None:
+    """The charset to read data of this content type as text, or None for bytes.
+
+    ``text/*`` types are text (UTF-8 unless a charset says otherwise), and so is
+    any type that names a charset.
+    """
+    if content_type is None:
+        return None
+    media, _, parameters = content_type.partition(";")
+    for parameter in parameters.split(";"):
+        key, _, value = parameter.partition("=")
+        if key.strip().lower() == "charset":
+            return value.strip().strip('"') or "utf-8"
+    return "utf-8" if media.strip().lower().startswith("text/") else None
 
 
 class Codec:
@@ -54,6 +82,11 @@ class Codec:
     ) -> None:
         if mode not in ("structured", "binary"):
             raise ConfigurationError(f"codec mode must be 'structured' or 'binary', got {mode!r}")
+        if not isinstance(header_prefix, str) or not header_prefix:
+            raise ConfigurationError(
+                "codec header_prefix must be a non-empty string such as 'ce_', "
+                f"got {header_prefix!r}"
+            )
         self.mode = mode
         self.header_prefix = header_prefix
         self._encoder = msgspec.json.Encoder(enc_hook=to_jsonable)
@@ -93,31 +126,43 @@ class Codec:
                 out["data_base64"] = base64.b64encode(data).decode("ascii")
             else:
                 out["data"] = data
+        return self._encode_json(out)
+
+    def _encode_json(self, value: Any) -> bytes:
         try:
-            return self._encoder.encode(out)
-        except (TypeError, NotImplementedError, OverflowError) as exc:
-            raise InvalidEventError(f"event data cannot be encoded as JSON: {exc}") from exc
+            return self._encoder.encode(value)
+        except (TypeError, ValueError, NotImplementedError, OverflowError) as exc:
+            # ValueError covers UnicodeEncodeError (lone surrogates) and pydantic's
+            # serialization errors.
+            raise InvalidEventError(f"event cannot be encoded as JSON: {exc}") from exc
 
     def _encode_binary(self, event: Event) -> tuple[bytes, dict[str, str]]:
         prefix = self.header_prefix
+        percent = prefix.lower() == _PERCENT_PREFIX
         headers: dict[str, str] = {}
         for name, value in event.attributes().items():
             if name == "datacontenttype":
                 headers["content-type"] = value
             else:
-                headers[prefix + name] = _header_value(value)
+                headers[prefix + name] = _header_value(value, percent)
         data = event.data
+        content_type = event.datacontenttype
         if data is None:
             body = b""
         elif isinstance(data, bytes | bytearray | memoryview):
             body = bytes(data)
-        elif isinstance(data, str) and not is_json_content_type(event.datacontenttype):
-            body = data.encode("utf-8")
-        else:
+            # Without a content type the reader would take the body for JSON.
+            headers.setdefault("content-type", "application/octet-stream")
+        elif isinstance(data, str) and not is_json_content_type(content_type):
+            charset = _text_charset(content_type) or "utf-8"
             try:
-                body = self._encoder.encode(data)
-            except (TypeError, NotImplementedError, OverflowError) as exc:
-                raise InvalidEventError(f"event data cannot be encoded as JSON: {exc}") from exc
+                body = data.encode(charset)
+            except (LookupError, UnicodeError) as exc:
+                raise InvalidEventError(
+                    f"event data cannot be encoded as {content_type!r}: {exc}"
+                ) from exc
+        else:
+            body = self._encode_json(data)
             headers.setdefault("content-type", "application/json")
         return body, headers
 
@@ -128,12 +173,12 @@ class Codec:
 
         Raises DecodeError for anything that is not a valid CloudEvent.
         """
-        if headers and (self.header_prefix + "specversion") in headers:
-            return self._decode_binary(body, headers)
         if headers:
-            for prefix in ("ce_", "ce-"):
-                if prefix + "specversion" in headers:
-                    return self._decode_binary(body, headers, prefix)
+            # Header names are case-insensitive in HTTP; CloudEvents names are lower case.
+            lowered = {k.lower(): v for k, v in headers.items() if isinstance(k, str)}
+            for prefix in (self.header_prefix.lower(), "ce_", "ce-"):
+                if prefix + "specversion" in lowered:
+                    return self._decode_binary(body, lowered, prefix)
         return self.decode_structured(body)
 
     def decode_structured(self, body: bytes) -> Event:
@@ -149,8 +194,12 @@ class Codec:
         attrs: dict[str, Any] = {}
         for name in ("id", "source", "specversion", "type"):
             value = obj.pop(name, None)
+            if value is None:
+                raise DecodeError(f"required attribute {name!r} is missing")
             if not isinstance(value, str) or not value:
-                raise DecodeError(f"required attribute {name!r} is missing or not a string")
+                raise DecodeError(
+                    f"required attribute {name!r} must be a non-empty string, got {value!r}"
+                )
             attrs[name] = value
         if attrs["specversion"] != "1.0":
             raise DecodeError(f"unsupported specversion {attrs['specversion']!r}; expected '1.0'")
@@ -191,22 +240,22 @@ class Codec:
         except TypeError as exc:  # pragma: no cover - defensive: unexpected attribute
             raise DecodeError(f"invalid event attributes: {exc}") from exc
 
-    def _decode_binary(
-        self, body: bytes, headers: Mapping[str, str], prefix: str | None = None
-    ) -> Event:
-        prefix = prefix or self.header_prefix
+    def _decode_binary(self, body: bytes, headers: Mapping[str, Any], prefix: str) -> Event:
+        """``headers`` have lower-case names; ``prefix`` is lower case too."""
+        percent = prefix == _PERCENT_PREFIX
         obj: dict[str, Any] = {}
         for header, value in headers.items():
             if header.startswith(prefix):
                 name = header[len(prefix) :]
                 if name in ("data", "data_base64"):
                     raise DecodeError(f"header {header!r} is not a context attribute")
-                obj[name] = value
-        content_type = headers.get("content-type")
-        if content_type is None:
-            content_type = headers.get("content_type")
-        if content_type is not None:
-            obj["datacontenttype"] = content_type
+                text = _header_text(header, value)
+                obj[name] = _percent_decode(header, text) if percent else text
+        for header in ("content-type", "content_type"):
+            if header in headers:
+                obj["datacontenttype"] = _header_text(header, headers[header])
+                break
+        content_type = obj.get("datacontenttype")
         data: Any = None
         if body:
             if is_json_content_type(content_type):
@@ -214,17 +263,42 @@ class Codec:
                     data = self._decoder.decode(body)
                 except msgspec.DecodeError as exc:
                     raise DecodeError(f"event data is not valid JSON: {exc}") from exc
+            elif (charset := _text_charset(content_type)) is not None:
+                try:
+                    data = bytes(body).decode(charset)
+                except (LookupError, UnicodeError) as exc:
+                    raise DecodeError(f"event data is not text in {content_type!r}: {exc}") from exc
             else:
                 data = bytes(body)
         return self._from_attributes(obj, data)
 
 
-def _header_value(value: Any) -> str:
+def _header_value(value: Any, percent: bool) -> str:
     if isinstance(value, datetime):
-        return _format_time(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+        text = _format_time(value)
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = str(value)
+    return quote(text, safe=_HEADER_SAFE) if percent else text
+
+
+def _header_text(header: str, value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"header {header!r} is not valid UTF-8: {exc}") from exc
+    raise DecodeError(f"header {header!r} must be a string, got {_kind(value)}")
+
+
+def _percent_decode(header: str, value: str) -> str:
+    try:
+        return unquote(value, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"header {header!r} is not percent-encoded UTF-8: {value!r}") from exc
 
 
 def _format_time(value: datetime) -> str:
@@ -235,26 +309,42 @@ def _format_time(value: datetime) -> str:
 def _parse_time(value: Any) -> datetime:
     if not isinstance(value, str):
         raise DecodeError(f"attribute 'time' must be an RFC 3339 string, got {_kind(value)}")
-    # RFC 3339 demands a full date, a 'T' (or space-free 't'), and an offset.
-    if len(value) < 20 or value[10] not in "Tt":
-        raise DecodeError(f"attribute 'time' is not RFC 3339: {value!r}")
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        raise DecodeError(
+            f"attribute 'time' is not an RFC 3339 date-time (like 2024-05-01T12:00:00Z): {value!r}"
+        )
+    if match["zulu"]:
+        tz = UTC
+    elif match["sign"]:
+        offset = timedelta(hours=int(match["offset_hours"]), minutes=int(match["offset_minutes"]))
+        tz = timezone(-offset if match["sign"] == "-" else offset)
+    else:
+        raise DecodeError(f"attribute 'time' has no UTC offset (add 'Z' or +hh:mm): {value!r}")
+    year, month, day = (int(part) for part in match["date"].split("-"))
+    # Python keeps microseconds: finer digits (nanoseconds from other SDKs) are cut.
+    microsecond = int((match["fraction"] or "0")[:6].ljust(6, "0"))
     try:
-        parsed = datetime.fromisoformat(value)
+        return datetime(
+            year,
+            month,
+            day,
+            int(match["hour"]),
+            int(match["minute"]),
+            int(match["second"]),
+            microsecond,
+            tzinfo=tz,
+        )
     except ValueError as exc:
-        raise DecodeError(f"attribute 'time' is not RFC 3339: {value!r}") from exc
-    if parsed.utcoffset() is None:
-        raise DecodeError(f"attribute 'time' has no UTC offset: {value!r}")
-    return parsed
+        raise DecodeError(f"attribute 'time' is not a valid date-time: {value!r} ({exc})") from exc
 
 
 def _parse_int(name: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise DecodeError(f"attribute {name!r} must be an integer")
-    if isinstance(value, int):
+    if isinstance(value, str) and _INTEGER.fullmatch(value):
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and -(2**31) <= value < 2**31:
         return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    raise DecodeError(f"attribute {name!r} must be an integer, got {_kind(value)}")
+    raise DecodeError(f"attribute {name!r} must be a 32-bit integer, got {value!r}")
 
 
 def _kind(value: Any) -> str:

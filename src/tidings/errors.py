@@ -32,7 +32,7 @@ class ConfigurationError(TidingsError, ValueError):
     """A setting, URL, subscription or handler signature is wrong."""
 
 
-class ConnectionError(TidingsError):  # noqa: A001 - deliberately shadows the builtin in this namespace
+class ConnectionError(TidingsError):
     """The broker could not be reached or the connection was lost."""
 
 
@@ -79,11 +79,11 @@ class HandlerError(TidingsError):
     """Base for signals a handler raises to steer delivery (see Retry, Reject)."""
 
 
-class Reject(HandlerError):  # noqa: N818 - a signal, named as the action it asks for
+class Reject(HandlerError):
     """Raise from a handler to dead-letter the event at once, without retries."""
 
 
-class Retry(HandlerError):  # noqa: N818 - a signal, named as the action it asks for
+class Retry(HandlerError):
     """Raise from a handler to ask for another attempt after ``delay`` seconds.
 
     The attempt still counts against the retry policy's ``max_attempts``.

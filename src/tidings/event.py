@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -44,6 +44,13 @@ _EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}\Z")
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}\Z")
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _EXTENSION_TYPES = (str, int, bool)
+# CloudEvents "Integer": a signed 32-bit whole number.
+_INT_MIN = -(2**31)
+_INT_MAX = 2**31 - 1
+#: Optional attributes the spec requires to be non-empty strings when present.
+_NON_EMPTY_STRINGS = ("subject", "datacontenttype", "dataschema")
+_STRING_EXTENSIONS = ("tracestate", "correlationid", "causationid", "partitionkey", "sequence")
+_MINUTE = timedelta(minutes=1)
 
 
 def _now() -> datetime:
@@ -93,16 +100,39 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise InvalidEventError(f"attribute {name!r} must be a non-empty string")
-        time = self.time
-        if time is not None and (not isinstance(time, datetime) or time.utcoffset() is None):
-            raise InvalidEventError("attribute 'time' must be a timezone-aware datetime")
-        if self.traceparent is not None and not _TRACEPARENT.match(self.traceparent):
-            raise InvalidEventError(f"traceparent {self.traceparent!r} is not W3C trace context")
-        if self.extensions:
-            _check_extensions(self.extensions)
-            msgspec.structs.force_setattr(
-                self, "extensions", MappingProxyType(dict(self.extensions))
+        for name in _NON_EMPTY_STRINGS:
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise InvalidEventError(f"attribute {name!r} must be a non-empty string or None")
+        for name in _STRING_EXTENSIONS:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise InvalidEventError(f"attribute {name!r} must be a string or None")
+        version = self.schemaversion
+        if version is not None and not _is_integer(version):
+            raise InvalidEventError(
+                f"attribute 'schemaversion' must be a 32-bit integer or None, got {version!r}"
             )
+        time = self.time
+        if time is not None:
+            offset = time.utcoffset() if isinstance(time, datetime) else None
+            if offset is None:
+                raise InvalidEventError("attribute 'time' must be a timezone-aware datetime")
+            if offset % _MINUTE:
+                # RFC 3339 offsets have no seconds: keep the instant, express it in UTC.
+                msgspec.structs.force_setattr(self, "time", time.astimezone(UTC))
+        if self.traceparent is not None and not _is_traceparent(self.traceparent):
+            raise InvalidEventError(f"traceparent {self.traceparent!r} is not W3C trace context")
+        extensions = self.extensions
+        if extensions is not _EMPTY:
+            if not isinstance(extensions, Mapping):
+                raise InvalidEventError(
+                    f"extensions must be a mapping of name -> value, got {_kind(extensions)}"
+                )
+            _check_extensions(extensions)
+            # Always a private read-only copy: the caller's dict may change later.
+            frozen = MappingProxyType(dict(extensions)) if extensions else _EMPTY
+            msgspec.structs.force_setattr(self, "extensions", frozen)
 
     # -- reading -----------------------------------------------------------
 
@@ -118,7 +148,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
 
     def get(self, name: str, default: Any = None) -> Any:
         """Any context attribute (standard or extension) by its CloudEvents name."""
-        if name in _FIELD_NAMES:
+        if name in _ATTRIBUTE_SET:
             value = getattr(self, name)
             return default if value is None else value
         return self.extensions.get(name, default)
@@ -145,7 +175,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
         self,
         data: Any = None,
         *,
-        type: str | None = None,  # noqa: A002 - the CloudEvents attribute name
+        type: str | None = None,
         source: str | None = None,
         **attributes: Any,
     ) -> Event:
@@ -163,22 +193,45 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
             info = payload_info(data)
             type = info.name
             schemaversion = info.version if schemaversion is None else schemaversion
+        values: dict[str, Any] = {
+            "correlationid": self.correlationid or self.id,
+            "causationid": self.id,
+            "traceparent": child_traceparent(self.traceparent),
+            "tracestate": self.tracestate,
+        }
+        values.update(attributes)  # explicit attributes win over the carried ones
         return Event(
             type=type,
             source=source if source is not None else self.source,
             data=data,
-            correlationid=self.correlationid or self.id,
-            causationid=self.id,
-            traceparent=child_traceparent(self.traceparent),
-            tracestate=self.tracestate,
             schemaversion=schemaversion,
-            **attributes,
+            **values,
         )
 
 
 _FIELD_NAMES = frozenset(Event.__struct_fields__)
 _ATTRIBUTE_FIELDS = tuple(f for f in Event.__struct_fields__ if f not in ("data", "extensions"))
+_ATTRIBUTE_SET = frozenset(_ATTRIBUTE_FIELDS)
 Event.attribute_names = _ATTRIBUTE_FIELDS
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and _INT_MIN <= value <= _INT_MAX
+
+
+def _is_traceparent(value: Any) -> bool:
+    # W3C trace context: version ff is invalid, and so are all-zero trace or span ids.
+    return (
+        isinstance(value, str)
+        and _TRACEPARENT.match(value) is not None
+        and not value.startswith("ff")
+        and value[3:35] != "0" * 32
+        and value[36:52] != "0" * 16
+    )
 
 
 def _check_extensions(extensions: Mapping[str, Any]) -> None:
@@ -194,8 +247,12 @@ def _check_extensions(extensions: Mapping[str, Any]) -> None:
             )
         if not isinstance(value, _EXTENSION_TYPES):
             raise InvalidEventError(
-                f"extension {name!r} must be a string, integer or boolean, "
-                f"got {value.__class__.__name__}"
+                f"extension {name!r} must be a string, integer or boolean, got {_kind(value)}"
+            )
+        if isinstance(value, int) and not isinstance(value, bool) and not _is_integer(value):
+            raise InvalidEventError(
+                f"extension {name!r} is out of the CloudEvents integer range "
+                f"({_INT_MIN}..{_INT_MAX}): {value}; send it as a string"
             )
 
 
@@ -203,7 +260,8 @@ def new_traceparent() -> str:
     """A fresh sampled W3C traceparent (new trace id and span id)."""
     from tidings._uuid7 import _rng
 
-    return f"00-{_rng.getrandbits(128):032x}-{_rng.getrandbits(64):016x}-01"
+    # ``or 1``: an all-zero id is invalid in W3C trace context.
+    return f"00-{_rng.getrandbits(128) or 1:032x}-{_rng.getrandbits(64) or 1:016x}-01"
 
 
 def child_traceparent(parent: str | None) -> str | None:
@@ -212,4 +270,4 @@ def child_traceparent(parent: str | None) -> str | None:
         return None
     from tidings._uuid7 import _rng
 
-    return f"{parent[:36]}{_rng.getrandbits(64):016x}{parent[52:]}"
+    return f"{parent[:36]}{_rng.getrandbits(64) or 1:016x}{parent[52:]}"

@@ -56,8 +56,7 @@ class Router:
             topic = self.default_topic
         if topic is None:
             raise UnroutableError(
-                f"no topic for event type {event.type!r}: declare app.route(...) "
-                "or pass topic=..."
+                f"no topic for event type {event.type!r}: declare app.route(...) or pass topic=..."
             )
         return topic
 
