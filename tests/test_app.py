@@ -491,8 +491,10 @@ async def test_exactly_once_commits_follow_ups_once_per_event_identity() -> None
         await app.publish(event)  # the same (source, id) again: a duplicate
         await harness.drain()
         reserved = harness.hub.records("inventory.events")
+        (follow_up,) = harness.published(type="InventoryReserved")
     assert calls == ["1"]
     assert len(reserved) == 1
+    assert follow_up.causationid == event.id
 
 
 async def test_exactly_once_failure_dead_letters_atomically() -> None:

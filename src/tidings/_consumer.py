@@ -252,7 +252,7 @@ class Consumer:
             try:
                 outputs = await self._handle(ctx)
                 if self._transactional is not None:
-                    messages = self.app._encode_all(outputs)
+                    messages = await self.app._prepare_commit(outputs)
                 else:
                     await self.app._publish_events(outputs)
             except Exception as exc:

@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -37,6 +38,8 @@ from tidings.subscription import DeliveryGuarantee, Ordering, Subscription
 __all__ = ["DEFAULT_MAX_EVENT_SIZE", "App"]
 
 log = logging.getLogger("tidings.app")
+# Where publish middleware delivers follow-ups that are to be committed atomically.
+_commit_buffer: ContextVar[list[tuple[str, Message]]] = ContextVar("tidings_commit_buffer")
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
 _State = Literal["new", "connected", "started", "stopped"]
@@ -87,6 +90,7 @@ class App:
         self._middleware: list[HandlerMiddleware] = []
         self._publish_middleware: list[PublishMiddleware] = []
         self._publish: PublishFn = self._send
+        self._publish_for_commit: PublishFn = self._collect
         self._connect_lock = asyncio.Lock()
 
     def set_broker(self, broker: str | Broker | None) -> None:
@@ -109,7 +113,10 @@ class App:
 
     def _check_not_started(self, what: str) -> None:
         if self._state != "new":
-            raise ConfigurationError(f"cannot add {what} after the app has started")
+            raise ConfigurationError(
+                f"cannot add {what}: app {self.name!r} has already started "
+                "(an app runs once; build a new one to run again)"
+            )
 
     def add_middleware(self, middleware: HandlerMiddleware) -> None:
         """Wrap every handler; the first added runs outermost. Only before start."""
@@ -290,13 +297,19 @@ class App:
             for target, batch in self._by_topic(events).items():
                 await self._publish(Outgoing(target, batch))
 
-    def _encode_all(self, events: list[Event]) -> list[tuple[str, Message]]:
-        """Encode follow-ups for an atomic commit (publish middleware does not run)."""
-        return [
-            (target, message)
-            for target, batch in self._by_topic(events).items()
-            for message in self._encode(Outgoing(target, batch))
-        ]
+    async def _collect(self, outgoing: Outgoing) -> None:
+        _commit_buffer.get().extend((outgoing.topic, m) for m in self._encode(outgoing))
+
+    async def _prepare_commit(self, events: list[Event]) -> list[tuple[str, Message]]:
+        """Run follow-ups through the publish middleware into messages for an atomic commit."""
+        buffer: list[tuple[str, Message]] = []
+        token = _commit_buffer.set(buffer)
+        try:
+            for target, batch in self._by_topic(events).items():
+                await self._publish_for_commit(Outgoing(target, batch))
+        finally:
+            _commit_buffer.reset(token)
+        return buffer
 
     def _follow_ups(self, ctx: Context, result: Any) -> list[Event]:
         """Turn a handler's return value and emitted payloads into follow-up events."""
@@ -329,6 +342,9 @@ class App:
             if self._state == "new":
                 await self.broker.connect()
                 self._publish = build_stack(self._publish, self._publish_middleware)
+                self._publish_for_commit = build_stack(
+                    self._publish_for_commit, self._publish_middleware
+                )
                 self._state = "connected"
 
     async def start(self) -> None:
