@@ -1,0 +1,110 @@
+"""``tidings run MODULE:APP``: serve an App until Ctrl-C or SIGTERM, then drain."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from tidings.app import App
+from tidings.cli._errors import EXIT_USAGE, CommandError, stderr
+from tidings.cli._options import BrokerOption, given_on_command_line
+from tidings.cli._target import load_app
+from tidings.errors import ConfigurationError
+
+__all__ = ["run"]
+
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def run(
+    ctx: typer.Context,
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODULE:APP",
+            help="The App to run, e.g. shop.orders:app (APP defaults to 'app').",
+            show_default=False,
+        ),
+    ],
+    broker: BrokerOption = None,
+    log_level: Annotated[
+        str,
+        typer.Option(help=f"Logging level: {', '.join(_LOG_LEVELS)}.", metavar="LEVEL"),
+    ] = "info",
+) -> None:
+    """Run an App until Ctrl-C or SIGTERM, then let in-flight handlers finish.
+
+    --broker replaces the broker the app names; an app that names none uses
+    TIDINGS_BROKER.
+    """
+    level = log_level.lower()
+    if level not in _LOG_LEVELS:
+        raise CommandError(
+            f"--log-level must be one of {', '.join(_LOG_LEVELS)}, not {log_level!r}", EXIT_USAGE
+        )
+    app = load_app(target)
+    # TIDINGS_BROKER is already the default of an app that names no broker; only an
+    # explicit --broker overrides a broker named in code, as app.run() would not.
+    if broker is not None and given_on_command_line(ctx, "broker"):
+        try:
+            app.set_broker(broker)
+        except ConfigurationError as exc:
+            raise CommandError(f"--broker: {exc}", EXIT_USAGE) from None
+    logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    asyncio.run(_serve(app, stderr()))
+
+
+async def _serve(app: App, console: Console) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # Installed before start so a signal that arrives while starting still drains;
+    # App.serve installs the same handlers again for the running phase.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await app.start()
+        console.print(_started(app))
+        await app.serve(stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    console.print(_stopped(app))
+
+
+def _broker_name(app: App) -> str:
+    return app.broker_url or type(app.broker).__name__
+
+
+def _started(app: App) -> Text:
+    subscriptions = app.subscriptions
+    if subscriptions:
+        listed = "; ".join(f"{s.name} <- {', '.join(s.topics)}" for s in subscriptions)
+    else:
+        listed = "none"
+    return Text.assemble(
+        ("tidings:", "bold green"),
+        f" app {app.name!r} running on {_broker_name(app)}"
+        f" | {len(subscriptions)} subscription(s): {listed}"
+        " | press Ctrl-C to stop",
+    )
+
+
+def _stopped(app: App) -> Text:
+    parts = []
+    for name, stats in app.stats().items():
+        counters = ", ".join(
+            f"{field.replace('_', '-')} {value}"
+            for field, value in dataclasses.asdict(stats).items()
+        )
+        parts.append(f"{name}: {counters}")
+    return Text.assemble(
+        ("tidings:", "bold green"),
+        f" app {app.name!r} stopped | {'; '.join(parts) or 'no subscriptions'}",
+    )

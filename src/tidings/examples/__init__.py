@@ -1,0 +1,1 @@
+"""Runnable examples that ship with tidings (``tidings demo`` runs :mod:`.quickstart`)."""

@@ -1,0 +1,214 @@
+from __future__ import annotations
+
+import io
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+import tidings
+from tidings.examples import quickstart
+
+TIMEOUT = 20.0
+
+PROBE = textwrap.dedent(
+    """
+    from tidings import App, Event
+
+    app = App("probe", broker="memory://")
+    default_broker = App("envprobe")
+    not_an_app = "hello"
+
+
+    @app.subscribe("pings")
+    async def on_ping(event: Event) -> None:
+        pass
+    """
+)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A directory holding a small app module, used as the working directory."""
+    (tmp_path / "probe.py").write_text(PROBE)
+    (tmp_path / "broken.py").write_text('from tidings import App\napp = App("")\n')
+    return tmp_path
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("TIDINGS_BROKER", "FORCE_COLOR")}
+    env["NO_COLOR"] = "1"
+    env.update(extra)
+    return env
+
+
+def _tidings(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tidings.cli", *args],
+        cwd=cwd,
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+
+
+def _start(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tidings.cli", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _read_until(proc: subprocess.Popen[bytes], needle: str) -> str:
+    """Read stderr until a line containing ``needle`` arrives (or fail after TIMEOUT)."""
+    assert proc.stderr is not None
+    seen = b""
+    deadline = time.monotonic() + TIMEOUT
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stderr, selectors.EVENT_READ)
+        while needle.encode() not in seen:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not selector.select(remaining):
+                proc.kill()
+                pytest.fail(f"no {needle!r} on stderr within {TIMEOUT}s: {seen.decode()}")
+            chunk = os.read(proc.stderr.fileno(), 65536)
+            if not chunk:
+                pytest.fail(f"process exited before printing {needle!r}: {seen.decode()}")
+            seen += chunk
+    return seen.decode()
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: signal.Signals) -> tuple[int, str]:
+    proc.send_signal(sig)
+    try:
+        _, rest = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return proc.returncode, rest.decode()
+
+
+def test_version(tmp_path: Path) -> None:
+    result = _tidings("--version", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"tidings {tidings.__version__}"
+
+
+def test_console_script(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "tidings"
+    if not script.exists():
+        pytest.skip("the tidings console script is not installed next to this Python")
+    result = subprocess.run(
+        [script, "--version"], capture_output=True, text=True, timeout=TIMEOUT, cwd=tmp_path
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("tidings ")
+
+
+def test_import_tidings_loads_no_cli_dependency(tmp_path: Path) -> None:
+    code = "import sys, tidings; print(sorted({'typer', 'rich'} & set(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_run_stops_on_sigterm_and_redacts_the_broker_password(project: Path) -> None:
+    proc = _start(
+        "run", "probe:app", "--broker", "memory://user:s3cret@probe", cwd=project, env=_env()
+    )
+    started = _read_until(proc, "running on")
+    code, rest = _stop(proc, signal.SIGTERM)
+    output = started + rest
+    assert code == 0, output
+    assert "app 'probe' running on memory://user:***@probe" in started
+    assert "probe.on_ping <- pings" in started
+    assert "app 'probe' stopped | probe.on_ping: received 0, handled 0" in rest
+    assert "s3cret" not in output
+    assert "Traceback" not in output
+
+
+def test_run_stops_on_sigint_and_uses_the_env_broker(project: Path) -> None:
+    env = _env(TIDINGS_BROKER="memory://from-env")
+    proc = _start("run", "probe:default_broker", "--log-level", "warning", cwd=project, env=env)
+    started = _read_until(proc, "running on")
+    code, rest = _stop(proc, signal.SIGINT)
+    assert code == 0, started + rest
+    assert "app 'envprobe' running on memory://from-env" in started
+    assert "app 'envprobe' stopped" in rest
+    assert "Traceback" not in started + rest
+
+
+@pytest.mark.parametrize(
+    ("args", "exit_code", "message"),
+    [
+        (["run", "nope:app"], 2, "error: cannot import module 'nope': No module named 'nope'"),
+        (["run", "probe:missing"], 2, "error: module 'probe' has no attribute 'missing'"),
+        (["run", "probe:not_an_app"], 2, "error: probe:not_an_app is a str, not a tidings.App"),
+        (["run", ":app"], 2, "is not MODULE:APP"),
+        (["run"], 2, "error: Missing argument 'MODULE:APP'"),
+        (["run", "probe", "--broker", "nosuch://"], 2, "no broker for URL scheme 'nosuch'"),
+        (["run", "broken:app"], 1, "an App needs a non-empty name"),
+        (["demo", "--broker", "no-scheme"], 2, "broker URL 'no-scheme' has no scheme"),
+        (["frobnicate"], 2, "error: No such command 'frobnicate'"),
+    ],
+)
+def test_user_mistakes_print_one_line(
+    project: Path, args: list[str], exit_code: int, message: str
+) -> None:
+    result = _tidings(*args, cwd=project)
+    assert result.returncode == exit_code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_error_messages_redact_passwords(project: Path) -> None:
+    result = _tidings("run", "probe", "--broker", "nosuch://user:s3cret@host", cwd=project)
+    assert result.returncode == 2
+    assert "nosuch://user:***@host" in result.stderr
+    assert "s3cret" not in result.stderr + result.stdout
+
+
+def test_demo_ignores_the_env_broker_and_shows_what_happened(tmp_path: Path) -> None:
+    result = _tidings("demo", cwd=tmp_path, env=_env(TIDINGS_BROKER="nosuch://"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "charge_payment: StockReserved ORD-2 (attempt 1): TimeoutError" in out
+    assert "charge_payment: StockReserved ORD-2 (attempt 2)" in out
+    assert "StockReserved ORD-1, caused by OrderPlaced" in out
+    assert "OrderPlaced ORD-3 in orders.dlq after 1 attempt(s): Reject" in out
+    assert "OrderPlaced ORD-4 in orders.dlq after 1 attempt(s): SchemaError" in out
+    assert "everything happened as expected" in out
+    assert "FAIL" not in out
+    assert "Traceback" not in result.stderr
+
+
+async def test_quickstart_checks_its_own_expectations() -> None:
+    buffer = io.StringIO()
+    assert await quickstart.run("memory://quickstart-test", Console(file=buffer, width=200))
+    assert "ok    the counters agree" in buffer.getvalue()
+
+
+async def test_quickstart_reports_a_failed_expectation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(quickstart, "TIMEOUT", 0.0)  # stop waiting before anything is handled
+    buffer = io.StringIO()
+    assert not await quickstart.run(console=Console(file=buffer, width=200))
+    out = buffer.getvalue()
+    assert "FAIL  everything settled within 0s" in out
+    assert "some expectations FAILED" in out
