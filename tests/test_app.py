@@ -773,3 +773,46 @@ async def test_broker_url_password_is_redacted() -> None:
     with pytest.raises(ConfigurationError) as info:
         App("x", broker="nope://user:secret@host:1")
     assert "secret" not in str(info.value)
+
+
+async def test_second_signal_cancels_the_drain() -> None:
+    import os
+    import signal
+
+    hub = MemoryHub()
+    app = App("sig", broker=MemoryBroker(hub))
+    started = asyncio.Event()
+
+    @app.subscribe("t")
+    async def stuck(data: dict[str, Any]) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    stop = asyncio.Event()
+    serving = asyncio.create_task(app.serve(stop))
+    await asyncio.sleep(0.05)
+    await app.publish({"i": 1}, topic="t", type="T")
+    await asyncio.wait_for(started.wait(), 2)
+    began = time.monotonic()
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.sleep(0.1)
+    assert not serving.done(), "the first signal drains: the stuck handler keeps it running"
+    os.kill(os.getpid(), signal.SIGINT)
+    await asyncio.wait_for(serving, 5)
+    assert time.monotonic() - began < 5
+    (state,) = hub.groups.values()
+    assert state.backlog() == 1, "the cancelled event must stay unacked"
+
+
+async def test_exactly_once_is_rechecked_when_the_broker_changes() -> None:
+    class PlainBroker(MemoryBroker):
+        capabilities = MemoryBroker.capabilities.__class__(exactly_once=False)
+
+    app = App("x", broker="memory://")
+
+    @app.subscribe("t", delivery="exactly_once")
+    async def handler(data: dict[str, Any]) -> None: ...
+
+    app.set_broker(PlainBroker())
+    with pytest.raises(ConfigurationError, match="exactly_once"):
+        await app.start()

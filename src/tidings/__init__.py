@@ -7,6 +7,7 @@ on the in-memory broker, the embedded one, or a real broker, chosen by URL.
 
 from __future__ import annotations
 
+from tidings._consumer import ConsumerStats
 from tidings.app import App
 from tidings.broker import Broker, Capabilities, Delivery, Message
 from tidings.codec import Codec
@@ -38,6 +39,7 @@ __all__ = [
     "Capabilities",
     "Codec",
     "ConfigurationError",
+    "ConsumerStats",
     "Context",
     "DeadLetter",
     "DecodeError",

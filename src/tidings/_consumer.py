@@ -95,6 +95,13 @@ class Consumer:
         """Nothing fetched is waiting, running or held for a retry."""
         return self._unsettled == 0 and not self._retrying and not self._timers
 
+    def abort(self) -> None:
+        """Cancel the intake loop and every running handler (their events are not acked)."""
+        self._stopping = True
+        for task in (self._task, *self._workers):
+            if task is not None:
+                task.cancel()
+
     async def stop(self, timeout: float) -> None:
         """Stop taking events, let running handlers finish (up to ``timeout``), then leave."""
         self._stopping = True

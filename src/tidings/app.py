@@ -160,14 +160,8 @@ class App:
             raise ConfigurationError(
                 f"a subscription named {sub_name!r} already exists; pass name=..."
             )
-        if delivery == "exactly_once" and not (
-            self.broker.capabilities.exactly_once and isinstance(self.broker, Transactional)
-        ):
-            raise ConfigurationError(
-                f"{type(self.broker).__name__} cannot commit a handling atomically, so "
-                "delivery='exactly_once' is refused; use 'at_least_once' with an "
-                "idempotent handler (dedupe on the event id), or the embedded broker"
-            )
+        if delivery == "exactly_once":
+            self._check_exactly_once()
         spec = HandlerSpec(handler, _localns)
         subscription = Subscription(
             handler=handler,
@@ -188,6 +182,14 @@ class App:
         self._specs[sub_name] = spec
         self._subscriptions.append(subscription)
         return subscription
+
+    def _check_exactly_once(self) -> None:
+        if not (self.broker.capabilities.exactly_once and isinstance(self.broker, Transactional)):
+            raise ConfigurationError(
+                f"{type(self.broker).__name__} cannot commit a handling atomically, so "
+                "delivery='exactly_once' is refused; use 'at_least_once' with an "
+                "idempotent handler (dedupe on the event id), or the embedded broker"
+            )
 
     def subscribe(self, topics: str | Sequence[str], **options: Any) -> Callable[[F], F]:
         """Decorator: ``@app.subscribe("order.events", group="inventory")``.
@@ -351,6 +353,8 @@ class App:
         """Connect and start every subscription."""
         if self._state == "started":
             return
+        if any(s.delivery == "exactly_once" for s in self._subscriptions):
+            self._check_exactly_once()
         await self._ensure_connected()
         self._state = "started"
         try:
@@ -401,13 +405,25 @@ class App:
         return {c.sub.name: c.stats for c in self._consumers}
 
     async def serve(self, stop: asyncio.Event | None = None) -> None:
-        """Run until ``stop`` is set or SIGINT/SIGTERM arrives, then stop gracefully."""
+        """Run until ``stop`` is set or SIGINT/SIGTERM arrives, then stop gracefully.
+
+        A second signal during the drain cancels the handlers still running
+        (their events are not acked and will be redelivered).
+        """
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         installed = []
+
+        def on_signal() -> None:
+            if stop.is_set():
+                log.warning("app %s: second signal, cancelling running handlers", self.name)
+                for consumer in self._consumers:
+                    consumer.abort()
+            stop.set()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, on_signal)
                 installed.append(sig)
             except (NotImplementedError, RuntimeError):  # pragma: no cover - not main thread
                 pass

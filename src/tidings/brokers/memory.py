@@ -21,6 +21,7 @@ from datetime import datetime
 from urllib.parse import parse_qs, urlsplit
 
 from tidings.broker import Capabilities, Delivery, Message, Position, StartFrom, partition_for
+from tidings.brokers import redact_url
 from tidings.errors import BrokerClosedError, ConfigurationError
 
 __all__ = ["MemoryBroker", "MemoryHub"]
@@ -377,7 +378,7 @@ class MemoryBroker:
         """``memory://[NAME][?partitions=N]``: brokers of one NAME share a hub."""
         parts = urlsplit(url)
         if parts.scheme != "memory":
-            raise ConfigurationError(f"not a memory:// URL: {url!r}")
+            raise ConfigurationError(f"not a memory:// URL: {redact_url(url)!r}")
         name = (parts.netloc + parts.path).strip("/")
         query = parse_qs(parts.query)
         partitions = 4
@@ -385,9 +386,11 @@ class MemoryBroker:
             try:
                 partitions = int(query["partitions"][0])
             except ValueError:
-                raise ConfigurationError(f"partitions must be an integer in {url!r}") from None
+                raise ConfigurationError(
+                    f"partitions must be an integer in {redact_url(url)!r}"
+                ) from None
             if partitions < 1:
-                raise ConfigurationError(f"partitions must be >= 1 in {url!r}")
+                raise ConfigurationError(f"partitions must be >= 1 in {redact_url(url)!r}")
         hub = _hubs.get(name)
         if hub is None:
             hub = _hubs[name] = MemoryHub(default_partitions=partitions)
