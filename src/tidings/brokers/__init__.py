@@ -20,6 +20,7 @@ __all__ = ["from_url", "redact_url", "schemes"]
 
 _BUILTIN: dict[str, str] = {
     "memory": "tidings.brokers.memory:MemoryBroker.from_url",
+    "sqlite": "tidings.brokers.sqlite:SqliteBroker.from_url",
 }
 
 

@@ -91,6 +91,8 @@ class BrokerConformance:
 
     #: Seconds a delivery may take to show up; raise it for slow backends.
     patience: float = 10.0
+    #: Seconds for a group to spread its partitions over a member that just joined.
+    rebalance_delay: float = 0.0
 
     @pytest.fixture
     def broker_factory(self) -> BrokerFactory:  # pragma: no cover - overridden
@@ -223,6 +225,7 @@ class BrokerConformance:
         topic, group = names("comp"), names("g")
         first = await (await open_broker()).subscribe([topic], group)
         second = await (await open_broker()).subscribe([topic], group)
+        await asyncio.sleep(self.rebalance_delay)
         producer = await open_broker()
         await producer.publish(
             topic, [Message(f"m{i}".encode(), key=f"k{i % 16}") for i in range(200)]

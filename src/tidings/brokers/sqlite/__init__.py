@@ -1,0 +1,410 @@
+"""The embedded durable broker (``sqlite:///./tidings.db``): one SQLite file, no server.
+
+Several processes on one machine share the file: producers, consumers of
+one group (partitions are leased to live members and move when one dies),
+and the CLI. Publishes from concurrent tasks are group-committed, so a
+durable (fsynced) publish does not cost one fsync each.
+
+Durability (``?durability=``): ``full`` (default) fsyncs every commit before
+``publish`` returns, so an acknowledged event survives power loss;
+``normal`` survives a crash of the process but may lose the last commits on
+an OS crash or power loss.
+
+URL options: ``durability``, ``partitions`` (default for new topics, 4),
+``session_timeout`` (seconds before a silent member's partitions move, 10),
+``heartbeat`` (seconds between heartbeats, 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from tidings.broker import Capabilities, Delivery, Message, Position, StartFrom
+from tidings.brokers import redact_url
+from tidings.brokers.sqlite import _ops
+from tidings.brokers.sqlite._member import SqliteDelivery, SqliteSubscription
+from tidings.brokers.sqlite._schema import Durability, connect, migrate
+from tidings.brokers.sqlite._writer import Writer
+from tidings.errors import BrokerClosedError, ConfigurationError
+
+__all__ = ["SqliteBroker"]
+
+T = TypeVar("T")
+
+CAPABILITIES = Capabilities(
+    persistent=True,
+    ordered_per_key=True,
+    consumer_groups=True,
+    replay=True,
+    native_delay=True,
+    exactly_once=True,
+    headers=True,
+)
+_READ_LIMIT = 1000
+
+
+class SqliteBroker:
+    """A client of one SQLite broker file."""
+
+    capabilities = CAPABILITIES
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        durability: Durability = "full",
+        partitions: int = 4,
+        session_timeout: float = 10.0,
+        heartbeat_interval: float | None = None,
+    ) -> None:
+        if partitions < 1:
+            raise ConfigurationError("partitions must be >= 1")
+        if session_timeout <= 0:
+            raise ConfigurationError("session_timeout must be > 0")
+        if durability not in ("full", "normal"):
+            raise ConfigurationError(f"durability must be 'full' or 'normal', got {durability!r}")
+        self.path = path
+        self.durability = durability
+        self.default_partitions = partitions
+        self.session_timeout = session_timeout
+        self.heartbeat_interval = heartbeat_interval or min(1.0, session_timeout / 3)
+        self.heads: dict[tuple[int, int], int] = {}
+        self._topics: dict[str, tuple[int, int]] = {}
+        self._subscriptions: list[SqliteSubscription] = []
+        self._writer: Writer | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._rotation = int.from_bytes(os.urandom(2), "big")
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str) -> SqliteBroker:
+        """``sqlite:///relative.db`` or ``sqlite:////absolute.db``, with query options."""
+        parts = urlsplit(url)
+        if parts.scheme != "sqlite":
+            raise ConfigurationError(f"not a sqlite:// URL: {redact_url(url)!r}")
+        path = unquote(parts.path)
+        if parts.netloc or not path.startswith("/") or len(path) < 2:
+            raise ConfigurationError(
+                f"bad sqlite URL {redact_url(url)!r}: use sqlite:///relative/path.db "
+                "or sqlite:////absolute/path.db"
+            )
+        path = path[1:]
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(query) - {"durability", "partitions", "session_timeout", "heartbeat"}
+        if unknown:
+            raise ConfigurationError(f"unknown sqlite URL option(s): {', '.join(sorted(unknown))}")
+        try:
+            return cls(
+                path,
+                durability=query.get("durability", "full"),  # type: ignore[arg-type]
+                partitions=int(query.get("partitions", 4)),
+                session_timeout=float(query.get("session_timeout", 10.0)),
+                heartbeat_interval=float(query["heartbeat"]) if "heartbeat" in query else None,
+            )
+        except ValueError as exc:
+            if isinstance(exc, ConfigurationError):
+                raise
+            raise ConfigurationError(
+                f"bad sqlite URL option in {redact_url(url)!r}: {exc}"
+            ) from exc
+
+    def __repr__(self) -> str:
+        return f"<SqliteBroker {self.path} durability={self.durability}>"
+
+    # -- connections -------------------------------------------------------------
+
+    @property
+    def writer(self) -> Writer:
+        if self._writer is None:
+            raise BrokerClosedError("the embedded broker is not connected (or is closed)")
+        return self._writer
+
+    async def connect(self) -> None:
+        if self._closed:
+            raise BrokerClosedError("the embedded broker is closed")
+        if self._writer is not None:
+            return
+
+        def open_all() -> tuple[sqlite3.Connection, sqlite3.Connection]:
+            directory = os.path.dirname(os.path.abspath(self.path))
+            if not os.path.isdir(directory):
+                raise ConfigurationError(f"directory {directory} does not exist")
+            conn = connect(self.path, self.durability)
+            try:
+                migrate(conn, self.path)
+            except BaseException:
+                conn.close()
+                raise
+            return conn, connect(self.path, self.durability)
+
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="tidings-sqlite-reader")
+        try:
+            conn, reader = await asyncio.get_running_loop().run_in_executor(
+                self._executor, open_all
+            )
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+        self._reader = reader
+        self._writer = Writer(conn)
+
+    async def _read(self, query: Any) -> Any:
+        if self._reader is None or self._executor is None:
+            raise BrokerClosedError("the embedded broker is not connected (or is closed)")
+        reader = self._reader
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, lambda: query(reader)
+        )
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for subscription in list(self._subscriptions):
+            await subscription.close()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.close)
+            self._writer.conn.close()
+        if self._reader is not None and self._executor is not None:
+            reader = self._reader
+            await asyncio.get_running_loop().run_in_executor(self._executor, reader.close)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        self._writer = None
+        self._reader = None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BrokerClosedError("the embedded broker is closed")
+        if self._writer is None:
+            raise BrokerClosedError("the embedded broker is not connected; call connect()")
+
+    # -- topics --------------------------------------------------------------------
+
+    async def topic(self, name: str) -> tuple[int, int]:
+        """``(topic_id, partitions)``, creating the topic with the default partitions."""
+        found = self._topics.get(name)
+        if found is None:
+            partitions = self.default_partitions
+            found = await self.writer.submit(
+                lambda conn: _ops.ensure_topic(conn, name, partitions, time.time())
+            )
+            self._topics[name] = found
+        return found
+
+    def next_rotation(self, count: int) -> int:
+        start = self._rotation
+        self._rotation += count
+        return start
+
+    # -- publishing ------------------------------------------------------------------
+
+    async def publish(self, topic: str, messages: Sequence[Message]) -> None:
+        self._check_open()
+        if not messages:
+            return
+        topic_id, partitions = await self.topic(topic)
+        rotation = self.next_rotation(len(messages))
+        now = time.time()
+        heads = await self.writer.submit(
+            lambda conn: _ops.append(conn, topic_id, partitions, messages, now, rotation)
+        )
+        self._advance(topic_id, heads)
+
+    def _advance(self, topic_id: int, heads: dict[int, int]) -> None:
+        moved = False
+        for p, head in heads.items():
+            key = (topic_id, p)
+            if self.heads.get(key, 0) < head:
+                self.heads[key] = head
+                moved = True
+        if moved:
+            for subscription in self._subscriptions:
+                if topic_id in subscription.topics:
+                    subscription.wake()
+
+    # -- consuming -------------------------------------------------------------------
+
+    async def subscribe(
+        self, topics: Sequence[str], group: str, *, start: StartFrom = "earliest"
+    ) -> SqliteSubscription:
+        self._check_open()
+        if not topics:
+            raise ConfigurationError("subscribe needs at least one topic")
+        resolved = [(name, *(await self.topic(name))) for name in topics]
+        await self._refresh_heads([topic_id for _, topic_id, _ in resolved])
+        subscription = SqliteSubscription(self, group, resolved, start == "latest")
+        self._subscriptions.append(subscription)
+        try:
+            await subscription.join()
+        except BaseException:
+            self._subscriptions.remove(subscription)
+            raise
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch(), name="tidings-sqlite-watcher")
+        return subscription
+
+    def _forget(self, subscription: SqliteSubscription) -> None:
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+
+    async def read_messages(
+        self, requests: list[tuple[int, int, list[int], int, int]]
+    ) -> list[tuple[list[Any], list[Any]]]:
+        """For each (topic_id, partition, due offsets, cursor, count): the due rows and new rows."""
+
+        def query(conn: sqlite3.Connection) -> list[tuple[list[Any], list[Any]]]:
+            out = []
+            columns = "offset, key, value, headers, published_at, deliver_at"
+            for topic_id, p, due, cursor, count in requests:
+                due_rows = [
+                    conn.execute(
+                        f"SELECT {columns} FROM messages "
+                        "WHERE topic_id = ? AND partition = ? AND offset = ?",
+                        (topic_id, p, offset),
+                    ).fetchone()
+                    for offset in due
+                ]
+                fresh_rows = []
+                if count:
+                    fresh_rows = conn.execute(
+                        f"SELECT {columns} FROM messages WHERE topic_id = ? AND partition = ? "
+                        "AND offset >= ? ORDER BY offset LIMIT ?",
+                        (topic_id, p, cursor, min(count, _READ_LIMIT)),
+                    ).fetchall()
+                out.append(([r for r in due_rows if r is not None], fresh_rows))
+            return out
+
+        return await self._read(query)  # type: ignore[no-any-return]
+
+    async def _refresh_heads(self, topic_ids: Sequence[int]) -> None:
+        if not topic_ids:
+            return
+        marks = ",".join("?" * len(topic_ids))
+        rows = await self._read(
+            lambda conn: conn.execute(
+                f"SELECT topic_id, partition, next_offset FROM partition_heads "
+                f"WHERE topic_id IN ({marks})",
+                tuple(topic_ids),
+            ).fetchall()
+        )
+        by_topic: dict[int, dict[int, int]] = {}
+        for topic_id, p, head in rows:
+            by_topic.setdefault(topic_id, {})[p] = head
+        for topic_id, heads in by_topic.items():
+            self._advance(topic_id, heads)
+
+    async def _watch(self) -> None:
+        """Notice commits of other processes: poll the WAL file's stamp, cheaply."""
+        wal = self.path + "-wal"
+        last: tuple[int, int] | None = None
+        active_until = 0.0
+        last_refresh = 0.0
+        while not self._closed:
+            try:
+                stat = os.stat(wal)
+                stamp: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
+            except FileNotFoundError:
+                stamp = None
+            now = time.monotonic()
+            if stamp != last or now - last_refresh > 0.1:
+                if stamp != last:
+                    active_until = now + 1.0
+                last = stamp
+                last_refresh = now
+                watched = sorted({t for s in self._subscriptions for t in s.topics})
+                try:
+                    await self._refresh_heads(watched)
+                except BrokerClosedError:
+                    return
+            await asyncio.sleep(0.002 if now < active_until else 0.01)
+
+    # -- replay ------------------------------------------------------------------------
+
+    async def seek(self, topic: str, group: str, position: Position) -> None:
+        self._check_open()
+        topic_id, partitions = await self.topic(topic)
+        if isinstance(position, datetime):
+            when = position.timestamp()
+        elif position in ("beginning", "end") or (
+            isinstance(position, int) and not isinstance(position, bool)
+        ):
+            when = 0.0
+        else:
+            raise ConfigurationError(f"cannot seek to {position!r}")
+
+        def operation(conn: sqlite3.Connection) -> None:
+            targets = {}
+            for p in range(partitions):
+                head = int(
+                    conn.execute(
+                        "SELECT next_offset FROM partition_heads "
+                        "WHERE topic_id = ? AND partition = ?",
+                        (topic_id, p),
+                    ).fetchone()[0]
+                )
+                if position == "beginning":
+                    targets[p] = 0
+                elif position == "end":
+                    targets[p] = head
+                elif isinstance(position, datetime):
+                    row = conn.execute(
+                        "SELECT MIN(offset) FROM messages WHERE topic_id = ? AND partition = ? "
+                        "AND published_at >= ?",
+                        (topic_id, p, when),
+                    ).fetchone()
+                    targets[p] = head if row[0] is None else int(row[0])
+                else:
+                    assert isinstance(position, int)
+                    targets[p] = min(max(position, 0), head)
+            _ops.seek_targets(conn, group, topic_id, targets)
+
+        await self.writer.submit(operation)
+        for subscription in list(self._subscriptions):
+            if subscription.group == group and topic_id in subscription.topics:
+                await subscription.heartbeat()
+
+    # -- exactly-once --------------------------------------------------------------------
+
+    async def is_processed(self, delivery: Delivery, dedup_key: str) -> bool:
+        group = delivery.group
+        row = await self._read(
+            lambda conn: conn.execute(
+                "SELECT 1 FROM processed WHERE grp = ? AND dedup_key = ?", (group, dedup_key)
+            ).fetchone()
+        )
+        return row is not None
+
+    async def commit(
+        self,
+        delivery: Delivery,
+        outputs: Sequence[tuple[str, Message]],
+        dedup_key: str | None = None,
+    ) -> bool:
+        self._check_open()
+        if not isinstance(delivery, SqliteDelivery):
+            raise ConfigurationError("commit needs a delivery from this broker")
+        if delivery.settled or delivery.fenced():
+            return False
+        grouped: dict[str, list[Message]] = {}
+        for topic, message in outputs:
+            grouped.setdefault(topic, []).append(message)
+        resolved = [(*(await self.topic(name)), messages) for name, messages in grouped.items()]
+        outcome, heads = await delivery._member.commit(delivery, resolved, dedup_key)
+        for topic_id, topic_heads in heads.items():
+            self._advance(topic_id, topic_heads)
+        return outcome == "committed"

@@ -1,0 +1,343 @@
+"""SQL operations of the embedded broker. Each runs inside a writer transaction.
+
+They are plain functions of a connection (no event loop, no shared state),
+so they are easy to read in one place and to reason about as transactions.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import msgspec
+
+from tidings.broker import Message, partition_for
+
+__all__ = [
+    "Acquired",
+    "OffsetUpdate",
+    "append",
+    "commit_handling",
+    "ensure_topic",
+    "flush",
+    "leave",
+    "rebalance",
+    "seek_targets",
+]
+
+_json = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetUpdate:
+    """A member's progress on one partition, written only while it holds the lease."""
+
+    topic_id: int
+    partition: int
+    epoch: int
+    committed: int
+    delivered: int
+
+
+@dataclass(frozen=True, slots=True)
+class Acquired:
+    """A partition a member now holds (new, or reset by a seek)."""
+
+    topic_id: int
+    partition: int
+    epoch: int
+    committed: int
+    delivered: int
+    retries: list[tuple[int, float, int]]  # (offset, due, attempts)
+
+
+def ensure_topic(
+    conn: sqlite3.Connection, name: str, partitions: int, now: float
+) -> tuple[int, int]:
+    """``(topic_id, partitions)`` of ``name``, creating the topic if needed."""
+    row = conn.execute("SELECT id, partitions FROM topics WHERE name = ?", (name,)).fetchone()
+    if row is not None:
+        return int(row[0]), int(row[1])
+    cursor = conn.execute(
+        "INSERT INTO topics (name, partitions, created_at) VALUES (?, ?, ?)",
+        (name, partitions, now),
+    )
+    topic_id = int(cursor.lastrowid or 0)
+    conn.executemany(
+        "INSERT INTO partition_heads (topic_id, partition, next_offset) VALUES (?, ?, 0)",
+        [(topic_id, p) for p in range(partitions)],
+    )
+    return topic_id, partitions
+
+
+def append(
+    conn: sqlite3.Connection,
+    topic_id: int,
+    partitions: int,
+    messages: Sequence[Message],
+    now: float,
+    rotation: int,
+) -> dict[int, int]:
+    """Append ``messages``; return the new head (next offset) of each partition written."""
+    heads: dict[int, int] = {}
+    rows = []
+    select = "SELECT next_offset FROM partition_heads WHERE topic_id = ? AND partition = ?"
+    for i, message in enumerate(messages):
+        p = partition_for(message.key, partitions, rotation + i)
+        offset = heads.get(p)
+        if offset is None:
+            offset = int(conn.execute(select, (topic_id, p)).fetchone()[0])
+        headers = _json.encode(message.headers).decode() if message.headers else None
+        rows.append(
+            (topic_id, p, offset, message.key, message.value, headers, now, message.deliver_at)
+        )
+        heads[p] = offset + 1
+    conn.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    conn.executemany(
+        "UPDATE partition_heads SET next_offset = ? WHERE topic_id = ? AND partition = ?",
+        [(head, topic_id, p) for p, head in heads.items()],
+    )
+    return heads
+
+
+_OWNS = (
+    "EXISTS (SELECT 1 FROM assignments a WHERE a.grp = ? AND a.topic_id = ? "
+    "AND a.partition = ? AND a.member_id = ? AND a.epoch = ?)"
+)
+
+
+def _owns(
+    conn: sqlite3.Connection, group: str, member: str, topic_id: int, partition: int, epoch: int
+) -> bool:
+    return (
+        conn.execute(f"SELECT {_OWNS}", (group, topic_id, partition, member, epoch)).fetchone()[0]
+        == 1
+    )
+
+
+def flush(
+    conn: sqlite3.Connection,
+    group: str,
+    member: str,
+    offsets: Iterable[OffsetUpdate],
+    retries_set: Iterable[tuple[int, int, int, int, float, int]],
+    retries_clear: Iterable[tuple[int, int, int, int]],
+) -> None:
+    """Write progress and retry schedules, each only where ``member`` still holds the lease.
+
+    ``retries_set`` rows: (topic_id, partition, epoch, offset, due, attempts);
+    ``retries_clear`` rows: (topic_id, partition, epoch, offset).
+    """
+    for update in offsets:
+        conn.execute(
+            "UPDATE group_offsets SET committed = MAX(committed, ?), "
+            "delivered = MAX(delivered, ?) "
+            f"WHERE grp = ? AND topic_id = ? AND partition = ? AND {_OWNS}",
+            (
+                update.committed,
+                update.delivered,
+                group,
+                update.topic_id,
+                update.partition,
+                group,
+                update.topic_id,
+                update.partition,
+                member,
+                update.epoch,
+            ),
+        )
+    for topic_id, p, epoch, offset, due, attempts in retries_set:
+        if _owns(conn, group, member, topic_id, p, epoch):
+            conn.execute(
+                "INSERT OR REPLACE INTO retries VALUES (?, ?, ?, ?, ?, ?)",
+                (group, topic_id, p, offset, due, attempts),
+            )
+    for topic_id, p, epoch, offset in retries_clear:
+        if _owns(conn, group, member, topic_id, p, epoch):
+            conn.execute(
+                "DELETE FROM retries WHERE grp = ? AND topic_id = ? AND partition = ? "
+                "AND offset = ?",
+                (group, topic_id, p, offset),
+            )
+
+
+def rebalance(
+    conn: sqlite3.Connection,
+    group: str,
+    member: str,
+    topics: Sequence[tuple[int, int]],
+    known: dict[tuple[int, int], int],
+    start_latest: bool,
+    session_timeout: float,
+    now: float,
+) -> tuple[dict[tuple[int, int], int], list[Acquired]]:
+    """Heartbeat, expire dead members, release and claim partitions.
+
+    Partition ``p`` of a topic belongs to the ``p % n``-th live member (by
+    join order) among the ``n`` members subscribed to it. A member releases
+    what is no longer its own and claims what is, once free or its lease has
+    expired. Returns every held partition's epoch, and full state for those
+    newly held (or whose epoch changed, e.g. after a seek).
+    """
+    topic_ids = sorted({t for t, _ in topics})
+    conn.execute(
+        "INSERT OR REPLACE INTO members (grp, member_id, topics, heartbeat) VALUES (?, ?, ?, ?)",
+        (group, member, _json.encode(topic_ids).decode(), now),
+    )
+    conn.execute(
+        "DELETE FROM members WHERE grp = ? AND heartbeat < ?", (group, now - session_timeout)
+    )
+    live = conn.execute(
+        "SELECT member_id, topics FROM members WHERE grp = ? ORDER BY member_id", (group,)
+    ).fetchall()
+    live_ids = {m for m, _ in live}
+    subscribed = {m: set(msgspec.json.decode(t)) for m, t in live}
+    held: dict[tuple[int, int], int] = {}
+    acquired: list[Acquired] = []
+    lease = now + session_timeout
+    for topic_id, partitions in topics:
+        members = [m for m, _ in live if topic_id in subscribed[m]]
+        current = {
+            row[0]: (row[1], int(row[2]), float(row[3]))
+            for row in conn.execute(
+                "SELECT partition, member_id, epoch, lease_until FROM assignments "
+                "WHERE grp = ? AND topic_id = ?",
+                (group, topic_id),
+            )
+        }
+        for p in range(partitions):
+            desired = members[p % len(members)]
+            owner, epoch, until = current.get(p, (None, 0, 0.0))
+            key = (topic_id, p)
+            if owner == member:
+                if desired != member:
+                    conn.execute(
+                        "UPDATE assignments SET member_id = NULL, lease_until = 0 "
+                        "WHERE grp = ? AND topic_id = ? AND partition = ?",
+                        (group, topic_id, p),
+                    )
+                    continue
+                conn.execute(
+                    "UPDATE assignments SET lease_until = ? "
+                    "WHERE grp = ? AND topic_id = ? AND partition = ?",
+                    (lease, group, topic_id, p),
+                )
+            elif desired == member and (owner is None or until < now or owner not in live_ids):
+                epoch += 1
+                conn.execute(
+                    "INSERT OR REPLACE INTO assignments VALUES (?, ?, ?, ?, ?, ?)",
+                    (group, topic_id, p, member, epoch, lease),
+                )
+            else:
+                continue
+            held[key] = epoch
+            if known.get(key) != epoch:
+                acquired.append(_state(conn, group, topic_id, p, epoch, start_latest))
+    return held, acquired
+
+
+def _state(
+    conn: sqlite3.Connection, group: str, topic_id: int, p: int, epoch: int, start_latest: bool
+) -> Acquired:
+    row = conn.execute(
+        "SELECT committed, delivered FROM group_offsets "
+        "WHERE grp = ? AND topic_id = ? AND partition = ?",
+        (group, topic_id, p),
+    ).fetchone()
+    if row is None:
+        start = 0
+        if start_latest:
+            start = int(
+                conn.execute(
+                    "SELECT next_offset FROM partition_heads WHERE topic_id = ? AND partition = ?",
+                    (topic_id, p),
+                ).fetchone()[0]
+            )
+        conn.execute(
+            "INSERT INTO group_offsets (grp, topic_id, partition, committed, delivered) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (group, topic_id, p, start, start - 1),
+        )
+        committed, delivered = start, start - 1
+    else:
+        committed, delivered = int(row[0]), int(row[1])
+    retries = [
+        (int(r[0]), float(r[1]), int(r[2]))
+        for r in conn.execute(
+            "SELECT offset, due, attempts FROM retries "
+            "WHERE grp = ? AND topic_id = ? AND partition = ? AND offset >= ?",
+            (group, topic_id, p, committed),
+        )
+    ]
+    return Acquired(topic_id, p, epoch, committed, delivered, retries)
+
+
+def leave(
+    conn: sqlite3.Connection, group: str, member: str, offsets: Iterable[OffsetUpdate]
+) -> None:
+    """Write final progress, then free the member's partitions for the others."""
+    flush(conn, group, member, offsets, (), ())
+    conn.execute(
+        "UPDATE assignments SET member_id = NULL, lease_until = 0 WHERE grp = ? AND member_id = ?",
+        (group, member),
+    )
+    conn.execute("DELETE FROM members WHERE grp = ? AND member_id = ?", (group, member))
+
+
+def commit_handling(
+    conn: sqlite3.Connection,
+    group: str,
+    member: str,
+    update: OffsetUpdate,
+    offset: int,
+    dedup_key: str | None,
+    outputs: Sequence[tuple[int, int, Sequence[Message]]],
+    now: float,
+    rotation: int,
+) -> tuple[str, dict[int, dict[int, int]]]:
+    """Exactly-once: follow-ups, dedup record and position in one transaction.
+
+    Returns ``("fenced" | "duplicate" | "committed", heads written per topic)``.
+    """
+    if not _owns(conn, group, member, update.topic_id, update.partition, update.epoch):
+        return "fenced", {}
+    outcome = "committed"
+    heads: dict[int, dict[int, int]] = {}
+    if dedup_key is not None:
+        inserted = conn.execute(
+            "INSERT OR IGNORE INTO processed (grp, dedup_key, processed_at) VALUES (?, ?, ?)",
+            (group, dedup_key, now),
+        ).rowcount
+        if inserted == 0:
+            outcome = "duplicate"
+    if outcome == "committed":
+        for topic_id, partitions, messages in outputs:
+            heads[topic_id] = append(conn, topic_id, partitions, messages, now, rotation)
+    flush(
+        conn,
+        group,
+        member,
+        [update],
+        (),
+        [(update.topic_id, update.partition, update.epoch, offset)],
+    )
+    return outcome, heads
+
+
+def seek_targets(
+    conn: sqlite3.Connection, group: str, topic_id: int, targets: dict[int, int]
+) -> None:
+    """Move ``group`` on a topic to ``targets`` (partition -> offset) and fence its owners."""
+    for p, target in targets.items():
+        conn.execute(
+            "INSERT INTO group_offsets (grp, topic_id, partition, committed, delivered) "
+            "VALUES (?, ?, ?, ?, -1) ON CONFLICT (grp, topic_id, partition) "
+            "DO UPDATE SET committed = excluded.committed, delivered = -1",
+            (group, topic_id, p, target),
+        )
+    conn.execute("DELETE FROM retries WHERE grp = ? AND topic_id = ?", (group, topic_id))
+    conn.execute(
+        "UPDATE assignments SET epoch = epoch + 1 WHERE grp = ? AND topic_id = ?",
+        (group, topic_id),
+    )

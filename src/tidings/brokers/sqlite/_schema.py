@@ -1,0 +1,187 @@
+"""The embedded broker's database: tables, migrations, and opening a file safely.
+
+Tables (inspect them with the ``sqlite3`` shell):
+
+``tidings_meta``
+    ``key``/``value`` pairs; ``schema_version`` and ``application = tidings``
+    mark the file as ours.
+``topics``
+    one row per topic: ``id``, ``name``, ``partitions``, retention
+    (``retention_ms``, ``retention_bytes``; NULL = keep forever), ``compact``.
+``partition_heads``
+    ``(topic_id, partition) -> next_offset``: where the next message goes.
+``messages``
+    the log: ``(topic_id, partition, offset)`` with ``key``, ``value`` (the
+    encoded event), ``headers`` (JSON or NULL), ``published_at`` and
+    ``deliver_at`` (Unix seconds).
+``group_offsets``
+    per consumer group and partition: ``committed`` (next offset to handle)
+    and ``delivered`` (highest offset handed out, for attempt counts).
+``members``
+    live consumer-group members and their last ``heartbeat``.
+``assignments``
+    which member owns a group's partition, with the lease ``epoch`` that
+    fences a member that lost it, and ``lease_until``.
+``retries``
+    scheduled redeliveries (``due``) and attempt counts of nacked messages.
+``processed``
+    exactly-once dedup records: ``(group, dedup_key)``.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from typing import Literal
+
+from tidings.errors import ConfigurationError
+
+__all__ = ["SCHEMA_VERSION", "Durability", "connect", "migrate"]
+
+SCHEMA_VERSION = 1
+Durability = Literal["full", "normal"]
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE tidings_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE topics (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        partitions INTEGER NOT NULL CHECK (partitions > 0),
+        retention_ms INTEGER,
+        retention_bytes INTEGER,
+        compact INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE partition_heads (
+        topic_id INTEGER NOT NULL REFERENCES topics(id),
+        partition INTEGER NOT NULL,
+        next_offset INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (topic_id, partition)
+    ) WITHOUT ROWID;
+    CREATE TABLE messages (
+        topic_id INTEGER NOT NULL,
+        partition INTEGER NOT NULL,
+        offset INTEGER NOT NULL,
+        key TEXT,
+        value BLOB NOT NULL,
+        headers TEXT,
+        published_at REAL NOT NULL,
+        deliver_at REAL,
+        PRIMARY KEY (topic_id, partition, offset)
+    ) WITHOUT ROWID;
+    CREATE TABLE group_offsets (
+        grp TEXT NOT NULL,
+        topic_id INTEGER NOT NULL,
+        partition INTEGER NOT NULL,
+        committed INTEGER NOT NULL,
+        delivered INTEGER NOT NULL DEFAULT -1,
+        PRIMARY KEY (grp, topic_id, partition)
+    ) WITHOUT ROWID;
+    CREATE TABLE members (
+        grp TEXT NOT NULL,
+        member_id TEXT NOT NULL,
+        topics TEXT NOT NULL,
+        heartbeat REAL NOT NULL,
+        PRIMARY KEY (grp, member_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE assignments (
+        grp TEXT NOT NULL,
+        topic_id INTEGER NOT NULL,
+        partition INTEGER NOT NULL,
+        member_id TEXT,
+        epoch INTEGER NOT NULL DEFAULT 0,
+        lease_until REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (grp, topic_id, partition)
+    ) WITHOUT ROWID;
+    CREATE TABLE retries (
+        grp TEXT NOT NULL,
+        topic_id INTEGER NOT NULL,
+        partition INTEGER NOT NULL,
+        offset INTEGER NOT NULL,
+        due REAL NOT NULL,
+        attempts INTEGER NOT NULL,
+        PRIMARY KEY (grp, topic_id, partition, offset)
+    ) WITHOUT ROWID;
+    CREATE TABLE processed (
+        grp TEXT NOT NULL,
+        dedup_key TEXT NOT NULL,
+        processed_at REAL NOT NULL,
+        PRIMARY KEY (grp, dedup_key)
+    ) WITHOUT ROWID;
+    """,
+}
+
+
+def _is_sqlite_file(path: str) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(16) == b"SQLite format 3\x00"
+
+
+def connect(path: str, durability: Durability, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open ``path`` in WAL mode with the durability asked for.
+
+    Refuses (ConfigurationError, file untouched) a file that is not SQLite.
+    """
+    if durability not in ("full", "normal"):
+        raise ConfigurationError(f"durability must be 'full' or 'normal', got {durability!r}")
+    if os.path.exists(path) and os.path.getsize(path) > 0 and not _is_sqlite_file(path):
+        raise ConfigurationError(f"{path} is not a SQLite database; refusing to touch it")
+    uri = f"file:{path}?mode={'ro' if readonly else 'rwc'}"
+    try:
+        conn = sqlite3.connect(
+            uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        conn.execute("PRAGMA busy_timeout = 30000")
+        if not readonly:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise ConfigurationError(f"{path}: cannot switch to WAL mode (got {mode})")
+        conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
+    except sqlite3.DatabaseError as exc:
+        raise ConfigurationError(f"cannot open {path} as a tidings database: {exc}") from exc
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, path: str) -> None:
+    """Create or upgrade the schema; refuse a foreign or newer database untouched."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.DatabaseError as exc:
+        raise ConfigurationError(f"cannot open {path} as a tidings database: {exc}") from exc
+    try:
+        tables = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        if "tidings_meta" not in tables:
+            if tables:
+                raise ConfigurationError(
+                    f"{path} is a SQLite database of another application "
+                    f"(tables: {', '.join(sorted(tables)[:5])}); refusing to touch it"
+                )
+            version = 0
+        else:
+            row = conn.execute(
+                "SELECT value FROM tidings_meta WHERE key = 'schema_version'"
+            ).fetchone()
+            if row is None:
+                raise ConfigurationError(f"{path} has no tidings schema version; refusing it")
+            version = int(row[0])
+        if version > SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"{path} has schema version {version}, newer than this tidings "
+                f"({SCHEMA_VERSION}); upgrade tidings"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[target].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(
+                "INSERT OR REPLACE INTO tidings_meta (key, value) VALUES "
+                "('schema_version', ?), ('application', 'tidings')",
+                (str(target),),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

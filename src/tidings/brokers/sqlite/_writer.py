@@ -1,0 +1,125 @@
+"""Group commit: one thread, one connection, many operations per transaction.
+
+Operations submitted while a transaction is being written queue up and go
+into the next one together, so N concurrent publishers cost one fsync, not
+N. Each operation runs inside its own savepoint: one that raises is rolled
+back alone and gets its exception; the others commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from tidings.errors import BrokerClosedError, PublishError
+
+__all__ = ["Writer"]
+
+T = TypeVar("T")
+_Op = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+_MAX_BATCH = 2000
+
+
+def _settle(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in results:
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+class Writer:
+    """Runs write operations on a dedicated connection, batching them into transactions."""
+
+    def __init__(self, conn: sqlite3.Connection, name: str = "tidings-sqlite-writer") -> None:
+        self.conn = conn
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._closed = False
+        self.commits = 0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, operation: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue ``operation`` for the next transaction; the future resolves after COMMIT."""
+        if self._closed:
+            raise BrokerClosedError("the embedded broker is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((operation, future, loop))
+        return future
+
+    def close(self) -> None:
+        """Finish queued operations, then stop the thread (blocking)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        conn = self.conn
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < _MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._commit(conn, batch)
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for operation, _, _ in batch:
+                    if len(batch) == 1:
+                        outcomes.append((True, operation(conn)))
+                        continue
+                    conn.execute("SAVEPOINT op")
+                    try:
+                        value = operation(conn)
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO op")
+                        conn.execute("RELEASE op")
+                        outcomes.append((False, exc))
+                    else:
+                        conn.execute("RELEASE op")
+                        outcomes.append((True, value))
+                conn.execute("COMMIT")
+                self.commits += 1
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except Exception as exc:
+            error = (
+                exc
+                if not isinstance(exc, sqlite3.Error)
+                else PublishError(f"the embedded broker could not commit: {exc}")
+            )
+            if error is not exc:
+                error.__cause__ = exc
+            outcomes = [(False, error)] * len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        for (_, future, loop), (ok, value) in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(loop, []).append((future, ok, value))
+        for loop, results in by_loop.items():
+            # A closed loop raises RuntimeError: nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, results)
