@@ -110,10 +110,8 @@ _OWNS = (
 def _owns(
     conn: sqlite3.Connection, group: str, member: str, topic_id: int, partition: int, epoch: int
 ) -> bool:
-    return (
-        conn.execute(f"SELECT {_OWNS}", (group, topic_id, partition, member, epoch)).fetchone()[0]
-        == 1
-    )
+    row = conn.execute(f"SELECT {_OWNS}", (group, topic_id, partition, member, epoch)).fetchone()
+    return bool(row[0])
 
 
 def flush(
