@@ -449,8 +449,11 @@ class SqliteSubscription:
             if not delivery.fenced():
                 part.settle(delivery.offset)
                 part.retry_rows.discard(delivery.offset)
-                if part.committed == update.committed:
-                    part.flushed = max(part.flushed, update.committed)
+                if part.committed > update.committed:
+                    # Handlings that finished meanwhile moved the position further than
+                    # this transaction could know: write it later, like an ack.
+                    self._dirty.add(part)
+                    self._schedule_flush()
         return result
 
     async def close(self) -> None:
