@@ -132,15 +132,37 @@ def connect(path: str, durability: Durability, *, readonly: bool = False) -> sql
         conn = sqlite3.connect(
             uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0
         )
+    except sqlite3.Error as exc:
+        raise ConfigurationError(f"cannot open {path}: {exc}") from exc
+    try:
         conn.execute("PRAGMA busy_timeout = 30000")
+        _refuse_foreign(conn, path)
         if not readonly:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
                 raise ConfigurationError(f"{path}: cannot switch to WAL mode (got {mode})")
         conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
     except sqlite3.DatabaseError as exc:
+        conn.close()
         raise ConfigurationError(f"cannot open {path} as a tidings database: {exc}") from exc
+    except ConfigurationError:
+        conn.close()
+        raise
     return conn
+
+
+def _refuse_foreign(conn: sqlite3.Connection, path: str) -> bool:
+    """Raise for another application's database; True if the tidings schema exists.
+
+    Read-only: it runs before anything (even the journal mode) is changed.
+    """
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if tables and "tidings_meta" not in tables:
+        raise ConfigurationError(
+            f"{path} is a SQLite database of another application "
+            f"(tables: {', '.join(sorted(tables)[:5])}); refusing to touch it"
+        )
+    return bool(tables)
 
 
 def migrate(conn: sqlite3.Connection, path: str) -> None:
@@ -150,15 +172,7 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
     except sqlite3.DatabaseError as exc:
         raise ConfigurationError(f"cannot open {path} as a tidings database: {exc}") from exc
     try:
-        tables = {
-            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        }
-        if "tidings_meta" not in tables:
-            if tables:
-                raise ConfigurationError(
-                    f"{path} is a SQLite database of another application "
-                    f"(tables: {', '.join(sorted(tables)[:5])}); refusing to touch it"
-                )
+        if not _refuse_foreign(conn, path):
             version = 0
         else:
             row = conn.execute(

@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tidings import App, ConfigurationError, Context, Message, RetryPolicy
+from tidings.brokers import from_url
+from tidings.brokers.sqlite import SqliteBroker
+from tidings.testing.conformance import collect
+
+
+def url(path: Path, **options: object) -> str:
+    query = "&".join(f"{k}={v}" for k, v in {"heartbeat": 0.2, **options}.items())
+    return f"sqlite:///{path}?{query}"
+
+
+async def wait_for(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def test_url_forms() -> None:
+    relative = from_url("sqlite:///./data/tidings.db?durability=normal&partitions=8")
+    assert isinstance(relative, SqliteBroker)
+    assert relative.path == "./data/tidings.db"
+    assert relative.durability == "normal"
+    assert relative.default_partitions == 8
+    absolute = from_url("sqlite:////var/lib/tidings.db")
+    assert isinstance(absolute, SqliteBroker)
+    assert absolute.path == "/var/lib/tidings.db"
+    for bad in ("sqlite://host/x.db", "sqlite:///x.db?durability=fast", "sqlite:///x.db?nope=1"):
+        with pytest.raises(ConfigurationError):
+            from_url(bad)
+
+
+async def test_events_survive_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    producer = App("producer", broker=url(db))
+    published = [await producer.publish({"n": i}, topic="t", type="T", key="k") for i in range(5)]
+    await producer.stop()
+
+    consumer = App("consumer", broker=url(db))
+    got: list[int] = []
+
+    @consumer.subscribe("t", group="g")
+    async def handle(data: dict[str, Any]) -> None:
+        got.append(data["n"])
+
+    async with consumer:
+        await wait_for(lambda: len(got) == 5)
+    assert got == [0, 1, 2, 3, 4]
+    assert len(published) == 5
+
+
+async def test_group_resumes_after_restart_and_new_group_replays(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    seen: list[tuple[str, int]] = []
+
+    def make(group: str) -> App:
+        app = App(f"c-{group}", broker=url(db))
+
+        @app.subscribe("t", group=group)
+        async def handle(data: dict[str, Any]) -> None:
+            seen.append((group, data["n"]))
+
+        return app
+
+    first = make("g")
+    async with first:
+        for i in range(3):
+            await first.publish({"n": i}, topic="t", type="T", key="k")
+        await wait_for(lambda: len(seen) == 3)
+    second = make("g")
+    async with second:
+        await second.publish({"n": 3}, topic="t", type="T", key="k")
+        await wait_for(lambda: len(seen) == 4)
+        await asyncio.sleep(0.2)
+    assert seen == [("g", 0), ("g", 1), ("g", 2), ("g", 3)]
+    replay = make("audit")
+    async with replay:
+        await wait_for(lambda: len(seen) == 8)
+    assert [n for g, n in seen if g == "audit"] == [0, 1, 2, 3]
+
+
+async def test_scheduled_retry_survives_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    attempts: list[tuple[int, float]] = []
+
+    def make() -> App:
+        app = App("svc", broker=url(db))
+        policy = RetryPolicy(initial_delay=1.0, jitter="none")
+
+        @app.subscribe("t", group="g", retry=policy)
+        async def handle(data: dict[str, Any], ctx: Context) -> None:
+            attempts.append((ctx.attempt, time.time()))
+            if ctx.attempt == 1:
+                raise RuntimeError("later")
+
+        return app
+
+    first = make()
+    async with first:
+        await first.publish({"n": 1}, topic="t", type="T")
+        await wait_for(lambda: len(attempts) == 1)
+        await asyncio.sleep(0.1)
+    second = make()
+    async with second:
+        await wait_for(lambda: len(attempts) == 2, timeout=5)
+    (_, failed_at), (attempt, retried_at) = attempts
+    assert attempt == 2, "the attempt count survives the restart"
+    assert retried_at - failed_at >= 0.95, "the retry waits for its time, across a restart"
+
+
+async def test_delayed_event_survives_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    producer = App("p", broker=url(db))
+    sent = time.time()
+    await producer.publish({"n": 1}, topic="t", type="T", delay=0.8)
+    await producer.stop()
+    consumer = App("c", broker=url(db))
+    got: list[float] = []
+
+    @consumer.subscribe("t", group="g")
+    async def handle(data: dict[str, Any]) -> None:
+        got.append(time.time())
+
+    async with consumer:
+        await wait_for(lambda: bool(got))
+    assert got[0] >= sent + 0.75
+
+
+async def test_dead_letters_are_stored_with_their_record(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    app = App("svc", broker=url(db))
+
+    @app.subscribe("orders", group="g", retry=RetryPolicy(max_attempts=2, initial_delay=0.01))
+    async def handle(data: dict[str, Any]) -> None:
+        raise ValueError("bad order")
+
+    reader = SqliteBroker(str(db))
+    await reader.connect()
+    dlq = await reader.subscribe(["orders.dlq"], "reader")
+    async with app:
+        await app.publish({"n": 1}, topic="orders", type="Order")
+        (letter,) = await collect(dlq, 1, timeout=10)
+    await reader.close()
+    assert letter.headers["tidings-error-type"] == "builtins.ValueError"
+    assert letter.headers["tidings-attempts"] == "2"
+
+
+async def test_durability_modes_set_synchronous(tmp_path: Path) -> None:
+    for mode, expected in (("full", 2), ("normal", 1)):
+        broker = SqliteBroker(str(tmp_path / f"{mode}.db"), durability=mode)  # type: ignore[arg-type]
+        await broker.connect()
+        level = broker.writer.conn.execute("PRAGMA synchronous").fetchone()[0]
+        journal = broker.writer.conn.execute("PRAGMA journal_mode").fetchone()[0]
+        await broker.close()
+        assert (level, journal) == (expected, "wal")
+
+
+async def test_concurrent_publishes_are_group_committed(tmp_path: Path) -> None:
+    broker = SqliteBroker(str(tmp_path / "g.db"))
+    await broker.connect()
+    await broker.publish("t", [Message(b"warm-up")])
+    before = broker.writer.commits
+    await asyncio.gather(*(broker.publish("t", [Message(b"x", key=str(i))]) for i in range(200)))
+    commits = broker.writer.commits - before
+    await broker.close()
+    assert commits < 100, f"200 concurrent publishes took {commits} commits"
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "content", [b"not a database at all", b"SQLite format 3\x00" + b"\x01" * 200]
+)
+async def test_foreign_or_corrupt_files_are_refused_untouched(
+    tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / "weird.db"
+    path.write_bytes(content)
+    before = digest(path)
+    app = App("x", broker=url(path))
+    with pytest.raises(ConfigurationError):
+        await app.publish({"n": 1}, topic="t", type="T")
+    assert digest(path) == before
+
+
+async def test_another_applications_database_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "theirs.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    before = digest(path)
+    broker = SqliteBroker(str(path))
+    with pytest.raises(ConfigurationError, match="another application"):
+        await broker.connect()
+    await broker.close()
+    assert digest(path) == before
