@@ -206,3 +206,40 @@ async def test_another_applications_database_is_refused_untouched(tmp_path: Path
         await broker.connect()
     await broker.close()
     assert digest(path) == before
+
+
+async def test_retention_by_age_size_and_compaction(tmp_path: Path) -> None:
+    broker = SqliteBroker(str(tmp_path / "r.db"))
+    await broker.connect()
+    await broker.configure_topic("old", partitions=1, retention=0.2)
+    await broker.configure_topic("big", partitions=1, retention_bytes=30)
+    await broker.configure_topic("latest", partitions=1, compact=True)
+    await broker.publish("old", [Message(b"a"), Message(b"b")])
+    await asyncio.sleep(0.3)
+    await broker.publish("old", [Message(b"c")])
+    await broker.publish("big", [Message(b"x" * 10) for _ in range(6)])
+    await broker.publish(
+        "latest", [Message(f"{k}{i}".encode(), key=k) for i in range(3) for k in "ab"]
+    )
+    await broker.publish("latest", [Message(b"keyless")])
+    removed = await broker.apply_retention()
+    assert removed == 2 + 3 + 4
+    sub = await broker.subscribe(["old", "big", "latest"], "g")
+    got = await collect(sub, 7, timeout=5)
+    by_topic: dict[str, list[bytes]] = {}
+    for d in got:
+        by_topic.setdefault(d.topic, []).append(d.value)
+    assert by_topic == {
+        "old": [b"c"],
+        "big": [b"x" * 10] * 3,
+        "latest": [b"a2", b"b2", b"keyless"],
+    }
+    await asyncio.sleep(0.1)
+    await sub.close()
+    committed = broker.writer.conn.execute(
+        "SELECT t.name, o.committed FROM group_offsets o JOIN topics t ON t.id = o.topic_id"
+    ).fetchall()
+    assert sorted(committed) == [("big", 6), ("latest", 7), ("old", 3)], "gaps count as settled"
+    with pytest.raises(ConfigurationError, match="partitions"):
+        await broker.configure_topic("old", partitions=3)
+    await broker.close()

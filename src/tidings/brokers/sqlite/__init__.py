@@ -12,12 +12,18 @@ an OS crash or power loss.
 
 URL options: ``durability``, ``partitions`` (default for new topics, 4),
 ``session_timeout`` (seconds before a silent member's partitions move, 10),
-``heartbeat`` (seconds between heartbeats, 1).
+``heartbeat`` (seconds between heartbeats, 1), ``retention_interval``
+(seconds between retention passes, 30).
+
+Topics keep events forever unless :meth:`SqliteBroker.configure_topic` sets
+a retention by age or size, or compaction by key; a background pass applies
+it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 import time
@@ -37,6 +43,7 @@ from tidings.errors import BrokerClosedError, ConfigurationError
 
 __all__ = ["SqliteBroker"]
 
+log = logging.getLogger("tidings.sqlite")
 T = TypeVar("T")
 
 CAPABILITIES = Capabilities(
@@ -64,6 +71,7 @@ class SqliteBroker:
         partitions: int = 4,
         session_timeout: float = 10.0,
         heartbeat_interval: float | None = None,
+        retention_interval: float = 30.0,
     ) -> None:
         if partitions < 1:
             raise ConfigurationError("partitions must be >= 1")
@@ -76,6 +84,10 @@ class SqliteBroker:
         self.default_partitions = partitions
         self.session_timeout = session_timeout
         self.heartbeat_interval = heartbeat_interval or min(1.0, session_timeout / 3)
+        if retention_interval <= 0:
+            raise ConfigurationError("retention_interval must be > 0")
+        self.retention_interval = retention_interval
+        self._maintenance: asyncio.Task[None] | None = None
         self.heads: dict[tuple[int, int], int] = {}
         self._topics: dict[str, tuple[int, int]] = {}
         self._subscriptions: list[SqliteSubscription] = []
@@ -100,7 +112,13 @@ class SqliteBroker:
             )
         path = path[1:]
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        unknown = set(query) - {"durability", "partitions", "session_timeout", "heartbeat"}
+        unknown = set(query) - {
+            "durability",
+            "partitions",
+            "session_timeout",
+            "heartbeat",
+            "retention_interval",
+        }
         if unknown:
             raise ConfigurationError(f"unknown sqlite URL option(s): {', '.join(sorted(unknown))}")
         try:
@@ -110,6 +128,7 @@ class SqliteBroker:
                 partitions=int(query.get("partitions", 4)),
                 session_timeout=float(query.get("session_timeout", 10.0)),
                 heartbeat_interval=float(query["heartbeat"]) if "heartbeat" in query else None,
+                retention_interval=float(query.get("retention_interval", 30.0)),
             )
         except ValueError as exc:
             if isinstance(exc, ConfigurationError):
@@ -158,6 +177,7 @@ class SqliteBroker:
             raise
         self._reader = reader
         self._writer = Writer(conn)
+        self._maintenance = asyncio.create_task(self._maintain(), name="tidings-sqlite-retention")
 
     async def _read(self, query: Any) -> Any:
         if self._reader is None or self._executor is None:
@@ -173,9 +193,10 @@ class SqliteBroker:
         self._closed = True
         for subscription in list(self._subscriptions):
             await subscription.close()
-        if self._watcher is not None:
-            self._watcher.cancel()
-            await asyncio.gather(self._watcher, return_exceptions=True)
+        for task in (self._watcher, self._maintenance):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._writer is not None:
             await asyncio.to_thread(self._writer.close)
             self._writer.conn.close()
@@ -205,6 +226,55 @@ class SqliteBroker:
             )
             self._topics[name] = found
         return found
+
+    async def configure_topic(
+        self,
+        name: str,
+        *,
+        partitions: int | None = None,
+        retention: float | None = None,
+        retention_bytes: int | None = None,
+        compact: bool = False,
+    ) -> None:
+        """Create a topic or set its retention.
+
+        ``retention``: seconds to keep events (None: forever). ``retention_bytes``:
+        per partition, keep the newest events whose values fit in this many
+        bytes. ``compact``: keep only the newest event of each key. The
+        partition count is fixed when the topic is created.
+        """
+        self._check_open()
+        if retention is not None and retention <= 0:
+            raise ConfigurationError("retention must be > 0 seconds (or None: forever)")
+        if retention_bytes is not None and retention_bytes <= 0:
+            raise ConfigurationError("retention_bytes must be > 0 (or None: no limit)")
+        count = partitions or self._topics.get(name, (0, self.default_partitions))[1]
+        retention_ms = None if retention is None else int(retention * 1000)
+
+        def operation(conn: sqlite3.Connection) -> tuple[int, int]:
+            return _ops.configure_topic(
+                conn, name, count, retention_ms, retention_bytes, compact, time.time()
+            )
+
+        try:
+            self._topics[name] = await self.writer.submit(operation)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from exc
+
+    async def apply_retention(self) -> int:
+        """Apply every topic's retention now; return how many events were removed."""
+        self._check_open()
+        return await self.writer.submit(lambda conn: _ops.apply_retention(conn, time.time()))
+
+    async def _maintain(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self.retention_interval)
+            try:
+                await self.apply_retention()
+            except BrokerClosedError:
+                return
+            except Exception:
+                log.exception("retention pass failed; will retry")
 
     def next_rotation(self, count: int) -> int:
         start = self._rotation

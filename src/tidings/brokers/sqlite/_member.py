@@ -43,6 +43,7 @@ class _Partition:
         "delivered",
         "epoch",
         "flushed",
+        "gaps",
         "index",
         "inflight",
         "pending",
@@ -64,6 +65,7 @@ class _Partition:
         self.prior_delivered = state.delivered
         self.inflight: dict[int, SqliteDelivery] = {}
         self.acked: set[int] = set()
+        self.gaps: dict[int, int] = {}
         self.pending: list[tuple[float, int]] = []
         self.attempts: dict[int, int] = {}
         self.retry_rows: set[int] = set()
@@ -72,26 +74,38 @@ class _Partition:
             self.attempts[offset] = attempts
             self.retry_rows.add(offset)
 
+    def _advance(self, committed: int, consume: bool) -> int:
+        """Move past settled offsets and gaps (offsets removed by retention or compaction)."""
+        acked, gaps = self.acked, self.gaps
+        while True:
+            if committed in acked:
+                if consume:
+                    acked.discard(committed)
+                committed += 1
+            elif committed in gaps:
+                committed = gaps.pop(committed) if consume else gaps[committed]
+            else:
+                return committed
+
     def settle(self, offset: int) -> None:
         self.inflight.pop(offset, None)
         self.attempts.pop(offset, None)
         if offset == self.committed:
-            committed = offset + 1
-            acked = self.acked
-            while committed in acked:
-                acked.discard(committed)
-                committed += 1
-            self.committed = committed
+            self.committed = self._advance(offset + 1, consume=True)
         elif offset > self.committed:
             self.acked.add(offset)
+
+    def skip(self, start: int, end: int) -> None:
+        """Offsets ``start`` to ``end`` (exclusive) no longer exist: treat them as settled."""
+        if start == self.committed:
+            self.committed = self._advance(end, consume=True)
+        elif start > self.committed:
+            self.gaps[start] = end
 
     def committed_if_settled(self, offset: int) -> int:
         if offset != self.committed:
             return self.committed
-        committed = offset + 1
-        while committed in self.acked:
-            committed += 1
-        return committed
+        return self._advance(offset + 1, consume=False)
 
     def update(self) -> _ops.OffsetUpdate:
         return _ops.OffsetUpdate(
@@ -321,18 +335,27 @@ class SqliteSubscription:
         requests = [
             (part.topic_id, part.index, due, part.cursor, fresh) for part, due, fresh in plan
         ]
+        requested_end = {id(part): part.cursor + fresh for part, _, fresh in plan}
         results = await self.broker.read_messages(requests)
         out: list[Delivery] = []
-        for (part, _, _), (due_rows, fresh_rows) in zip(plan, results, strict=True):
+        for (part, due, fresh), (due_rows, fresh_rows) in zip(plan, results, strict=True):
             if self.closed or self.owned.get((part.topic_id, part.index)) is not part:
                 continue
+            found = set()
             for row in due_rows:
+                found.add(row[0])
                 if row[0] not in part.inflight:
                     out.append(self._deliver(part, row))
+            for offset in due:
+                if offset not in found:  # removed by retention meanwhile
+                    part.settle(offset)
+                    self._forget_retry(part, offset)
             for row in fresh_rows:
                 offset = int(row[0])
                 if offset < part.cursor:
                     continue
+                if offset > part.cursor:
+                    part.skip(part.cursor, offset)
                 part.cursor = offset + 1
                 if offset in part.retry_rows or offset in part.acked:
                     continue
@@ -342,6 +365,11 @@ class SqliteSubscription:
                     self.wake(float(deliver_at))
                     continue
                 out.append(self._deliver(part, row))
+            end = requested_end[id(part)]
+            if len(fresh_rows) < fresh and part.cursor < end:
+                # Fewer rows than the head promised: the rest were removed by retention.
+                part.skip(part.cursor, end)
+                part.cursor = end
         return out
 
     def _deliver(self, part: _Partition, row: Sequence[Any]) -> SqliteDelivery:
@@ -361,11 +389,14 @@ class SqliteSubscription:
     def _acked(self, delivery: SqliteDelivery) -> None:
         part = delivery._part
         part.settle(delivery.offset)
-        if delivery.offset in part.retry_rows:
-            part.retry_rows.discard(delivery.offset)
-            self._retries_clear.append((part.topic_id, part.index, part.epoch, delivery.offset))
+        self._forget_retry(part, delivery.offset)
         self._dirty.add(part)
         self._schedule_flush()
+
+    def _forget_retry(self, part: _Partition, offset: int) -> None:
+        if offset in part.retry_rows:
+            part.retry_rows.discard(offset)
+            self._retries_clear.append((part.topic_id, part.index, part.epoch, offset))
 
     def _nacked(self, delivery: SqliteDelivery, delay: float) -> None:
         part = delivery._part

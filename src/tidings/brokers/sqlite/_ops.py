@@ -339,3 +339,69 @@ def seek_targets(
         "UPDATE assignments SET epoch = epoch + 1 WHERE grp = ? AND topic_id = ?",
         (group, topic_id),
     )
+
+
+def configure_topic(
+    conn: sqlite3.Connection,
+    name: str,
+    partitions: int,
+    retention_ms: int | None,
+    retention_bytes: int | None,
+    compact: bool,
+    now: float,
+) -> tuple[int, int]:
+    """Create ``name`` or change its retention; the partition count is fixed at creation."""
+    topic_id, existing = ensure_topic(conn, name, partitions, now)
+    if existing != partitions:
+        raise ValueError(
+            f"topic {name!r} has {existing} partitions; the count cannot change "
+            "(keys would move to other partitions)"
+        )
+    conn.execute(
+        "UPDATE topics SET retention_ms = ?, retention_bytes = ?, compact = ? WHERE id = ?",
+        (retention_ms, retention_bytes, int(compact), topic_id),
+    )
+    return topic_id, existing
+
+
+def apply_retention(conn: sqlite3.Connection, now: float) -> int:
+    """Delete what each topic's retention no longer keeps; return how many messages went.
+
+    By age: messages older than ``retention_ms``. By size: per partition, the
+    oldest messages beyond ``retention_bytes`` of values. Compaction: all but
+    the newest message of each key (keyless messages are kept).
+    """
+    removed = 0
+    topics = conn.execute(
+        "SELECT id, partitions, retention_ms, retention_bytes, compact FROM topics "
+        "WHERE retention_ms IS NOT NULL OR retention_bytes IS NOT NULL OR compact != 0"
+    ).fetchall()
+    for topic_id, partitions, retention_ms, retention_bytes, compact in topics:
+        if retention_ms is not None:
+            removed += conn.execute(
+                "DELETE FROM messages WHERE topic_id = ? AND published_at < ?",
+                (topic_id, now - retention_ms / 1000.0),
+            ).rowcount
+        if retention_bytes is not None:
+            for p in range(partitions):
+                row = conn.execute(
+                    "SELECT offset FROM (SELECT offset, SUM(LENGTH(value)) OVER "
+                    "(ORDER BY offset DESC) AS kept FROM messages "
+                    "WHERE topic_id = ? AND partition = ?) WHERE kept > ? "
+                    "ORDER BY offset DESC LIMIT 1",
+                    (topic_id, p, retention_bytes),
+                ).fetchone()
+                if row is not None:
+                    removed += conn.execute(
+                        "DELETE FROM messages WHERE topic_id = ? AND partition = ? AND offset <= ?",
+                        (topic_id, p, row[0]),
+                    ).rowcount
+        if compact:
+            removed += conn.execute(
+                "DELETE FROM messages WHERE topic_id = ? AND key IS NOT NULL AND offset < "
+                "(SELECT MAX(newer.offset) FROM messages AS newer WHERE newer.topic_id = "
+                "messages.topic_id AND newer.partition = messages.partition "
+                "AND newer.key = messages.key)",
+                (topic_id,),
+            ).rowcount
+    return removed
