@@ -5,6 +5,9 @@ Structured mode puts the whole event in the message body
 transport headers (``ce_`` for Kafka-style transports, ``ce-`` for HTTP-style
 ones) and only the data in the body. Decoding accepts both: a message whose
 headers carry ``<prefix>specversion`` is binary, anything else is structured.
+Values of ``ce-`` headers are percent-encoded, as the HTTP and NATS bindings
+require. In binary mode, data is JSON when the content type is JSON (or
+absent), text for ``text/*`` or a ``charset``, and bytes otherwise.
 
 Strict: malformed input raises :class:`~tidings.errors.DecodeError` naming what
 is wrong, and nothing is ever unpickled.
@@ -168,10 +171,11 @@ class Codec:
 
     # -- decoding ------------------------------------------------------------
 
-    def decode(self, body: bytes, headers: Mapping[str, str] | None = None) -> Event:
+    def decode(self, body: bytes, headers: Mapping[str, str | bytes] | None = None) -> Event:
         """Decode a message body (and headers) into an :class:`Event`.
 
-        Raises DecodeError for anything that is not a valid CloudEvent.
+        Header names match case-insensitively; header values may be bytes
+        (UTF-8). Raises DecodeError for anything that is not a valid CloudEvent.
         """
         if headers:
             # Header names are case-insensitive in HTTP; CloudEvents names are lower case.
@@ -198,7 +202,7 @@ class Codec:
                 raise DecodeError(f"required attribute {name!r} is missing")
             if not isinstance(value, str) or not value:
                 raise DecodeError(
-                    f"required attribute {name!r} must be a non-empty string, got {value!r}"
+                    f"required attribute {name!r} must be a non-empty string, got {_short(value)}"
                 )
             attrs[name] = value
         if attrs["specversion"] != "1.0":
@@ -262,7 +266,10 @@ class Codec:
                 try:
                     data = self._decoder.decode(body)
                 except msgspec.DecodeError as exc:
-                    raise DecodeError(f"event data is not valid JSON: {exc}") from exc
+                    if content_type is not None:
+                        raise DecodeError(f"event data is not valid JSON: {exc}") from exc
+                    # No declared type (as the CloudEvents SDKs send bytes): keep the bytes.
+                    data = bytes(body)
             elif (charset := _text_charset(content_type)) is not None:
                 try:
                     data = bytes(body).decode(charset)
@@ -298,7 +305,8 @@ def _percent_decode(header: str, value: str) -> str:
     try:
         return unquote(value, errors="strict")
     except UnicodeDecodeError as exc:
-        raise DecodeError(f"header {header!r} is not percent-encoded UTF-8: {value!r}") from exc
+        shown = _short(value)
+        raise DecodeError(f"header {header!r} is not percent-encoded UTF-8: {shown}") from exc
 
 
 def _format_time(value: datetime) -> str:
@@ -310,21 +318,24 @@ def _parse_time(value: Any) -> datetime:
     if not isinstance(value, str):
         raise DecodeError(f"attribute 'time' must be an RFC 3339 string, got {_kind(value)}")
     match = _RFC3339.fullmatch(value)
+    shown = _short(value)
     if match is None:
         raise DecodeError(
-            f"attribute 'time' is not an RFC 3339 date-time (like 2024-05-01T12:00:00Z): {value!r}"
+            f"attribute 'time' is not an RFC 3339 date-time (like 2024-05-01T12:00:00Z): {shown}"
         )
-    if match["zulu"]:
-        tz = UTC
-    elif match["sign"]:
-        offset = timedelta(hours=int(match["offset_hours"]), minutes=int(match["offset_minutes"]))
-        tz = timezone(-offset if match["sign"] == "-" else offset)
-    else:
-        raise DecodeError(f"attribute 'time' has no UTC offset (add 'Z' or +hh:mm): {value!r}")
+    if not match["zulu"] and not match["sign"]:
+        raise DecodeError(f"attribute 'time' has no UTC offset (add 'Z' or +hh:mm): {shown}")
     year, month, day = (int(part) for part in match["date"].split("-"))
     # Python keeps microseconds: finer digits (nanoseconds from other SDKs) are cut.
     microsecond = int((match["fraction"] or "0")[:6].ljust(6, "0"))
     try:
+        if match["zulu"]:
+            tz = UTC
+        else:
+            offset = timedelta(
+                hours=int(match["offset_hours"]), minutes=int(match["offset_minutes"])
+            )
+            tz = timezone(-offset if match["sign"] == "-" else offset)
         return datetime(
             year,
             month,
@@ -336,7 +347,7 @@ def _parse_time(value: Any) -> datetime:
             tzinfo=tz,
         )
     except ValueError as exc:
-        raise DecodeError(f"attribute 'time' is not a valid date-time: {value!r} ({exc})") from exc
+        raise DecodeError(f"attribute 'time' is not a valid date-time: {shown} ({exc})") from exc
 
 
 def _parse_int(name: str, value: Any) -> int:
@@ -344,7 +355,12 @@ def _parse_int(name: str, value: Any) -> int:
         value = int(value)
     if isinstance(value, int) and not isinstance(value, bool) and -(2**31) <= value < 2**31:
         return value
-    raise DecodeError(f"attribute {name!r} must be a 32-bit integer, got {value!r}")
+    raise DecodeError(f"attribute {name!r} must be a 32-bit integer, got {_short(value)}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _kind(value: Any) -> str:

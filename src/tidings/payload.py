@@ -66,12 +66,20 @@ def payload_info(payload_or_type: Any) -> PayloadInfo:
     info = _cache.get(cls)
     if info is not None:
         return info
-    if cls in (dict, list, tuple, str, bytes, int, float, bool, type(None)):
+    if cls.__module__ == "builtins":  # dict, list, str, bytes, int, None, set, ...
         raise ConfigurationError(
             f"a {cls.__name__} payload has no event type; pass type='...' explicitly"
         )
-    name = cls.__dict__.get("__event_type__") or cls.__name__
+    name = cls.__dict__.get("__event_type__", cls.__name__)
     version = cls.__dict__.get("__event_version__", 1)
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(
+            f"{cls.__qualname__}.__event_type__ must be a non-empty string, got {name!r}"
+        )
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ConfigurationError(
+            f"{cls.__qualname__}.__event_version__ must be an integer >= 1, got {version!r}"
+        )
     info = PayloadInfo(name, version)
     _cache[cls] = info
     return info
@@ -95,6 +103,8 @@ def decode_payload(data: Any, cls: type[T]) -> T:
     try:
         if is_pydantic_model(cls):
             return cls.model_validate(data)  # type: ignore[attr-defined, no-any-return]
+        if not isinstance(cls, type):  # a typing form such as list[int]
+            return msgspec.convert(data, type=cls)
         if isinstance(data, cls):
             return data
         if dataclasses.is_dataclass(cls) or issubclass(cls, msgspec.Struct):

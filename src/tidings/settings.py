@@ -7,7 +7,7 @@ import os
 __all__ = ["DEFAULT_BROKER_URL", "default_broker_url"]
 
 #: Used when neither ``broker=`` nor ``TIDINGS_BROKER`` is given.
-DEFAULT_BROKER_URL = "memory://"
+DEFAULT_BROKER_URL = "sqlite:///./tidings.db"
 
 
 def default_broker_url() -> str:
