@@ -243,3 +243,44 @@ async def test_retention_by_age_size_and_compaction(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="partitions"):
         await broker.configure_topic("old", partitions=3)
     await broker.close()
+
+
+async def test_inspection_topics_groups_read_delete_move(tmp_path: Path) -> None:
+    from tidings.inspection import Inspectable
+
+    broker = SqliteBroker(str(tmp_path / "i.db"))
+    await broker.connect()
+    assert isinstance(broker, Inspectable)
+    await broker.configure_topic("orders", partitions=2, retention=3600)
+    await broker.publish("orders", [Message(f"m{i}".encode(), key=f"k{i}") for i in range(6)])
+    sub = await broker.subscribe(["orders"], "billing")
+    got = await collect(sub, 2, timeout=5, ack=True)
+    await sub.flush()
+    (topic,) = await broker.list_topics()
+    assert (topic.name, topic.partitions, topic.events, topic.retention_seconds) == (
+        "orders",
+        2,
+        6,
+        3600.0,
+    )
+    assert topic.rate == pytest.approx(6 / 60)
+    (group,) = await broker.list_groups()
+    assert group.name == "billing" and group.members == [sub.member_id]
+    assert group.lag == 6 - len(got)
+    everything = await broker.read("orders")
+    assert sorted(m.message.value for m in everything) == [f"m{i}".encode() for i in range(6)]
+    newest = await broker.read("orders", last=2)
+    assert [m.offset for m in newest] == [m.offset for m in everything[-2:]]
+    first = everything[0]
+    later = await broker.read("orders", after={first.partition: first.offset + 1})
+    assert all(m.partition == first.partition and m.offset > first.offset for m in later)
+    assert await broker.delete("orders", [(first.partition, first.offset)]) == 1
+    second = everything[1]
+    moved = await broker.move(
+        "orders", [(second.partition, second.offset, "archive", second.message)]
+    )
+    assert moved == 1
+    assert [m.message.value for m in await broker.read("archive")] == [second.message.value]
+    assert len(await broker.read("orders")) == 4
+    assert await broker.read("missing") == []
+    await broker.close()

@@ -27,7 +27,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar
@@ -35,11 +35,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from tidings.broker import Capabilities, Delivery, Message, Position, StartFrom
 from tidings.brokers import redact_url
-from tidings.brokers.sqlite import _ops
+from tidings.brokers.sqlite import _admin, _ops
 from tidings.brokers.sqlite._member import SqliteDelivery, SqliteSubscription
 from tidings.brokers.sqlite._schema import Durability, connect, migrate
 from tidings.brokers.sqlite._writer import Writer
 from tidings.errors import BrokerClosedError, ConfigurationError
+from tidings.inspection import GroupInfo, StoredMessage, TopicInfo
 
 __all__ = ["SqliteBroker"]
 
@@ -478,3 +479,70 @@ class SqliteBroker:
         for topic_id, topic_heads in heads.items():
             self._advance(topic_id, topic_heads)
         return outcome == "committed"
+
+    # -- inspection and administration (tidings.inspection.Inspectable) ---------------
+
+    async def list_topics(self) -> list[TopicInfo]:
+        self._check_open()
+        return await self._read(_admin.list_topics)  # type: ignore[no-any-return]
+
+    async def list_groups(self) -> list[GroupInfo]:
+        self._check_open()
+        timeout = self.session_timeout
+        return await self._read(  # type: ignore[no-any-return]
+            lambda conn: _admin.list_groups(conn, timeout)
+        )
+
+    async def read(
+        self,
+        topic: str,
+        *,
+        after: Mapping[int, int] | None = None,
+        last: int | None = None,
+        limit: int = 1000,
+    ) -> list[StoredMessage]:
+        self._check_open()
+        return await self._read(  # type: ignore[no-any-return]
+            lambda conn: _admin.read(conn, topic, after, last, limit)
+        )
+
+    async def delete(self, topic: str, entries: Sequence[tuple[int, int]]) -> int:
+        self._check_open()
+        topic_id, _ = await self.topic(topic)
+        rows = [(topic_id, p, offset) for p, offset in entries]
+        return await self.writer.submit(
+            lambda conn: sum(
+                conn.execute(
+                    "DELETE FROM messages WHERE topic_id = ? AND partition = ? AND offset = ?",
+                    row,
+                ).rowcount
+                for row in rows
+            )
+        )
+
+    async def move(self, topic: str, entries: Sequence[tuple[int, int, str, Message]]) -> int:
+        self._check_open()
+        source_id, _ = await self.topic(topic)
+        targets = {name: await self.topic(name) for name in {e[2] for e in entries}}
+        rotation = self.next_rotation(len(entries))
+        now = time.time()
+
+        def operation(conn: sqlite3.Connection) -> tuple[int, dict[int, dict[int, int]]]:
+            moved = 0
+            heads: dict[int, dict[int, int]] = {}
+            for i, (p, offset, target, message) in enumerate(entries):
+                deleted = conn.execute(
+                    "DELETE FROM messages WHERE topic_id = ? AND partition = ? AND offset = ?",
+                    (source_id, p, offset),
+                ).rowcount
+                if deleted:
+                    topic_id, partitions = targets[target]
+                    written = _ops.append(conn, topic_id, partitions, [message], now, rotation + i)
+                    heads.setdefault(topic_id, {}).update(written)
+                    moved += 1
+            return moved, heads
+
+        moved, heads = await self.writer.submit(operation)
+        for topic_id, topic_heads in heads.items():
+            self._advance(topic_id, topic_heads)
+        return moved

@@ -1,0 +1,121 @@
+"""Read-side and administrative queries of the embedded broker (for the CLI)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Mapping
+
+import msgspec
+
+from tidings.broker import Message
+from tidings.inspection import GroupInfo, PartitionLag, StoredMessage, TopicInfo
+
+__all__ = ["list_groups", "list_topics", "read"]
+
+_headers = msgspec.json.Decoder(dict[str, str])
+
+
+def list_topics(conn: sqlite3.Connection) -> list[TopicInfo]:
+    since = time.time() - 60.0
+    out = []
+    for topic_id, name, partitions, retention_ms, retention_bytes, compact in conn.execute(
+        "SELECT id, name, partitions, retention_ms, retention_bytes, compact FROM topics "
+        "ORDER BY name"
+    ).fetchall():
+        events, size = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(value)), 0) FROM messages WHERE topic_id = ?",
+            (topic_id,),
+        ).fetchone()
+        recent = conn.execute(
+            "SELECT COUNT(*) FROM messages WHERE topic_id = ? AND published_at >= ?",
+            (topic_id, since),
+        ).fetchone()[0]
+        out.append(
+            TopicInfo(
+                name=name,
+                partitions=partitions,
+                events=events,
+                bytes=size,
+                retention_seconds=None if retention_ms is None else retention_ms / 1000.0,
+                retention_bytes=retention_bytes,
+                compact=bool(compact),
+                rate=recent / 60.0,
+            )
+        )
+    return out
+
+
+def list_groups(conn: sqlite3.Connection, session_timeout: float) -> list[GroupInfo]:
+    alive_since = time.time() - session_timeout
+    members: dict[str, list[str]] = {}
+    for group, member in conn.execute(
+        "SELECT grp, member_id FROM members WHERE heartbeat >= ? ORDER BY grp, member_id",
+        (alive_since,),
+    ):
+        members.setdefault(group, []).append(member)
+    lags: dict[str, list[PartitionLag]] = {}
+    for group, name, partition, committed, head, owner, lease in conn.execute(
+        "SELECT o.grp, t.name, o.partition, o.committed, h.next_offset, a.member_id, "
+        "a.lease_until FROM group_offsets o JOIN topics t ON t.id = o.topic_id "
+        "JOIN partition_heads h ON h.topic_id = o.topic_id AND h.partition = o.partition "
+        "LEFT JOIN assignments a ON a.grp = o.grp AND a.topic_id = o.topic_id "
+        "AND a.partition = o.partition ORDER BY o.grp, t.name, o.partition"
+    ):
+        live_owner = owner if owner is not None and (lease or 0) >= time.time() else None
+        lags.setdefault(group, []).append(
+            PartitionLag(name, partition, committed, head, live_owner)
+        )
+    return [
+        GroupInfo(name, members.get(name, []), lags.get(name, []))
+        for name in sorted(set(members) | set(lags))
+    ]
+
+
+def read(
+    conn: sqlite3.Connection,
+    topic: str,
+    after: Mapping[int, int] | None,
+    last: int | None,
+    limit: int,
+) -> list[StoredMessage]:
+    row = conn.execute("SELECT id FROM topics WHERE name = ?", (topic,)).fetchone()
+    if row is None:
+        return []
+    topic_id = row[0]
+    columns = "partition, offset, key, value, headers, published_at, deliver_at"
+    if last is not None:
+        rows = conn.execute(
+            f"SELECT {columns} FROM messages WHERE topic_id = ? "
+            "ORDER BY published_at DESC, partition DESC, offset DESC LIMIT ?",
+            (topic_id, min(last, limit)),
+        ).fetchall()
+        rows.reverse()
+    elif after:
+        rows = []
+        for partition, offset in sorted(after.items()):
+            rows.extend(
+                conn.execute(
+                    f"SELECT {columns} FROM messages WHERE topic_id = ? AND partition = ? "
+                    "AND offset >= ? ORDER BY offset LIMIT ?",
+                    (topic_id, partition, offset, limit),
+                ).fetchall()
+            )
+        rows.sort(key=lambda r: (r[5], r[0], r[1]))
+        rows = rows[:limit]
+    else:
+        rows = conn.execute(
+            f"SELECT {columns} FROM messages WHERE topic_id = ? "
+            "ORDER BY published_at, partition, offset LIMIT ?",
+            (topic_id, limit),
+        ).fetchall()
+    return [
+        StoredMessage(
+            topic,
+            partition,
+            offset,
+            published_at,
+            Message(bytes(value), _headers.decode(headers) if headers else {}, key, deliver_at),
+        )
+        for partition, offset, key, value, headers, published_at, deliver_at in rows
+    ]
