@@ -130,7 +130,7 @@ async def test_returned_payload_is_published_as_follow_up_with_causation() -> No
         (follow_up,) = harness.published(type="InventoryReserved", topic="inventory.events")
     assert follow_up.causationid == root.id
     assert follow_up.correlationid == root.id
-    assert follow_up.data == InventoryReserved(order_id="ORD-1")
+    assert follow_up.data == {"order_id": "ORD-1"}
 
 
 async def test_emit_and_list_returns_publish_several_follow_ups_in_one_chain() -> None:
@@ -492,7 +492,8 @@ async def test_exactly_once_commits_follow_ups_once_per_event_identity() -> None
         await harness.drain()
         reserved = harness.hub.records("inventory.events")
         (follow_up,) = harness.published(type="InventoryReserved")
-    assert calls == ["1"]
+    # The handler may run for the duplicate; its effects (follow-ups) commit only once.
+    assert calls == ["1", "1"]
     assert len(reserved) == 1
     assert follow_up.causationid == event.id
 

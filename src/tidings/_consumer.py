@@ -250,7 +250,10 @@ class Consumer:
                     self.stats.failed += 1
                     log.error("%s: handler failed (at most once, dropped): %r", self.sub.name, exc)
                 return
-            if self._transactional is not None:
+            if self._transactional is not None and d.attempt > 1:
+                # A redelivery may have been committed already: skip the handler then.
+                # (A first delivery that duplicates an earlier event is caught by the
+                # commit's dedup record: its follow-ups are dropped.)
                 dedup = f"{event.source}\n{event.id}"
                 if await self._transactional.is_processed(d, dedup):
                     self.stats.skipped += 1

@@ -18,11 +18,14 @@ from types import TracebackType
 from typing import Any
 
 from tidings.app import App
+from tidings.broker import Message
 from tidings.brokers.memory import MemoryBroker, MemoryHub
+from tidings.codec import Codec
 from tidings.context import Context
-from tidings.deadletter import DeadLetter, dead_letter_topic
+from tidings.deadletter import DLQ_SUFFIX, DeadLetter, dead_letter_topic
+from tidings.errors import DecodeError
 from tidings.event import Event
-from tidings.middleware import Handle, Outgoing, PublishFn
+from tidings.middleware import Handle
 
 __all__ = ["Failure", "Handled", "Harness"]
 
@@ -51,14 +54,14 @@ class Harness:
     """Runs ``apps`` on a shared in-memory broker and records their traffic.
 
     Each app's broker is replaced by a client of one private
-    :class:`~tidings.brokers.memory.MemoryHub`; publishes and handlings are
-    recorded by middleware added before start.
+    :class:`~tidings.brokers.memory.MemoryHub`; handlings are recorded by a
+    middleware added before start, and published events are read back from
+    the hub.
     """
 
     def __init__(self, *apps: App, partitions: int = 4) -> None:
         self.hub = MemoryHub(default_partitions=partitions)
         self.apps = list(apps)
-        self._published: list[tuple[str, Event]] = []
         self._handled: list[Handled] = []
         self._failures: list[Failure] = []
         self._brokers: list[MemoryBroker] = []
@@ -66,17 +69,9 @@ class Harness:
             broker = MemoryBroker(self.hub)
             self._brokers.append(broker)
             app.set_broker(broker)
-            app.add_publish_middleware(self._record_publish)
             app.add_middleware(self._record_handle)
 
     # -- recording middleware -------------------------------------------------
-
-    def _record_publish(self, next_publish: PublishFn) -> PublishFn:
-        async def publish(outgoing: Outgoing) -> None:
-            await next_publish(outgoing)
-            self._published.extend((outgoing.topic, e) for e in outgoing.events)
-
-        return publish
 
     def _record_handle(self, next_handle: Handle) -> Handle:
         async def handle(ctx: Context) -> list[Event]:
@@ -152,12 +147,29 @@ class Harness:
     # -- what happened ----------------------------------------------------------
 
     def published(self, *, type: str | None = None, topic: str | None = None) -> list[Event]:
-        """Events published (by apps, follow-ups included), optionally filtered."""
-        return [
-            e
-            for t, e in self._published
-            if (type is None or e.type == type) and (topic is None or t == topic)
-        ]
+        """Events stored in the broker (follow-ups included), optionally filtered.
+
+        Read from the broker itself, so an exactly-once follow-up dropped as a
+        duplicate is not listed. Dead-letter topics and undecodable messages
+        are left out.
+        """
+        stored: list[tuple[float, Message]] = []
+        for name, found in self.hub.topics.items():
+            if (topic is not None and name != topic) or name.endswith(DLQ_SUFFIX):
+                continue
+            for records in found.partitions:
+                stored.extend((record.published_at, record.message) for record in records)
+        stored.sort(key=lambda item: item[0])
+        codec = self.apps[0].codec if self.apps else Codec()
+        events = []
+        for _, message in stored:
+            try:
+                event = codec.decode(message.value, message.headers)
+            except DecodeError:
+                continue
+            if type is None or event.type == type:
+                events.append(event)
+        return events
 
     def handled(self, *, type: str | None = None, subscription: str | None = None) -> list[Handled]:
         """Successful handlings, optionally filtered by event type or subscription name."""

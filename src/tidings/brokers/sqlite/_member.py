@@ -469,9 +469,19 @@ class SqliteSubscription:
         group, member = self.group, self.member_id
         rotation = self.broker.next_rotation(sum(len(m) for _, _, m in outputs))
         now = time.time()
+        had_retry = delivery.offset in part.retry_rows
         result: tuple[str, dict[int, dict[int, int]]] = await self.broker.writer.submit(
             lambda conn: _ops.commit_handling(
-                conn, group, member, update, delivery.offset, dedup_key, outputs, now, rotation
+                conn,
+                group,
+                member,
+                update,
+                delivery.offset,
+                had_retry,
+                dedup_key,
+                outputs,
+                now,
+                rotation,
             )
         )
         outcome = result[0]

@@ -93,11 +93,15 @@ def append(
             (topic_id, p, offset, message.key, message.value, headers, now, message.deliver_at)
         )
         heads[p] = offset + 1
-    conn.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-    conn.executemany(
-        "UPDATE partition_heads SET next_offset = ? WHERE topic_id = ? AND partition = ?",
-        [(head, topic_id, p) for p, head in heads.items()],
-    )
+    insert = "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    update = "UPDATE partition_heads SET next_offset = ? WHERE topic_id = ? AND partition = ?"
+    if len(rows) == 1:  # the common case of one follow-up: skip executemany's overhead
+        conn.execute(insert, rows[0])
+        ((p, head),) = heads.items()
+        conn.execute(update, (head, topic_id, p))
+    else:
+        conn.executemany(insert, rows)
+        conn.executemany(update, [(head, topic_id, p) for p, head in heads.items()])
     return heads
 
 
@@ -289,6 +293,7 @@ def commit_handling(
     member: str,
     update: OffsetUpdate,
     offset: int,
+    had_retry: bool,
     dedup_key: str | None,
     outputs: Sequence[tuple[int, int, Sequence[Message]]],
     now: float,
@@ -298,29 +303,41 @@ def commit_handling(
 
     Returns ``("fenced" | "duplicate" | "committed", heads written per topic)``.
     """
-    if not _owns(conn, group, member, update.topic_id, update.partition, update.epoch):
+    moved = conn.execute(
+        "UPDATE group_offsets SET committed = MAX(committed, ?), delivered = MAX(delivered, ?) "
+        f"WHERE grp = ? AND topic_id = ? AND partition = ? AND {_OWNS}",
+        (
+            update.committed,
+            update.delivered,
+            group,
+            update.topic_id,
+            update.partition,
+            group,
+            update.topic_id,
+            update.partition,
+            member,
+            update.epoch,
+        ),
+    ).rowcount
+    if moved == 0:  # the lease was lost: a zombie must not commit anything
         return "fenced", {}
-    outcome = "committed"
-    heads: dict[int, dict[int, int]] = {}
+    if had_retry:
+        conn.execute(
+            "DELETE FROM retries WHERE grp = ? AND topic_id = ? AND partition = ? AND offset = ?",
+            (group, update.topic_id, update.partition, offset),
+        )
     if dedup_key is not None:
         inserted = conn.execute(
             "INSERT OR IGNORE INTO processed (grp, dedup_key, processed_at) VALUES (?, ?, ?)",
             (group, dedup_key, now),
         ).rowcount
         if inserted == 0:
-            outcome = "duplicate"
-    if outcome == "committed":
-        for topic_id, partitions, messages in outputs:
-            heads[topic_id] = append(conn, topic_id, partitions, messages, now, rotation)
-    flush(
-        conn,
-        group,
-        member,
-        [update],
-        (),
-        [(update.topic_id, update.partition, update.epoch, offset)],
-    )
-    return outcome, heads
+            return "duplicate", {}
+    heads = {
+        topic_id: append(conn, topic_id, partitions, messages, now, rotation)
+        for topic_id, partitions, messages in outputs
+    }
+    return "committed", heads
 
 
 def seek_targets(
