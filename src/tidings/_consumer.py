@@ -69,7 +69,7 @@ class Consumer:
         self._task: asyncio.Task[None] | None = None
         self._workers: set[asyncio.Task[None]] = set()
         self._ready: deque[_Item] = deque()
-        self._busy: dict[tuple[str, str], deque[_Item]] = {}
+        self._busy: dict[tuple[str, str], deque[_Item] | tuple[()]] = {}
         self._retrying: dict[tuple[str, str], _Ident] = {}
         self._first_failure: dict[_Ident, float] = {}
         self._timers: set[asyncio.TimerHandle] = set()
@@ -159,7 +159,9 @@ class Consumer:
                     await self._handle_batch(list(deliveries))
                     continue
                 for delivery in deliveries:
-                    await self._admit(delivery)
+                    admitted = self._admit(delivery)
+                    if admitted is not True:
+                        await self._reject(delivery, admitted)
                 if sub.concurrency == 1:
                     while self._ready and not self._stopping:
                         await self._process(*self._ready.popleft())
@@ -186,20 +188,20 @@ class Consumer:
             out.extend(await source.fetch(size - len(out), remaining))
         return out
 
-    async def _admit(self, d: Delivery) -> None:
-        """Decode and filter; then run now, or hold behind an earlier event of its key."""
+    def _admit(self, d: Delivery) -> bool | DecodeError:
+        """Decode and filter; then run now, or hold behind an earlier event of its key.
+
+        Returns True when admitted; otherwise what :meth:`_reject` needs: the
+        decode error, or False for an event the subscription skips.
+        """
         try:
             event = self.app.codec.decode(d.value, d.headers)
         except DecodeError as exc:
-            now = time.time()
-            await self._dead_letter([d], exc, now)
-            return
+            return exc
         if not self.spec.accepts_type(event.type) or (
             self.sub.filter is not None and not self.sub.filter.matches(event)
         ):
-            self.stats.skipped += 1
-            await self._settle_ack(d)
-            return
+            return False
         item = (d, event)
         if self.sub.ordering == "key" and d.key is not None:
             key = (d.topic, d.key)
@@ -208,11 +210,23 @@ class Consumer:
                 if self._retrying.get(key) == _ident(d):
                     del self._retrying[key]
                     self._ready.append(item)
-                else:
+                elif waiting:
                     waiting.append(item)
-                return
-            self._busy[key] = deque()
+                else:
+                    self._busy[key] = deque((item,))
+                return True
+            # Busy with nobody waiting: a shared empty tuple, not a new deque per event.
+            self._busy[key] = ()
         self._ready.append(item)
+        return True
+
+    async def _reject(self, d: Delivery, reason: bool | DecodeError) -> None:
+        """Dead-letter an undecodable delivery; ack one the subscription skips."""
+        if isinstance(reason, DecodeError):
+            await self._dead_letter([d], reason, time.time())
+        else:
+            self.stats.skipped += 1
+            await self._settle_ack(d)
 
     def _pump(self) -> None:
         while self._ready and self._running < self.sub.concurrency and not self._stopping:
@@ -263,7 +277,7 @@ class Consumer:
                 outputs = await self._handle(ctx)
                 if self._transactional is not None:
                     messages = await self.app._prepare_commit(outputs)
-                else:
+                elif outputs:
                     await self.app._publish_events(outputs)
             except Exception as exc:
                 retry = await self._failed([d], exc)
@@ -272,8 +286,10 @@ class Consumer:
                 self._settled(d)
                 await self._transactional.commit(d, messages, f"{event.source}\n{event.id}")
             else:
-                await self._settle_ack(d)
-            self._first_failure.pop(_ident(d), None)
+                self._settled(d)
+                await d.ack()
+            if self._first_failure:
+                self._first_failure.pop(_ident(d), None)
             self.stats.handled += 1
         finally:
             self._after(d, retry)

@@ -29,9 +29,13 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+_prefix_ms = -1
+_prefix = ""
+
+
 def uuid7() -> str:
     """Return a new UUIDv7 as its canonical 36-character string."""
-    global _last_ms, _counter
+    global _last_ms, _counter, _prefix_ms, _prefix
     with _lock:
         ms = time.time_ns() // 1_000_000
         if ms > _last_ms:
@@ -46,9 +50,14 @@ def uuid7() -> str:
             ms = _last_ms
         counter = _counter
         random_bits = _rng.getrandbits(62)
-    value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | random_bits
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        if ms != _prefix_ms:
+            # Many ids share a millisecond: format its 48 bits (and the version) once.
+            h = f"{ms:012x}"
+            _prefix = f"{h[:8]}-{h[8:]}-7"
+            _prefix_ms = ms
+        prefix = _prefix
+    tail = f"{(0b10 << 62) | random_bits:016x}"
+    return f"{prefix}{counter:03x}-{tail[:4]}-{tail[4:]}"
 
 
 def uuid7_time_ms(value: str) -> int:

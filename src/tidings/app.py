@@ -253,8 +253,10 @@ class App:
         """
         event = self.event(payload, key=key, **attributes)
         target = topic or self.router.topic_for(payload, event)
-        await self._ensure_connected()
-        await self._publish(Outgoing(target, (event,), _when(delay, deliver_at)))
+        if self._state != "started" and self._state != "connected":
+            await self._ensure_connected()
+        when = None if delay is None and deliver_at is None else _when(delay, deliver_at)
+        await self._publish(Outgoing(target, (event,), when))
         return event
 
     async def publish_batch(
@@ -315,6 +317,8 @@ class App:
 
     def _follow_ups(self, ctx: Context, result: Any) -> list[Event]:
         """Turn a handler's return value and emitted payloads into follow-up events."""
+        if result is None and not ctx._outputs:
+            return []
         items: list[tuple[Any, dict[str, Any]]] = []
         if result is not None:
             if isinstance(result, list | tuple):

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol, TypeAlias, runtime_checkable
+
+import msgspec
 
 __all__ = [
     "Broker",
@@ -51,12 +53,11 @@ Position: TypeAlias = "Literal['beginning', 'end'] | int | datetime"
 _EMPTY_HEADERS: Mapping[str, str] = {}
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(msgspec.Struct, frozen=True, gc=False):
     """An encoded event as it travels through a broker."""
 
     value: bytes
-    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY_HEADERS)
+    headers: Mapping[str, str] = msgspec.field(default_factory=lambda: _EMPTY_HEADERS)
     key: str | None = None
     #: Unix time (seconds) before which the message must not be delivered.
     deliver_at: float | None = None

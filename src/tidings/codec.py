@@ -20,7 +20,7 @@ import binascii
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, unquote
 
 import msgspec
@@ -45,6 +45,40 @@ _RFC3339 = re.compile(
     r"(?:(?P<zulu>[Zz])|(?P<sign>[+-])(?P<offset_hours>[0-9]{2}):(?P<offset_minutes>[0-9]{2}))?"
 )
 _INTEGER = re.compile(r"-?[0-9]{1,10}")
+#: The shape tidings itself writes (upper-case T and Z, at most 6 fraction digits),
+#: for which datetime.fromisoformat agrees with the full RFC 3339 parser.
+_COMMON_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?Z"
+)
+
+
+_NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
+    """The common structured event, type-checked by msgspec in one pass.
+
+    Everything else (extensions, ``data_base64``, valid but unusual values such
+    as a string ``schemaversion``, and every invalid event) fails here and takes
+    the general path, :meth:`Codec._from_attributes`, which says what is wrong.
+    """
+
+    id: _NonEmpty
+    source: _NonEmpty
+    specversion: Literal["1.0"]
+    type: _NonEmpty
+    time: str | None = None
+    subject: _NonEmpty | None = None
+    datacontenttype: _NonEmpty | None = None
+    dataschema: _NonEmpty | None = None
+    traceparent: str | None = None
+    tracestate: str | None = None
+    correlationid: str | None = None
+    causationid: str | None = None
+    partitionkey: str | None = None
+    sequence: str | None = None
+    schemaversion: Annotated[int, msgspec.Meta(ge=-(2**31), lt=2**31)] | None = None
+    data: Any = None
 
 
 def is_json_content_type(content_type: str | None) -> bool:
@@ -94,6 +128,7 @@ class Codec:
         self.header_prefix = header_prefix
         self._encoder = msgspec.json.Encoder(enc_hook=to_jsonable)
         self._decoder = msgspec.json.Decoder()
+        self._envelope_decoder = msgspec.json.Decoder(_Envelope)
 
     # -- encoding ------------------------------------------------------------
 
@@ -113,14 +148,27 @@ class Codec:
         }
         if event.time is not None:
             out["time"] = event.time
-        for name in _OPTIONAL_STRINGS:
-            value = getattr(event, name)
-            if value is not None:
-                out[name] = value
-        for name in KNOWN_EXTENSIONS:
-            value = getattr(event, name)
-            if value is not None:
-                out[name] = value
+        # Attribute by attribute, not a getattr loop: this runs for every event.
+        if event.subject is not None:
+            out["subject"] = event.subject
+        if event.datacontenttype is not None:
+            out["datacontenttype"] = event.datacontenttype
+        if event.dataschema is not None:
+            out["dataschema"] = event.dataschema
+        if event.traceparent is not None:
+            out["traceparent"] = event.traceparent
+        if event.tracestate is not None:
+            out["tracestate"] = event.tracestate
+        if event.correlationid is not None:
+            out["correlationid"] = event.correlationid
+        if event.causationid is not None:
+            out["causationid"] = event.causationid
+        if event.partitionkey is not None:
+            out["partitionkey"] = event.partitionkey
+        if event.sequence is not None:
+            out["sequence"] = event.sequence
+        if event.schemaversion is not None:
+            out["schemaversion"] = event.schemaversion
         if event.extensions:
             out.update(event.extensions)
         data = event.data
@@ -186,6 +234,31 @@ class Codec:
         return self.decode_structured(body)
 
     def decode_structured(self, body: bytes) -> Event:
+        try:
+            env = self._envelope_decoder.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            pass  # not the common shape: the general path below
+        else:
+            try:
+                return Event(
+                    type=env.type,
+                    source=env.source,
+                    data=env.data,
+                    id=env.id,
+                    time=None if env.time is None else _parse_time(env.time),
+                    subject=env.subject,
+                    datacontenttype=env.datacontenttype,
+                    dataschema=env.dataschema,
+                    traceparent=env.traceparent,
+                    tracestate=env.tracestate,
+                    correlationid=env.correlationid,
+                    causationid=env.causationid,
+                    partitionkey=env.partitionkey,
+                    sequence=env.sequence,
+                    schemaversion=env.schemaversion,
+                )
+            except InvalidEventError as exc:
+                raise DecodeError(str(exc)) from exc
         try:
             obj = self._decoder.decode(body)
         except msgspec.DecodeError as exc:
@@ -315,6 +388,11 @@ def _format_time(value: datetime) -> str:
 
 
 def _parse_time(value: Any) -> datetime:
+    if value.__class__ is str and _COMMON_TIME.fullmatch(value):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass  # e.g. month 13: the full parser below says what is wrong
     if not isinstance(value, str):
         raise DecodeError(f"attribute 'time' must be an RFC 3339 string, got {_kind(value)}")
     match = _RFC3339.fullmatch(value)

@@ -94,27 +94,36 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     attribute_names: ClassVar[tuple[str, ...]]
 
     def __post_init__(self) -> None:
-        if self.specversion != "1.0":
-            raise InvalidEventError(f"specversion must be '1.0', got {self.specversion!r}")
-        for name in ("id", "source", "type"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value:
-                raise InvalidEventError(f"attribute {name!r} must be a non-empty string")
-        for name in _NON_EMPTY_STRINGS:
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise InvalidEventError(f"attribute {name!r} must be a non-empty string or None")
-        for name in _STRING_EXTENSIONS:
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, str):
-                raise InvalidEventError(f"attribute {name!r} must be a string or None")
+        # One cheap test per group of attributes; the precise checks (and their
+        # messages) run only when a group is unusual: set, or not exactly str.
+        if not (
+            self.specversion == "1.0"
+            and self.id.__class__ is str
+            and self.id
+            and self.source.__class__ is str
+            and self.source
+            and self.type.__class__ is str
+            and self.type
+        ):
+            self._check_required()
+        if not (self.subject is None and self.datacontenttype is None and self.dataschema is None):
+            self._check_optional_strings()
+        key, correlation, causation = self.partitionkey, self.correlationid, self.causationid
+        if not (
+            (key is None or key.__class__ is str)
+            and (correlation is None or correlation.__class__ is str)
+            and (causation is None or causation.__class__ is str)
+            and self.tracestate is None
+            and self.sequence is None
+        ):
+            self._check_string_extensions()
         version = self.schemaversion
         if version is not None and not _is_integer(version):
             raise InvalidEventError(
                 f"attribute 'schemaversion' must be a 32-bit integer or None, got {version!r}"
             )
         time = self.time
-        if time is not None:
+        if time is not None and (time.__class__ is not datetime or time.tzinfo is not UTC):
             offset = time.utcoffset() if isinstance(time, datetime) else None
             if offset is None:
                 raise InvalidEventError("attribute 'time' must be a timezone-aware datetime")
@@ -133,6 +142,26 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
             # Always a private read-only copy: the caller's dict may change later.
             frozen = MappingProxyType(dict(extensions)) if extensions else _EMPTY
             msgspec.structs.force_setattr(self, "extensions", frozen)
+
+    def _check_required(self) -> None:
+        if self.specversion != "1.0":
+            raise InvalidEventError(f"specversion must be '1.0', got {self.specversion!r}")
+        for name in ("id", "source", "type"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise InvalidEventError(f"attribute {name!r} must be a non-empty string")
+
+    def _check_optional_strings(self) -> None:
+        for name in _NON_EMPTY_STRINGS:
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise InvalidEventError(f"attribute {name!r} must be a non-empty string or None")
+
+    def _check_string_extensions(self) -> None:
+        for name in _STRING_EXTENSIONS:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise InvalidEventError(f"attribute {name!r} must be a string or None")
 
     # -- reading -----------------------------------------------------------
 

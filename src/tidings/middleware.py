@@ -21,8 +21,9 @@ built once when the app starts; the first middleware added is the outermost.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import TypeAlias, TypeVar
+
+import msgspec
 
 from tidings.context import Context
 from tidings.event import Event
@@ -37,8 +38,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
+class Outgoing(msgspec.Struct, frozen=True):
     """Events on their way to one topic (one broker call)."""
 
     topic: str

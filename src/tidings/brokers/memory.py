@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import parse_qs, urlsplit
 
+import msgspec
+
 from tidings.broker import Capabilities, Delivery, Message, Position, StartFrom, partition_for
 from tidings.brokers import redact_url
 from tidings.errors import BrokerClosedError, ConfigurationError
@@ -37,8 +39,9 @@ CAPABILITIES = Capabilities(
 )
 
 
-@dataclass(slots=True)
-class _Record:
+class _Record(msgspec.Struct, gc=False):
+    # Not tracked by the cycle collector: a long log would otherwise be walked
+    # by every full collection.
     offset: int
     message: Message
     published_at: float
@@ -49,6 +52,8 @@ class _Topic:
     name: str
     partitions: list[list[_Record]]
     next_keyless: int = 0
+    #: The group states reading this topic: an append wakes only their members.
+    readers: list[_GroupTopic] = field(default_factory=list)
 
 
 class _GroupTopic:
@@ -330,16 +335,16 @@ class MemoryHub:
                 p = partition_for(message.key, n)
             records = topic.partitions[p]
             records.append(_Record(len(records), message, now))
-        for (_, name), state in self.groups.items():
-            if name == topic_name:
-                for member in state.members:
-                    member.wake()
+        for state in topic.readers:
+            for member in state.members:
+                member.wake()
 
     def group_topic(self, group: str, topic: str, start: StartFrom) -> _GroupTopic:
         state = self.groups.get((group, topic))
         if state is None:
             state = _GroupTopic(self.topic(topic), start)
             self.groups[(group, topic)] = state
+            state.topic.readers.append(state)
         return state
 
     def is_idle(self) -> bool:
