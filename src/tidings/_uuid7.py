@@ -1,65 +1,35 @@
-"""UUIDv7 generation (RFC 9562): 48-bit Unix ms timestamp, then random bits.
+"""Time-ordered ids (UUIDv7, RFC 9562) and random bits for trace ids.
 
-Ids from one process are strictly increasing, across threads too: within one
-millisecond the 12-bit ``rand_a`` field is used as a counter (RFC 9562,
-method 1).
+``uuid_utils`` (Rust) generates the UUIDv7s: strictly increasing within a
+process (a counter in ``rand_a`` within one millisecond), safe across threads
+and after ``fork``, and about five times faster than pure Python, which
+matters since every event gets one.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import threading
-import time
+
+import uuid_utils
+
+__all__ = ["random_bits", "uuid7", "uuid7_time_ms"]
 
 _rng = random.Random(os.urandom(32))
-_lock = threading.Lock()
-_last_ms = 0
-_counter = 0
-
-
-def _after_fork_in_child() -> None:
-    global _lock
-    # A forked child must not repeat its parent's random stream, and must not
-    # inherit a lock that another (now vanished) thread was holding.
-    _rng.seed(os.urandom(32))
-    _lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-_prefix_ms = -1
-_prefix = ""
+# A forked child must not repeat its parent's random stream.
+os.register_at_fork(after_in_child=lambda: _rng.seed(os.urandom(32)))
 
 
 def uuid7() -> str:
     """Return a new UUIDv7 as its canonical 36-character string."""
-    global _last_ms, _counter, _prefix_ms, _prefix
-    with _lock:
-        ms = time.time_ns() // 1_000_000
-        if ms > _last_ms:
-            _last_ms = ms
-            _counter = _rng.getrandbits(11)  # leave headroom so the counter rarely overflows
-        else:
-            # Same millisecond, or the clock stepped back: stay on the last one.
-            _counter += 1
-            if _counter > 0xFFF:
-                _last_ms += 1
-                _counter = 0
-            ms = _last_ms
-        counter = _counter
-        random_bits = _rng.getrandbits(62)
-        if ms != _prefix_ms:
-            # Many ids share a millisecond: format its 48 bits (and the version) once.
-            h = f"{ms:012x}"
-            _prefix = f"{h[:8]}-{h[8:]}-7"
-            _prefix_ms = ms
-        prefix = _prefix
-    tail = f"{(0b10 << 62) | random_bits:016x}"
-    return f"{prefix}{counter:03x}-{tail[:4]}-{tail[4:]}"
+    return str(uuid_utils.uuid7())
 
 
 def uuid7_time_ms(value: str) -> int:
     """Return the Unix millisecond timestamp embedded in a UUIDv7 string."""
     return int(value.replace("-", "")[:12], 16)
+
+
+def random_bits(bits: int) -> int:
+    """A random non-zero integer of ``bits`` bits (W3C trace ids must not be zero)."""
+    return _rng.getrandbits(bits) or 1

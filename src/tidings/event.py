@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from tidings._uuid7 import uuid7
+from tidings._uuid7 import random_bits, uuid7
 from tidings.errors import InvalidEventError
 
 __all__ = ["KNOWN_EXTENSIONS", "REQUIRED_ATTRIBUTES", "STANDARD_ATTRIBUTES", "Event"]
@@ -287,16 +287,11 @@ def _check_extensions(extensions: Mapping[str, Any]) -> None:
 
 def new_traceparent() -> str:
     """A fresh sampled W3C traceparent (new trace id and span id)."""
-    from tidings._uuid7 import _rng
-
-    # ``or 1``: an all-zero id is invalid in W3C trace context.
-    return f"00-{_rng.getrandbits(128) or 1:032x}-{_rng.getrandbits(64) or 1:016x}-01"
+    return f"00-{random_bits(128):032x}-{random_bits(64):016x}-01"
 
 
 def child_traceparent(parent: str | None) -> str | None:
     """The traceparent of a child span: same trace and flags, new span id."""
     if parent is None:
         return None
-    from tidings._uuid7 import _rng
-
-    return f"{parent[:36]}{_rng.getrandbits(64) or 1:016x}{parent[52:]}"
+    return f"{parent[:36]}{random_bits(64):016x}{parent[52:]}"
