@@ -79,12 +79,15 @@ class Consumer:
         self._stopping = False
         self._in_fetch = False
         self._handle: Handle = self._invoke
+        self._direct = True  # no middleware: call the handler without the extra coroutine
 
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self, middleware: Sequence[Callable[[Handle], Handle]]) -> None:
         inner: Handle = self._invoke
-        self._handle = build_stack(inner, [*middleware, *self.sub.middleware])
+        stack = [*middleware, *self.sub.middleware]
+        self._handle = build_stack(inner, stack)
+        self._direct = not stack
         self._source = await self.broker.subscribe(
             self.sub.topics, self.sub.group, start=self.sub.start
         )
@@ -246,8 +249,7 @@ class Consumer:
     # -- handling ------------------------------------------------------------
 
     async def _invoke(self, ctx: Context) -> list[Event]:
-        result = await self.spec.call(ctx.events, ctx)
-        return self.app._follow_ups(ctx, result)
+        return self.app._follow_ups(ctx, await self.spec.call(ctx))
 
     async def _process(self, d: Delivery, event: Event) -> None:
         ctx = Context(self.app.name, self.sub.name, d, event)
@@ -274,7 +276,10 @@ class Consumer:
                     await self._settle_ack(d)
                     return
             try:
-                outputs = await self._handle(ctx)
+                if self._direct:
+                    outputs = self.app._follow_ups(ctx, await self.spec.call(ctx))
+                else:
+                    outputs = await self._handle(ctx)
                 if self._transactional is not None:
                     messages = await self.app._prepare_commit(outputs)
                 elif outputs:

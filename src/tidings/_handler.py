@@ -104,23 +104,23 @@ class HandlerSpec:
             return event.data
         return decode_payload(event.data, self.accepts[event.type])
 
-    def call(self, events: list[Event], ctx: Context) -> Awaitable[Any]:
-        """Call the handler with what it asked for (one event, or the batch).
+    def call(self, ctx: Context) -> Awaitable[Any]:
+        """Call the handler with what it asked for: ``ctx.event``, or ``ctx.events`` (batch).
 
         Returns the awaitable to await (one coroutine less per event).
         """
         if self._plain:
-            return self.func(events[0].data)  # type: ignore[no-any-return]
+            return self.func(ctx.event.data)  # type: ignore[no-any-return]
         args: list[Any] = []
         for kind in self._args:
             if kind == "ctx":
                 args.append(ctx)
             elif kind == "event":
-                args.append(events if self.batch else events[0])
+                args.append(ctx.events if self.batch else ctx.event)
             elif self.batch:
-                args.append([self._payload(e) for e in events])
+                args.append([self._payload(e) for e in ctx.events])
             else:
-                args.append(self._payload(events[0]))
+                args.append(self._payload(ctx.event))
         if self.is_async:
             return self.func(*args)  # type: ignore[no-any-return]
         return asyncio.to_thread(self.func, *args)

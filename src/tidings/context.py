@@ -20,7 +20,7 @@ class Context:
     before the delivery is acked (atomically under ``exactly_once``).
     """
 
-    __slots__ = ("_outputs", "app_name", "delivery", "event", "events", "subscription")
+    __slots__ = ("_events", "_outputs", "app_name", "delivery", "event", "subscription")
 
     def __init__(
         self,
@@ -34,8 +34,15 @@ class Context:
         self.subscription = subscription
         self.delivery = delivery
         self.event = event
-        self.events = events if events is not None else [event]
+        self._events = events
         self._outputs: list[Any] = []
+
+    @property
+    def events(self) -> list[Event]:
+        """The events of this handling: the batch, or just :attr:`event`."""
+        if self._events is None:
+            self._events = [self.event]
+        return self._events
 
     @property
     def attempt(self) -> int:

@@ -174,6 +174,7 @@ class _MemoryDelivery:
             return
         state = self._state
         del state.inflight[self.partition][self.offset]
+        state.attempts[self.partition][self.offset] = self.attempt
         due = time.time() + max(delay, 0.0)
         heapq.heappush(state.pending[self.partition], (due, self.offset))
         owner = state.owner[self.partition]
@@ -255,9 +256,8 @@ class _MemorySubscription:
         return out, next_due
 
     def _deliver(self, state: _GroupTopic, p: int, record: _Record) -> _MemoryDelivery:
-        attempts = state.attempts[p]
-        attempt = attempts.get(record.offset, 0) + 1
-        attempts[record.offset] = attempt
+        # Only redelivered offsets have a count stored (by nack or by a member leaving).
+        attempt = state.attempts[p].get(record.offset, 0) + 1
         delivery = _MemoryDelivery(self, state, p, record, attempt)
         state.inflight[p][record.offset] = delivery
         return delivery
@@ -299,6 +299,7 @@ class _MemorySubscription:
                 for offset, delivery in list(inflight.items()):
                     if delivery.member is self:
                         del inflight[offset]
+                        state.attempts[p][offset] = delivery.attempt
                         heapq.heappush(state.pending[p], (now, offset))
             state.members.remove(self)
             state.rebalance()
