@@ -277,11 +277,16 @@ class App:
     def _encode(self, outgoing: Outgoing) -> list[Message]:
         messages = []
         limit = self.max_event_size
+        codec = self.codec
+        structured = codec.mode == "structured"
         for event in outgoing.events:
-            value, headers = self.codec.encode(event)
-            size = len(value)
-            if headers:
-                size += sum(len(k) + len(v) for k, v in headers.items())
+            if structured:  # the common case, without the (body, headers) tuple
+                value = codec.encode_structured(event)
+                headers: dict[str, str] = {}
+                size = len(value)
+            else:
+                value, headers = codec.encode(event)
+                size = len(value) + sum(len(k) + len(v) for k, v in headers.items())
             if size > limit:
                 raise EventTooLargeError(size, limit)
             messages.append(Message(value, headers, event.key, outgoing.deliver_at))

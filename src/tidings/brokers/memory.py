@@ -328,13 +328,15 @@ class MemoryHub:
         topic = self.topic(topic_name)
         n = len(topic.partitions)
         now = time.time()
+        partitions = topic.partitions
         for message in messages:
-            if message.key is None:
+            key = message.key
+            if key is None:
                 p = topic.next_keyless % n
                 topic.next_keyless += 1
             else:
-                p = partition_for(message.key, n)
-            records = topic.partitions[p]
+                p = partition_for(key, n)
+            records = partitions[p]
             records.append(_Record(len(records), message, now))
         for state in topic.readers:
             for member in state.members:
