@@ -32,44 +32,15 @@ from typing import Any
 
 import pytest
 
-from tidings.app import App
 from tidings.broker import Broker, Delivery, Message, Seekable, Subscription, Transactional
-from tidings.context import Context
-from tidings.deadletter import DeadLetter
 from tidings.errors import ConnectionError as TidingsConnectionError
 from tidings.errors import TidingsError
-from tidings.retry import RetryPolicy
+from tidings.testing._fetching import collect, quiet
+from tidings.testing.semantics import AppSemantics
 
 __all__ = ["BrokerConformance", "collect"]
 
 BrokerFactory = Callable[[], Broker]
-
-
-async def collect(
-    subscription: Subscription,
-    count: int,
-    *,
-    timeout: float = 10.0,
-    ack: bool = True,
-) -> list[Delivery]:
-    """Fetch until ``count`` deliveries arrived (or ``timeout``), acking each if ``ack``."""
-    out: list[Delivery] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < count:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        batch = await subscription.fetch(min(count - len(out), 500), min(remaining, 1.0))
-        for delivery in batch:
-            out.append(delivery)
-            if ack:
-                await delivery.ack()
-    return out
-
-
-async def quiet(subscription: Subscription, seconds: float = 0.3) -> list[Delivery]:
-    """Whatever arrives within ``seconds`` (expected: nothing)."""
-    return list(await subscription.fetch(100, seconds))
 
 
 def _messages(n: int, key: str | None = None, prefix: str = "m") -> list[Message]:
@@ -86,8 +57,13 @@ def _transactional(broker: Broker) -> Transactional:
     return broker
 
 
-class BrokerConformance:
-    """The suite. Subclass it and provide the ``broker_factory`` fixture."""
+class BrokerConformance(AppSemantics):
+    """The suite. Subclass it and provide the ``broker_factory`` fixture.
+
+    Broker-level tests are here; the App-level rules of SEMANTICS.md (retries,
+    ordering under retry, dead letters, guarantees, stopping, flow control)
+    come from :class:`~tidings.testing.semantics.AppSemantics`.
+    """
 
     #: Seconds a delivery may take to show up; raise it for slow backends.
     patience: float = 10.0
@@ -439,41 +415,6 @@ class BrokerConformance:
         effects = await collect(reader, 2, timeout=1.0)
         assert [d.value for d in effects] == [b"effect"]
         assert await quiet(sub) == []
-
-    # -- through an App: retries and dead letters ---------------------------------------
-
-    async def test_dead_letter_after_max_attempts(
-        self, broker_factory: BrokerFactory, open_broker: Any, names: Any
-    ) -> None:
-        topic = names("dlq")
-        app = App("conformance", broker=broker_factory())
-        attempts: list[int] = []
-
-        async def always_fails(data: dict[str, Any], ctx: Context) -> None:
-            attempts.append(ctx.attempt)
-            raise RuntimeError("boom")
-
-        app.add_subscription(
-            always_fails,
-            topic,
-            group=names("g"),
-            retry=RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.05),
-        )
-        reader_broker = await open_broker()
-        dlq = await reader_broker.subscribe([topic + ".dlq"], names("dlq-reader"))
-        async with app:
-            published = await app.publish({"x": 1}, topic=topic, type="Boom", key="k")
-            (d,) = await collect(dlq, 1, timeout=self.patience * 2)
-            await asyncio.sleep(0.2)
-        letter = DeadLetter.from_message(Message(d.value, d.headers, d.key))
-        assert attempts == [1, 2, 3]
-        assert letter.attempts == 3
-        assert letter.error_type == "builtins.RuntimeError"
-        assert letter.error_message == "boom"
-        assert letter.origin_topic == topic
-        assert letter.first_failure <= letter.last_failure
-        assert letter.event(app.codec).id == published.id
-        assert await quiet(dlq) == []
 
     async def test_publish_after_close_raises(self, broker_factory: BrokerFactory) -> None:
         broker = broker_factory()
