@@ -13,7 +13,8 @@ an OS crash or power loss.
 URL options: ``durability``, ``partitions`` (default for new topics, 4),
 ``session_timeout`` (seconds before a silent member's partitions move, 10),
 ``heartbeat`` (seconds between heartbeats, 1), ``retention_interval``
-(seconds between retention passes, 30).
+(seconds between retention passes, 30), ``dedup_window`` (seconds an
+exactly-once dedup record is kept, 7 days).
 
 Topics keep events forever unless :meth:`SqliteBroker.configure_topic` sets
 a retention by age or size, or compaction by key; a background pass applies
@@ -73,6 +74,7 @@ class SqliteBroker:
         session_timeout: float = 10.0,
         heartbeat_interval: float | None = None,
         retention_interval: float = 30.0,
+        dedup_window: float = 7 * 24 * 3600.0,
     ) -> None:
         if partitions < 1:
             raise ConfigurationError("partitions must be >= 1")
@@ -88,6 +90,9 @@ class SqliteBroker:
         if retention_interval <= 0:
             raise ConfigurationError("retention_interval must be > 0")
         self.retention_interval = retention_interval
+        if dedup_window <= 0:
+            raise ConfigurationError("dedup_window must be > 0 seconds")
+        self.dedup_window = dedup_window
         self._maintenance: asyncio.Task[None] | None = None
         self.heads: dict[tuple[int, int], int] = {}
         self._topics: dict[str, tuple[int, int]] = {}
@@ -119,6 +124,7 @@ class SqliteBroker:
             "session_timeout",
             "heartbeat",
             "retention_interval",
+            "dedup_window",
         }
         if unknown:
             raise ConfigurationError(f"unknown sqlite URL option(s): {', '.join(sorted(unknown))}")
@@ -130,6 +136,7 @@ class SqliteBroker:
                 session_timeout=float(query.get("session_timeout", 10.0)),
                 heartbeat_interval=float(query["heartbeat"]) if "heartbeat" in query else None,
                 retention_interval=float(query.get("retention_interval", 30.0)),
+                dedup_window=float(query.get("dedup_window", 7 * 24 * 3600.0)),
             )
         except ValueError as exc:
             if isinstance(exc, ConfigurationError):
@@ -265,7 +272,10 @@ class SqliteBroker:
     async def apply_retention(self) -> int:
         """Apply every topic's retention now; return how many events were removed."""
         self._check_open()
-        return await self.writer.submit(lambda conn: _ops.apply_retention(conn, time.time()))
+        window = self.dedup_window
+        return await self.writer.submit(
+            lambda conn: _ops.apply_retention(conn, time.time(), window)
+        )
 
     async def _maintain(self) -> None:
         while not self._closed:

@@ -381,13 +381,15 @@ def configure_topic(
     return topic_id, existing
 
 
-def apply_retention(conn: sqlite3.Connection, now: float) -> int:
+def apply_retention(conn: sqlite3.Connection, now: float, dedup_window: float) -> int:
     """Delete what each topic's retention no longer keeps; return how many messages went.
 
     By age: messages older than ``retention_ms``. By size: per partition, the
     oldest messages beyond ``retention_bytes`` of values. Compaction: all but
-    the newest message of each key (keyless messages are kept).
+    the newest message of each key (keyless messages are kept). Exactly-once
+    dedup records older than ``dedup_window`` seconds go too.
     """
+    conn.execute("DELETE FROM processed WHERE processed_at < ?", (now - dedup_window,))
     removed = 0
     topics = conn.execute(
         "SELECT id, partitions, retention_ms, retention_bytes, compact FROM topics "
