@@ -284,3 +284,17 @@ async def test_inspection_topics_groups_read_delete_move(tmp_path: Path) -> None
     assert len(await broker.read("orders")) == 4
     assert await broker.read("missing") == []
     await broker.close()
+
+
+async def test_dedup_records_expire_after_the_window(tmp_path: Path) -> None:
+    broker = SqliteBroker(str(tmp_path / "d.db"), dedup_window=0.2)
+    await broker.connect()
+    sub = await broker.subscribe(["t"], "g")
+    await broker.publish("t", [Message(b"a"), Message(b"b")])
+    first, second = await collect(sub, 2, ack=False, timeout=5)
+    assert await broker.commit(first, [], "event-1") is True
+    assert await broker.is_processed(second, "event-1") is True
+    await asyncio.sleep(0.3)
+    await broker.apply_retention()
+    assert await broker.is_processed(second, "event-1") is False
+    await broker.close()
