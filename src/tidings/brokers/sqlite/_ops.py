@@ -118,6 +118,29 @@ def _owns(
     return bool(row[0])
 
 
+def _write_position(
+    conn: sqlite3.Connection, group: str, member: str, update: OffsetUpdate
+) -> bool:
+    """Move a group's position forward, only while ``member`` holds the lease (fencing)."""
+    cursor = conn.execute(
+        "UPDATE group_offsets SET committed = MAX(committed, ?), delivered = MAX(delivered, ?) "
+        f"WHERE grp = ? AND topic_id = ? AND partition = ? AND {_OWNS}",
+        (
+            update.committed,
+            update.delivered,
+            group,
+            update.topic_id,
+            update.partition,
+            group,
+            update.topic_id,
+            update.partition,
+            member,
+            update.epoch,
+        ),
+    )
+    return cursor.rowcount > 0
+
+
 def flush(
     conn: sqlite3.Connection,
     group: str,
@@ -132,23 +155,7 @@ def flush(
     ``retries_clear`` rows: (topic_id, partition, epoch, offset).
     """
     for update in offsets:
-        conn.execute(
-            "UPDATE group_offsets SET committed = MAX(committed, ?), "
-            "delivered = MAX(delivered, ?) "
-            f"WHERE grp = ? AND topic_id = ? AND partition = ? AND {_OWNS}",
-            (
-                update.committed,
-                update.delivered,
-                group,
-                update.topic_id,
-                update.partition,
-                group,
-                update.topic_id,
-                update.partition,
-                member,
-                update.epoch,
-            ),
-        )
+        _write_position(conn, group, member, update)
     for topic_id, p, epoch, offset, due, attempts in retries_set:
         if _owns(conn, group, member, topic_id, p, epoch):
             conn.execute(
@@ -303,23 +310,9 @@ def commit_handling(
 
     Returns ``("fenced" | "duplicate" | "committed", heads written per topic)``.
     """
-    moved = conn.execute(
-        "UPDATE group_offsets SET committed = MAX(committed, ?), delivered = MAX(delivered, ?) "
-        f"WHERE grp = ? AND topic_id = ? AND partition = ? AND {_OWNS}",
-        (
-            update.committed,
-            update.delivered,
-            group,
-            update.topic_id,
-            update.partition,
-            group,
-            update.topic_id,
-            update.partition,
-            member,
-            update.epoch,
-        ),
-    ).rowcount
-    if moved == 0:  # the lease was lost: a zombie must not commit anything
+    if not _write_position(
+        conn, group, member, update
+    ):  # the lease was lost: a zombie must not commit anything
         return "fenced", {}
     if had_retry:
         conn.execute(
