@@ -24,6 +24,7 @@ import msgspec
 
 from tidings.broker import Capabilities, Delivery, Message, Position, StartFrom, partition_for
 from tidings.brokers import redact_url
+from tidings.brokers._waiting import wait_until
 from tidings.errors import BrokerClosedError, ConfigurationError
 
 __all__ = ["MemoryBroker", "MemoryHub"]
@@ -273,12 +274,7 @@ class _MemorySubscription:
                 return out
             if next_due is not None:
                 self.wake(next_due)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return []
-            try:
-                await asyncio.wait_for(self._event.wait(), remaining)
-            except TimeoutError:
+            if not await wait_until(self._event, deadline):
                 return []
         return []
 

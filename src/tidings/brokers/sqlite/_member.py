@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from tidings.broker import Delivery
+from tidings.brokers._waiting import wait_until
 from tidings.brokers.sqlite import _ops
 
 if TYPE_CHECKING:
@@ -320,12 +321,7 @@ class SqliteSubscription:
                 continue
             if next_due is not None:
                 self.wake(next_due)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return []
-            try:
-                await asyncio.wait_for(self._wake.wait(), remaining)
-            except TimeoutError:
+            if not await wait_until(self._wake, deadline):
                 return []
         return []
 
