@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -298,3 +299,35 @@ async def test_dedup_records_expire_after_the_window(tmp_path: Path) -> None:
     await broker.apply_retention()
     assert await broker.is_processed(second, "event-1") is False
     await broker.close()
+
+
+def _posix_locks_held(path: str) -> int:
+    inode = os.stat(path).st_ino
+    held = 0
+    with open("/proc/locks") as locks:
+        for line in locks:
+            fields = line.split()
+            if fields[1] == "->":  # a blocked request: not held
+                continue
+            pid, device_inode = int(fields[4]), fields[5]
+            if pid == os.getpid() and int(device_inode.rsplit(":", 1)[1]) == inode:
+                held += 1
+    return held
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="needs Linux /proc/locks")
+async def test_opening_keeps_sqlites_file_locks(tmp_path: Path) -> None:
+    """Regression: sniffing the file header from Python closed a handle on the database,
+    which drops every POSIX lock of the process there, SQLite's included; another
+    process closing its client then took itself for the last one and removed the WAL
+    this process was still writing to (events lost)."""
+    path = str(tmp_path / "shared.db")
+    first = SqliteBroker(path)
+    await first.connect()
+    await first.publish("t", [Message(b"x")])
+    assert _posix_locks_held(path) >= 1
+    second = SqliteBroker(path)  # opening the existing file must not drop the locks
+    await second.connect()
+    assert _posix_locks_held(path) >= 1
+    await second.close()
+    await first.close()

@@ -30,7 +30,6 @@ Tables (inspect them with the ``sqlite3`` shell):
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from typing import Literal
 
@@ -113,11 +112,6 @@ _MIGRATIONS: dict[int, str] = {
 }
 
 
-def _is_sqlite_file(path: str) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(16) == b"SQLite format 3\x00"
-
-
 def connect(path: str, durability: Durability, *, readonly: bool = False) -> sqlite3.Connection:
     """Open ``path`` in WAL mode with the durability asked for.
 
@@ -125,8 +119,8 @@ def connect(path: str, durability: Durability, *, readonly: bool = False) -> sql
     """
     if durability not in ("full", "normal"):
         raise ConfigurationError(f"durability must be 'full' or 'normal', got {durability!r}")
-    if os.path.exists(path) and os.path.getsize(path) > 0 and not _is_sqlite_file(path):
-        raise ConfigurationError(f"{path} is not a SQLite database; refusing to touch it")
+    # Never open the file from Python to sniff it: closing any handle on it drops
+    # every POSIX lock this process holds there, including SQLite's own.
     uri = f"file:{path}?mode={'ro' if readonly else 'rwc'}"
     try:
         conn = sqlite3.connect(
@@ -144,6 +138,10 @@ def connect(path: str, durability: Durability, *, readonly: bool = False) -> sql
         conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
     except sqlite3.DatabaseError as exc:
         conn.close()
+        if getattr(exc, "sqlite_errorname", "") == "SQLITE_NOTADB":
+            raise ConfigurationError(
+                f"{path} is not a SQLite database; refusing to touch it"
+            ) from exc
         raise ConfigurationError(f"cannot open {path} as a tidings database: {exc}") from exc
     except ConfigurationError:
         conn.close()
