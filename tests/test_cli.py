@@ -163,6 +163,8 @@ def test_run_stops_on_sigint_and_uses_the_env_broker(project: Path) -> None:
         (["run", "probe", "--broker", "nosuch://"], 2, "no broker for URL scheme 'nosuch'"),
         (["run", "broken:app"], 1, "an App needs a non-empty name"),
         (["demo", "--broker", "no-scheme"], 2, "broker URL 'no-scheme' has no scheme"),
+        (["demo", "--fail-rate", "1.5"], 2, "Invalid value for '--fail-rate'"),
+        (["demo", "--orders", "-1"], 2, "Invalid value for '--orders'"),
         (["frobnicate"], 2, "error: No such command 'frobnicate'"),
     ],
 )
@@ -185,18 +187,51 @@ def test_error_messages_redact_passwords(project: Path) -> None:
     assert "s3cret" not in result.stderr + result.stdout
 
 
-def test_demo_ignores_the_env_broker_and_shows_what_happened(tmp_path: Path) -> None:
-    result = _tidings("demo", cwd=tmp_path, env=_env(TIDINGS_BROKER="nosuch://"))
+def test_demo_ignores_the_env_broker_and_runs_the_shop(tmp_path: Path) -> None:
+    result = _tidings(
+        "demo", "--orders", "20", "--rate", "0", cwd=tmp_path, env=_env(TIDINGS_BROKER="nosuch://")
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "charge_payment: StockReserved ORD-2 (attempt 1): TimeoutError" in out
-    assert "charge_payment: StockReserved ORD-2 (attempt 2)" in out
-    assert "StockReserved ORD-1, caused by OrderPlaced" in out
-    assert "OrderPlaced ORD-3 in orders.dlq after 1 attempt(s): Reject" in out
-    assert "OrderPlaced ORD-4 in orders.dlq after 1 attempt(s): SchemaError" in out
-    assert "everything happened as expected" in out
-    assert "FAIL" not in out
+    assert "tidings demo: 20 orders at as fast as possible on sqlite:///./tidings-demo.db" in out
+    assert "orders: 20 placed" in out
+    assert "ok    every order ended confirmed and shipped, or cancelled (20 orders)" in out
+    assert "done in" in out and "every invariant holds" in out
+    # stdout is not a terminal: progress lines, no live screen
+    assert "] placed 20/20" in out
+    assert "\x1b[" not in out
     assert "Traceback" not in result.stderr
+
+
+def test_demo_starts_from_a_fresh_database_each_run(tmp_path: Path) -> None:
+    for _ in range(2):
+        result = _tidings("demo", "--orders", "10", "--rate", "0", "--headless", cwd=tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "orders: 10 placed" in result.stdout  # not 20: the first run's log is gone
+        assert "one email per confirmed order" in result.stdout
+    assert (tmp_path / "tidings-demo.db").exists()
+
+
+def test_demo_refuses_a_given_broker_that_holds_shop_events(tmp_path: Path) -> None:
+    args = ("demo", "--orders", "5", "--rate", "0", "--broker", "sqlite:///./mine.db")
+    first = _tidings(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (tmp_path / "mine-outbox.jsonl").exists()
+    second = _tidings(*args, cwd=tmp_path)
+    assert second.returncode == 1
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1, second.stderr
+    assert lines[0].startswith("error: sqlite:///./mine.db already holds shop events")
+
+
+def test_demo_on_the_memory_broker(tmp_path: Path) -> None:
+    result = _tidings(
+        "demo", "--orders", "30", "--rate", "0", "--broker", "memory://", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "orders: 30 placed" in result.stdout
+    assert "lag n/a" in result.stdout  # the in-memory broker cannot be inspected
+    assert not (tmp_path / "tidings-demo.db").exists()
 
 
 async def test_quickstart_checks_its_own_expectations() -> None:

@@ -1,39 +1,150 @@
-"""``tidings demo``: run the built-in example and show what happened."""
+"""``tidings demo``: the e-commerce shop, seven services on one broker, watched live."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
 
-from tidings.brokers import from_url
+from tidings.brokers import from_url, redact_url
 from tidings.cli._errors import EXIT_USAGE, CommandError
 from tidings.errors import ConfigurationError
+from tidings.errors import ConnectionError as BrokerConnectionError
 
-__all__ = ["demo"]
+if TYPE_CHECKING:  # the shop (and pydantic) load only when the demo runs
+    from tidings.examples.shop.config import ShopConfig
+    from tidings.examples.shop.system import Shop
+
+__all__ = ["DEMO_DATABASE", "DEMO_OUTBOX", "demo"]
+
+#: The demo's own database, deleted and recreated on every run.
+DEMO_DATABASE = Path("tidings-demo.db")
+DEMO_OUTBOX = Path("tidings-demo-outbox.jsonl")
 
 
 def demo(
+    orders: Annotated[
+        int, typer.Option(min=0, help="Orders to place; 0 places orders until Ctrl-C.")
+    ] = 500,
+    rate: Annotated[
+        float, typer.Option(min=0.0, help="Orders per second; 0 places them as fast as possible.")
+    ] = 50.0,
+    fail_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of payments that are declined.")
+    ] = 0.1,
     broker: Annotated[
         str | None,
         typer.Option(
             "--broker",
             "-b",
             metavar="URL",
-            help="Broker URL to run on. Default: a fresh in-memory broker (TIDINGS_BROKER "
-            "is ignored, so the demo never touches your data).",
+            help="Run on this broker instead, e.g. memory:// or sqlite:///./shop.db. It must "
+            "hold no shop events yet (the demo checks itself against the whole log); "
+            "TIDINGS_BROKER is ignored.",
         ),
     ] = None,
+    headless: Annotated[
+        bool,
+        typer.Option(
+            "--headless",
+            help="Plain progress lines instead of the live screen (the default "
+            "when stdout is not a terminal).",
+        ),
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the order generator.")] = 7,
 ) -> None:
-    """Publish a few orders and watch chaining, a retry and dead letters happen."""
-    from tidings.examples import quickstart  # pydantic and the example load only here
+    """Run the e-commerce shop: orders, inventory, payment, shipping, email, analytics, fraud.
 
-    if broker is not None:
+    Seven services, each its own App, talk only through events: a saga with
+    compensation, retries, a dead-letter topic for poison events, a fraud
+    detector that joins late and catches up. A live screen shows counters,
+    events per second and consumer lag; at the end the demo checks its
+    invariants against the event log and exits 1 if one fails.
+
+    Without --broker it runs on ./tidings-demo.db, which it DELETES and
+    recreates on every run (with its -wal/-shm files and the email outbox
+    ./tidings-demo-outbox.jsonl).
+    """
+    from tidings.examples.shop.config import ShopConfig, outbox_for
+
+    if broker is None:
+        url = f"sqlite:///./{DEMO_DATABASE}"
+        outbox = DEMO_OUTBOX
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{DEMO_DATABASE}{suffix}").unlink(missing_ok=True)
+    else:
+        url = broker
+        outbox = outbox_for(url) if url.startswith("sqlite:") else DEMO_OUTBOX
         try:
-            from_url(broker)  # only builds the client (no connection), to vet the URL
+            from_url(url)  # only builds the client (no connection), to vet the URL
         except ConfigurationError as exc:
             raise CommandError(f"--broker: {exc}", EXIT_USAGE) from None
-    quickstart.quiet_logs()
-    if not asyncio.run(quickstart.run(broker)):
+    config = ShopConfig(fail_rate=fail_rate, outbox=outbox)
+    logging.getLogger("tidings").setLevel(logging.ERROR)  # the screen tells what happens
+    live = not headless and sys.stdout.isatty()
+    console = Console(highlight=False, soft_wrap=not live)
+    if not asyncio.run(_demo(url, config, orders, rate, seed, live, console, broker is not None)):
         raise typer.Exit(1)
+
+
+async def _demo(
+    url: str,
+    config: ShopConfig,
+    orders: int,
+    rate: float,
+    seed: int,
+    live: bool,
+    console: Console,
+    isolate: bool,
+) -> bool:
+    from tidings.examples.shop.runner import run_shop
+    from tidings.examples.shop.system import Shop
+
+    shop = Shop(url, config=config, seed=seed)
+    await _connect(shop, url, isolate)
+    if config.outbox is not None:
+        config.outbox.unlink(missing_ok=True)  # the demo's own: emails of this run only
+    stop = asyncio.Event()
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+
+    def interrupted() -> None:  # the first Ctrl-C stops placing orders, a second aborts
+        if stop.is_set() and task is not None:
+            task.cancel()
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGINT, interrupted)
+    try:
+        verdict = await run_shop(shop, orders, rate, console=console, live=live, stop=stop)
+    except asyncio.CancelledError:
+        raise CommandError("interrupted before the shop settled; nothing was checked") from None
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+    return verdict.ok
+
+
+async def _connect(shop: Shop, url: str, isolate: bool) -> None:
+    """Connect the shop's broker; with ``isolate``, refuse one that holds shop events."""
+    from tidings.examples.shop.system import holds_shop_events
+
+    try:
+        await shop.broker.connect()
+        if isolate and await holds_shop_events(shop.broker):
+            raise CommandError(
+                f"{redact_url(url)} already holds shop events, and the demo checks its "
+                "invariants against the whole log: use a broker (or a database file) "
+                "without them, or leave out --broker to run on ./tidings-demo.db, "
+                "recreated on every run"
+            )
+    except (ConfigurationError, BrokerConnectionError) as exc:
+        await shop.broker.close()
+        raise CommandError(f"cannot use {redact_url(url)}: {exc}") from None
+    except BaseException:
+        await shop.broker.close()
+        raise

@@ -7,7 +7,7 @@ the event is redelivered. ORD-3 names an unknown SKU, so the handler rejects
 it, and ORD-4 carries data that does not validate: both land in
 ``orders.dlq``, where a third subscription reads their failure records.
 
-Run it with ``tidings demo`` or ``python -m tidings.examples.quickstart``.
+Run it with ``python -m tidings.examples.quickstart``.
 It checks its own expectations; :func:`run` returns False if any failed.
 """
 
