@@ -11,7 +11,12 @@ import typer
 import tidings
 from tidings.cli._errors import EXIT_FAILURE, EXIT_USAGE, CommandError, report
 from tidings.cli.demo import demo
+from tidings.cli.dlq import dlq
+from tidings.cli.publish import publish
+from tidings.cli.replay import replay
 from tidings.cli.run import run
+from tidings.cli.tail import tail
+from tidings.cli.topics import groups, topics
 from tidings.errors import TidingsError
 
 __all__ = ["cli", "main"]
@@ -25,6 +30,12 @@ cli = typer.Typer(
 )
 cli.command()(run)
 cli.command()(demo)
+cli.command()(publish)
+cli.command()(tail)
+cli.command()(topics)
+cli.command()(groups)
+cli.command()(replay)
+cli.add_typer(dlq, name="dlq")
 
 
 def _show_version(value: bool) -> None:

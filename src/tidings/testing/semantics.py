@@ -195,7 +195,9 @@ class AppSemantics:
         def make() -> App:
             app = self._app(broker_factory)
 
-            @app.subscribe(topic, group=group, retry=RetryPolicy(initial_delay=0.3))
+            policy = RetryPolicy(initial_delay=0.5, jitter="none")
+
+            @app.subscribe(topic, group=group, retry=policy)
             async def handle(data: dict[str, Any], ctx: Context) -> None:
                 attempts.append(ctx.attempt)
                 if ctx.attempt == 1:

@@ -1,0 +1,163 @@
+"""The broker a command works on: built from its URL, connected, always closed.
+
+Every broker problem becomes a :class:`CommandError` here, so a command module
+only says what it needs: a broker to publish to (:func:`connected`) or one it
+can look into (:func:`inspecting`), plus reading a whole topic page by page
+(:func:`stored`) up to a snapshot of its partition heads (:func:`heads`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Protocol, cast
+
+from tidings.broker import Broker
+from tidings.brokers import from_url, redact_url
+from tidings.cli._errors import EXIT_USAGE, CommandError
+from tidings.errors import ConfigurationError, ConnectionError
+from tidings.inspection import Inspectable, StoredMessage
+from tidings.settings import default_broker_url
+
+__all__ = ["InspectableBroker", "connected", "heads", "inspecting", "stored"]
+
+#: Schemes whose broker lives inside one process: another process sees nothing of it.
+_IN_PROCESS = frozenset({"memory"})
+
+
+class InspectableBroker(Broker, Inspectable, Protocol):
+    """A broker the operational commands can look into and administer."""
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def _build(url: str | None) -> tuple[str, Broker]:
+    url = url or default_broker_url()
+    if _scheme(url) in _IN_PROCESS:
+        raise CommandError(
+            f"{_scheme(url)}:// lives inside one process and cannot be reached from another; "
+            "use the embedded broker, e.g. --broker sqlite:///./tidings.db",
+            EXIT_USAGE,
+        )
+    try:
+        return url, from_url(url)
+    except ConfigurationError as exc:
+        raise CommandError(f"--broker: {exc}", EXIT_USAGE) from None
+
+
+def _missing_database(broker: Broker) -> str | None:
+    """The path of an embedded broker's file when it does not exist yet."""
+    from tidings.brokers.sqlite import SqliteBroker  # already imported by from_url
+
+    if isinstance(broker, SqliteBroker) and not os.path.exists(broker.path):
+        return broker.path
+    return None
+
+
+@asynccontextmanager
+async def connected(url: str | None, *, create: bool = False) -> AsyncIterator[Broker]:
+    """The broker ``url`` names (default: ``TIDINGS_BROKER``, else ``./tidings.db``), connected.
+
+    Without ``create``, a command refuses an embedded database file that does
+    not exist rather than creating an empty one.
+    """
+    url, broker = _build(url)
+    async with _session(url, broker, create):
+        yield broker
+
+
+@asynccontextmanager
+async def inspecting(url: str | None) -> AsyncIterator[InspectableBroker]:
+    """Like :func:`connected`, for a broker that implements :class:`Inspectable`."""
+    url, broker = _build(url)
+    if not isinstance(broker, Inspectable):
+        raise CommandError(
+            f"{redact_url(url)} cannot be inspected: {type(broker).__name__} does not "
+            "list topics, groups or stored events; use the embedded broker (sqlite://)"
+        )
+    async with _session(url, broker, create=False):
+        yield cast(InspectableBroker, broker)
+
+
+@asynccontextmanager
+async def _session(url: str, broker: Broker, create: bool) -> AsyncIterator[None]:
+    missing = None if create else _missing_database(broker)
+    if missing is not None:
+        raise CommandError(
+            f"no tidings database at {missing}: nothing was published there yet "
+            "(pass --broker or set TIDINGS_BROKER to use another)"
+        )
+    try:
+        await broker.connect()
+    except ConfigurationError as exc:
+        await broker.close()
+        raise CommandError(str(exc)) from None
+    except ConnectionError as exc:
+        await broker.close()
+        raise CommandError(f"cannot connect to {redact_url(url)}: {exc}") from None
+    try:
+        yield
+    finally:
+        await broker.close()
+
+
+async def heads(broker: Inspectable, topic: str, partitions: int) -> dict[int, int]:
+    """Per partition, one past the newest stored offset (0 for an empty partition)."""
+    return {p: await _head(broker, topic, p) for p in range(partitions)}
+
+
+async def _head(broker: Inspectable, topic: str, partition: int) -> int:
+    # A few indexed reads, galloping then bisecting: whether anything is stored at
+    # or after an offset is monotonic, even where retention or compaction left gaps.
+    async def first_from(offset: int) -> int | None:
+        found = await broker.read(topic, after={partition: offset}, limit=1)
+        return found[0].offset if found else None
+
+    newest = await first_from(0)
+    if newest is None:
+        return 0
+    step = 1
+    high = newest + 1
+    while (found := await first_from(high)) is not None:
+        newest = found
+        high = newest + step
+        step *= 2
+    low = newest + 1  # something is stored at low - 1, nothing at or after high
+    while low < high:
+        middle = (low + high) // 2
+        found = await first_from(middle)
+        if found is None:
+            high = middle
+        else:
+            low = found + 1
+    return low
+
+
+async def stored(
+    broker: Inspectable,
+    topic: str,
+    partitions: int,
+    *,
+    until: Mapping[int, int] | None = None,
+    page: int = 1000,
+) -> AsyncGenerator[StoredMessage, None]:
+    """Every stored message of ``topic`` in publish order, read a page at a time.
+
+    ``until``: per partition, the offset to stop before (a snapshot of
+    :func:`heads`), so messages published meanwhile are left out.
+    """
+    positions = dict.fromkeys(range(partitions), 0)
+    while positions:
+        found = await broker.read(topic, after=positions, limit=page)
+        if not found:
+            return
+        for message in found:
+            if until is not None and message.offset >= until.get(message.partition, 0):
+                positions.pop(message.partition, None)
+                continue
+            if message.partition in positions:
+                positions[message.partition] = message.offset + 1
+                yield message
