@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# DEMO_ARGS passes options, e.g. make demo DEMO_ARGS="--orders 100 --headless"
 demo: $(STAMP)
-	$(BIN)/tidings demo
+	$(BIN)/tidings demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
