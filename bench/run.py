@@ -1,8 +1,11 @@
 """Benchmarks: ``make bench`` (or ``.venv/bin/python bench/run.py --help``).
 
-By default: the in-memory throughput/latency/RSS table, tidings against pyee
-and blinker, and whether the issue's target is met. ``--profile`` profiles the
-tidings dict-payload case instead; ``--stages`` prints its cost per stage.
+By default both suites (``--suite memory|sqlite|all``): the in-memory
+throughput/latency/RSS table, tidings against pyee and blinker; then the
+embedded (SQLite) broker's table against raw ``sqlite3`` baselines
+(``bench_sqlite.py``); each with whether its targets are met. ``--profile``
+profiles the tidings dict-payload case instead; ``--stages`` prints its cost
+per stage; ``--sqlite-profile CASE`` profiles one sqlite case.
 """
 
 from __future__ import annotations
@@ -11,14 +14,18 @@ import argparse
 import asyncio
 import cProfile
 import io
+import os
 import platform
 import pstats
 import shutil
+import sqlite3
+import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
+from _sqlite_report import print_table as print_sqlite_table
 from bench_memory import (
     CASES,
     WARMUP_EVENTS,
@@ -28,6 +35,9 @@ from bench_memory import (
     pin_to,
     run_cases,
 )
+from bench_sqlite import CASES as SQLITE_CASES
+from bench_sqlite import Options as SqliteOptions
+from bench_sqlite import run_cases as run_sqlite_cases
 from rich.console import Console
 from rich.table import Table
 
@@ -197,13 +207,39 @@ def run_stages(events: int) -> None:
     console.print(table)
 
 
+def run_sqlite_table(options: SqliteOptions, cases: Sequence[str]) -> None:
+    console.print(f"\n{_versions()}, SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs")
+    console.print(
+        "Each sqlite case in its own subprocess, one after another; every database in a fresh "
+        "temporary directory, removed afterwards."
+    )
+    started = time.perf_counter()
+    results = run_sqlite_cases(
+        cases, options, progress=lambda case: console.print(f"  running {case}")
+    )
+    print_sqlite_table(results, options, console)
+    console.print(f"(sqlite benchmark took {time.perf_counter() - started:.1f}s)")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--events", type=int, default=Options.events, help="events per timed run (%(default)s)"
+        "--suite",
+        choices=("memory", "sqlite", "all"),
+        default="all",
+        help="which table(s) to print (%(default)s)",
     )
     parser.add_argument(
-        "--repeat", type=int, default=Options.repeat, help="timed runs per case (%(default)s)"
+        "--events",
+        type=int,
+        default=Options.events,
+        help="events per timed run of the memory suite (%(default)s)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=Options.repeat,
+        help="timed runs per memory case (%(default)s)",
     )
     parser.add_argument(
         "--latency-rate",
@@ -223,6 +259,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--cpu", type=int, default=None, help="pin the benchmark to this CPU (default: no pinning)"
     )
+    parser.add_argument(
+        "--sqlite-events",
+        type=int,
+        default=SqliteOptions.events,
+        help="events per timed run of the sqlite suite; a few cases scale it (%(default)s)",
+    )
+    parser.add_argument(
+        "--sqlite-repeat",
+        type=int,
+        default=SqliteOptions.repeat,
+        help="timed runs per sqlite case; latency and idle run once (%(default)s)",
+    )
+    parser.add_argument(
+        "--sqlite-cases",
+        default=",".join(SQLITE_CASES),
+        help="comma-separated subset of: %(default)s",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--profile", action="store_true", help="profile the tidings dict case instead"
@@ -230,13 +283,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     mode.add_argument(
         "--stages", action="store_true", help="per-stage cost of the tidings path instead"
     )
+    mode.add_argument(
+        "--sqlite-profile",
+        metavar="CASE",
+        choices=[name for name, case in SQLITE_CASES.items() if case.in_process],
+        help="cProfile (event loop and writer thread) of one in-process sqlite case instead",
+    )
     args = parser.parse_args(argv)
     if args.events < 1 or args.repeat < 1:
         parser.error("--events and --repeat must be >= 1")
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = sorted(set(cases) - set(CASES))
-    if unknown:
-        parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
+    if args.sqlite_events < 10 or args.sqlite_repeat < 1:
+        parser.error("--sqlite-events must be >= 10 and --sqlite-repeat >= 1")
+    cases = _names(parser, args.cases, CASES)
+    sqlite_cases = _names(parser, args.sqlite_cases, SQLITE_CASES)
+    sqlite_options = SqliteOptions(events=args.sqlite_events, repeat=args.sqlite_repeat)
     cpu = args.cpu
     if args.profile:
         pin_to(cpu)
@@ -244,15 +304,38 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.stages:
         pin_to(cpu)
         run_stages(args.events)
+    elif args.sqlite_profile:
+        run_sqlite_profile(args.sqlite_profile, sqlite_options)
     else:
-        options = Options(
-            events=args.events,
-            repeat=args.repeat,
-            latency_rate=args.latency_rate,
-            latency_seconds=args.latency_seconds,
-            cpu=cpu,
-        )
-        run_table(options, cases)
+        if args.suite in ("memory", "all"):
+            options = Options(
+                events=args.events,
+                repeat=args.repeat,
+                latency_rate=args.latency_rate,
+                latency_seconds=args.latency_seconds,
+                cpu=cpu,
+            )
+            run_table(options, cases)
+        if args.suite in ("sqlite", "all"):
+            run_sqlite_table(sqlite_options, sqlite_cases)
+
+
+def _names(parser: argparse.ArgumentParser, text: str, known: Collection[str]) -> list[str]:
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    return names
+
+
+def run_sqlite_profile(case: str, options: SqliteOptions) -> None:
+    """In a subprocess, like the table's cases, so only that case's imports and threads count."""
+    command = [sys.executable, os.path.join(os.path.dirname(__file__), "bench_sqlite.py")]
+    command += ["--case", case, "--profile", "--events", str(options.events)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"profiling {case} failed:\n{done.stderr}")
+    _print_head(done.stdout.strip(), 10_000)
 
 
 if __name__ == "__main__":
