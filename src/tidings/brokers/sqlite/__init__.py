@@ -39,7 +39,7 @@ from tidings.brokers import redact_url
 from tidings.brokers.sqlite import _admin, _ops
 from tidings.brokers.sqlite._member import SqliteDelivery, SqliteSubscription
 from tidings.brokers.sqlite._schema import Durability, connect, migrate
-from tidings.brokers.sqlite._writer import Writer
+from tidings.brokers.sqlite._writer import Writer, wal_stamp
 from tidings.errors import BrokerClosedError, ConfigurationError
 from tidings.inspection import GroupInfo, StoredMessage, TopicInfo
 
@@ -96,6 +96,7 @@ class SqliteBroker:
         self._maintenance: asyncio.Task[None] | None = None
         self.heads: dict[tuple[int, int], int] = {}
         self._topics: dict[str, tuple[int, int]] = {}
+        self._topic_requests: dict[str, asyncio.Future[tuple[int, int]]] = {}
         self._subscriptions: list[SqliteSubscription] = []
         self._writer: Writer | None = None
         self._reader: sqlite3.Connection | None = None
@@ -184,7 +185,7 @@ class SqliteBroker:
             self._executor = None
             raise
         self._reader = reader
-        self._writer = Writer(conn)
+        self._writer = Writer(conn, self.path + "-wal")
         self._maintenance = asyncio.create_task(self._maintain(), name="tidings-sqlite-retention")
 
     async def _read(self, query: Any) -> Any:
@@ -227,12 +228,20 @@ class SqliteBroker:
     async def topic(self, name: str) -> tuple[int, int]:
         """``(topic_id, partitions)``, creating the topic with the default partitions."""
         found = self._topics.get(name)
-        if found is None:
+        if found is not None:
+            return found
+        pending = self._topic_requests.get(name)
+        if pending is None:  # one writer operation however many tasks ask at once
             partitions = self.default_partitions
-            found = await self.writer.submit(
+            pending = self.writer.submit(
                 lambda conn: _ops.ensure_topic(conn, name, partitions, time.time())
             )
-            self._topics[name] = found
+            self._topic_requests[name] = pending
+        try:
+            found = await asyncio.shield(pending)
+        finally:
+            self._topic_requests.pop(name, None)
+        self._topics[name] = found
         return found
 
     async def configure_topic(
@@ -390,29 +399,55 @@ class SqliteBroker:
             self._advance(topic_id, heads)
 
     async def _watch(self) -> None:
-        """Notice commits of other processes: poll the WAL file's stamp, cheaply."""
+        """Notice other processes' commits by polling the WAL file's stamp, cheaply.
+
+        A stamp this broker's own writer left is ignored (local publishes wake
+        subscribers directly), so an idle member's heartbeats do not keep the
+        watcher in its fast mode. Heads are re-read now and then regardless, as a
+        safety net for a foreign commit hidden behind an own one.
+        """
         wal = self.path + "-wal"
         last: tuple[int, int] | None = None
         active_until = 0.0
         last_refresh = 0.0
         while not self._closed:
-            try:
-                stat = os.stat(wal)
-                stamp: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
-            except FileNotFoundError:
-                stamp = None
+            stamp = wal_stamp(wal)
             now = time.monotonic()
-            if stamp != last or now - last_refresh > 0.1:
-                if stamp != last:
-                    active_until = now + 1.0
-                last = stamp
+            active = now < active_until
+            foreign = stamp != last and (self._writer is None or stamp != self._writer.wal_stamp)
+            last = stamp
+            if foreign:
+                active_until = now + 1.0
+            if foreign or now - last_refresh > (0.1 if active else 0.5):
                 last_refresh = now
-                watched = sorted({t for s in self._subscriptions for t in s.topics})
                 try:
-                    await self._refresh_heads(watched)
+                    await self._refresh()
                 except BrokerClosedError:
                     return
-            await asyncio.sleep(0.002 if now < active_until else 0.01)
+            await asyncio.sleep(0.002 if active or foreign else 0.02)
+
+    async def _refresh(self) -> None:
+        """Re-read heads of watched topics, and rebalance groups whose membership changed."""
+        subscriptions = list(self._subscriptions)
+        watched = sorted({t for s in subscriptions for t in s.topics})
+        await self._refresh_heads(watched)
+        groups = sorted({s.group for s in subscriptions})
+        if not groups:
+            return
+        marks = ",".join("?" * len(groups))
+        timeout = self.session_timeout
+        rows = await self._read(
+            lambda conn: conn.execute(
+                f"SELECT grp, COUNT(*) FROM members WHERE grp IN ({marks}) "
+                "AND heartbeat >= ? GROUP BY grp",
+                (*groups, time.time() - timeout),
+            ).fetchall()
+        )
+        counts = dict(rows)
+        for subscription in subscriptions:
+            if counts.get(subscription.group, 0) != subscription.members_seen:
+                subscription.members_seen = counts.get(subscription.group, 0)
+                subscription.poke()
 
     # -- replay ------------------------------------------------------------------------
 

@@ -202,6 +202,10 @@ class SqliteSubscription:
         self._retries_clear: list[tuple[int, int, int, int]] = []
         self._dirty: set[_Partition] = set()
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._waiting = False
+        self._poked: asyncio.Future[None] | None = None
+        #: Live members of the group at the last heartbeat (the watcher compares).
+        self.members_seen = 0
         self._flushing: asyncio.Future[None] | None = None
 
     # -- membership ------------------------------------------------------------
@@ -213,9 +217,10 @@ class SqliteSubscription:
         )
 
     async def _heartbeat_loop(self) -> None:
-        interval = self.broker.heartbeat_interval
         while not self.closed:
-            await asyncio.sleep(interval)
+            # While the group settles (a partition due to us is still held by its
+            # previous member), look again soon instead of a whole interval later.
+            await asyncio.sleep(0.05 if self._waiting else self.broker.heartbeat_interval)
             try:
                 await self.heartbeat()
             except Exception:  # keep trying: a missed heartbeat only risks the lease
@@ -243,7 +248,10 @@ class SqliteSubscription:
                 time.time(),
             )
 
-        held, acquired = await broker.writer.submit(operation)
+        result: _ops.Rebalanced = await broker.writer.submit(operation)
+        held, acquired = result.held, result.acquired
+        self.members_seen = result.members
+        self._waiting = result.waiting
         if self.closed:
             return
         for key in list(self.owned):
@@ -256,6 +264,20 @@ class SqliteSubscription:
             self.owned[key] = _Partition(self.topics[state.topic_id], state)
         if acquired:
             self.wake()
+
+    def poke(self) -> None:
+        """Heartbeat now (the group's membership changed), unless one is running."""
+        if self.closed or self._poked is not None:
+            return
+        self._poked = asyncio.ensure_future(self._poked_heartbeat())
+
+    async def _poked_heartbeat(self) -> None:
+        try:
+            await self.heartbeat()
+        except Exception:
+            log.exception("heartbeat of group %s failed", self.group)
+        finally:
+            self._poked = None
 
     def _lose(self, key: tuple[int, int]) -> None:
         part = self.owned.pop(key)
@@ -504,8 +526,9 @@ class SqliteSubscription:
                 handle.cancel()
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
-        if self._flushing is not None:
-            await asyncio.wait([self._flushing])
+        pending = [f for f in (self._flushing, self._poked) if f is not None]
+        if pending:
+            await asyncio.wait(pending)
         updates = [part.update() for part in self.owned.values()]
         retries_set, retries_clear = self._take_retries()
         group, member = self.group, self.member_id

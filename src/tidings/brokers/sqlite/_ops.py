@@ -17,6 +17,7 @@ from tidings.broker import Message, partition_for
 __all__ = [
     "Acquired",
     "OffsetUpdate",
+    "Rebalanced",
     "append",
     "commit_handling",
     "ensure_topic",
@@ -50,6 +51,16 @@ class Acquired:
     committed: int
     delivered: int
     retries: list[tuple[int, float, int]]  # (offset, due, attempts)
+
+
+@dataclass(frozen=True, slots=True)
+class Rebalanced:
+    """What a heartbeat found: held partitions, new ones, live members, and waiting."""
+
+    held: dict[tuple[int, int], int]
+    acquired: list[Acquired]
+    members: int
+    waiting: bool
 
 
 def ensure_topic(
@@ -180,14 +191,15 @@ def rebalance(
     start_latest: bool,
     session_timeout: float,
     now: float,
-) -> tuple[dict[tuple[int, int], int], list[Acquired]]:
+) -> Rebalanced:
     """Heartbeat, expire dead members, release and claim partitions.
 
     Partition ``p`` of a topic belongs to the ``p % n``-th live member (by
     join order) among the ``n`` members subscribed to it. A member releases
     what is no longer its own and claims what is, once free or its lease has
-    expired. Returns every held partition's epoch, and full state for those
-    newly held (or whose epoch changed, e.g. after a seek).
+    expired. Returns every held partition's epoch, full state for those newly
+    held (or whose epoch changed, e.g. after a seek), the number of live
+    members, and whether the member waits for partitions still held by others.
     """
     topic_ids = sorted({t for t, _ in topics})
     conn.execute(
@@ -204,6 +216,7 @@ def rebalance(
     subscribed = {m: set(msgspec.json.decode(t)) for m, t in live}
     held: dict[tuple[int, int], int] = {}
     acquired: list[Acquired] = []
+    waiting = False
     lease = now + session_timeout
     for topic_id, partitions in topics:
         members = [m for m, _ in live if topic_id in subscribed[m]]
@@ -239,11 +252,13 @@ def rebalance(
                     (group, topic_id, p, member, epoch, lease),
                 )
             else:
+                if desired == member:
+                    waiting = True  # its holder has not released it yet
                 continue
             held[key] = epoch
             if known.get(key) != epoch:
                 acquired.append(_state(conn, group, topic_id, p, epoch, start_latest))
-    return held, acquired
+    return Rebalanced(held, acquired, len(live), waiting)
 
 
 def _state(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import sqlite3
 import threading
@@ -18,11 +19,20 @@ from typing import Any, TypeVar
 
 from tidings.errors import BrokerClosedError, PublishError
 
-__all__ = ["Writer"]
+__all__ = ["Writer", "wal_stamp"]
 
 T = TypeVar("T")
 _Op = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 _MAX_BATCH = 2000
+
+
+def wal_stamp(path: str) -> tuple[int, int] | None:
+    """The (mtime in ns, size) of a WAL file, or None if there is none."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size)
 
 
 def _settle(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
@@ -38,8 +48,17 @@ def _settle(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
 class Writer:
     """Runs write operations on a dedicated connection, batching them into transactions."""
 
-    def __init__(self, conn: sqlite3.Connection, name: str = "tidings-sqlite-writer") -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        wal_path: str | None = None,
+        name: str = "tidings-sqlite-writer",
+    ) -> None:
         self.conn = conn
+        self._wal_path = wal_path
+        #: The WAL file's (mtime, size) right after this writer's last commit: a
+        #: watcher seeing exactly this stamp knows the change was its own.
+        self.wal_stamp: tuple[int, int] | None = None
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._closed = False
         self.commits = 0
@@ -103,6 +122,8 @@ class Writer:
                         outcomes.append((True, value))
                 conn.execute("COMMIT")
                 self.commits += 1
+                if self._wal_path is not None:
+                    self.wal_stamp = wal_stamp(self._wal_path)
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
