@@ -331,3 +331,38 @@ async def test_opening_keeps_sqlites_file_locks(tmp_path: Path) -> None:
     assert _posix_locks_held(path) >= 1
     await second.close()
     await first.close()
+
+
+async def test_exactly_once_commits_merged_in_one_transaction(tmp_path: Path) -> None:
+    from tidings.brokers.sqlite import _ops
+
+    broker = SqliteBroker(str(tmp_path / "eo.db"), partitions=1)
+    await broker.connect()
+    sub = await broker.subscribe(["in"], "g")
+    await broker.publish("in", [Message(f"m{i}".encode()) for i in range(4)])
+    deliveries = await collect(sub, 4, ack=False, timeout=5)
+    out_id, out_partitions = await broker.topic("out")
+    (part,) = sub.owned.values()
+
+    def commit(offset: int, key: str, epoch: int) -> _ops.HandlingCommit:
+        update = _ops.OffsetUpdate(part.topic_id, 0, epoch, offset + 1, 3)
+        outputs = [(out_id, out_partitions, [Message(f"out-{offset}".encode())])]
+        return _ops.HandlingCommit("g", sub.member_id, update, offset, False, key, outputs, 0.0, 0)
+
+    commits = [
+        commit(0, "a", part.epoch),
+        commit(1, "a", part.epoch),  # the same event again in the same run: a duplicate
+        commit(2, "b", part.epoch + 7),  # a stale lease: fenced, nothing written
+        commit(3, "c", part.epoch),
+    ]
+    results = await broker.writer.submit(lambda conn: _ops.HandlingCommit.run_many(conn, commits))
+    assert [outcome for outcome, _ in results] == ["committed", "duplicate", "fenced", "committed"]
+    stored = [m.message.value for m in await broker.read("out")]
+    assert stored == [b"out-0", b"out-3"]
+    keys = broker.writer.conn.execute("SELECT dedup_key FROM processed ORDER BY 1").fetchall()
+    assert keys == [("a",), ("c",)]
+    (committed,) = broker.writer.conn.execute("SELECT committed FROM group_offsets").fetchone()
+    assert committed == 4
+    for d in deliveries:
+        await d.ack()
+    await broker.close()

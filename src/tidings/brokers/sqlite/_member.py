@@ -475,7 +475,7 @@ class SqliteSubscription:
         outputs: Sequence[tuple[int, int, Sequence[Any]]],
         dedup_key: str | None,
     ) -> tuple[str, dict[int, dict[int, int]]]:
-        """Exactly-once commit of one handling (see :func:`_ops.commit_handling`)."""
+        """Exactly-once commit of one handling (see :class:`_ops.HandlingCommit`)."""
         part = delivery._part
         update = _ops.OffsetUpdate(
             part.topic_id,
@@ -489,8 +489,7 @@ class SqliteSubscription:
         now = time.time()
         had_retry = delivery.offset in part.retry_rows
         result: tuple[str, dict[int, dict[int, int]]] = await self.broker.writer.submit(
-            lambda conn: _ops.commit_handling(
-                conn,
+            _ops.HandlingCommit(
                 group,
                 member,
                 update,

@@ -35,6 +35,19 @@ def wal_stamp(path: str) -> tuple[int, int] | None:
     return (stat.st_mtime_ns, stat.st_size)
 
 
+def _runs(batch: list[_Op]) -> list[list[_Op]]:
+    """Split a batch into runs; consecutive operations of a type with ``run_many``
+    (e.g. exactly-once commits) form one run, applied with set-wise statements."""
+    runs: list[list[_Op]] = []
+    for item in batch:
+        kind = type(item[0])
+        if runs and hasattr(kind, "run_many") and type(runs[-1][0][0]) is kind:
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return runs
+
+
 def _settle(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
     for future, ok, value in results:
         if future.done():
@@ -101,25 +114,44 @@ class Writer:
                 batch.append(item)
             self._commit(conn, batch)
 
+    def _apply(
+        self, conn: sqlite3.Connection, run: list[_Op], alone: bool
+    ) -> list[tuple[bool, Any]]:
+        """Apply a run of operations, each in its own savepoint (or merged, see _runs)."""
+        if alone:
+            return [(True, run[0][0](conn))]
+        run_many = getattr(type(run[0][0]), "run_many", None)
+        if run_many is not None and len(run) > 1:
+            conn.execute("SAVEPOINT run")
+            try:
+                values = run_many(conn, [operation for operation, _, _ in run])
+            except Exception:
+                conn.execute("ROLLBACK TO run")  # one of them is bad: apply them one by one
+            else:
+                conn.execute("RELEASE run")
+                return [(True, value) for value in values]
+            conn.execute("RELEASE run")
+        outcomes: list[tuple[bool, Any]] = []
+        for operation, _, _ in run:
+            conn.execute("SAVEPOINT op")
+            try:
+                value = operation(conn)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                outcomes.append((False, exc))
+            else:
+                conn.execute("RELEASE op")
+                outcomes.append((True, value))
+        return outcomes
+
     def _commit(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for operation, _, _ in batch:
-                    if len(batch) == 1:
-                        outcomes.append((True, operation(conn)))
-                        continue
-                    conn.execute("SAVEPOINT op")
-                    try:
-                        value = operation(conn)
-                    except Exception as exc:
-                        conn.execute("ROLLBACK TO op")
-                        conn.execute("RELEASE op")
-                        outcomes.append((False, exc))
-                    else:
-                        conn.execute("RELEASE op")
-                        outcomes.append((True, value))
+                for run in _runs(batch):
+                    outcomes.extend(self._apply(conn, run, alone=len(batch) == 1))
                 conn.execute("COMMIT")
                 self.commits += 1
                 if self._wal_path is not None:
