@@ -311,6 +311,14 @@ class App:
 
     async def _prepare_commit(self, events: list[Event]) -> list[tuple[str, Message]]:
         """Run follow-ups through the publish middleware into messages for an atomic commit."""
+        if not events:
+            return []
+        if not self._publish_middleware:  # nothing to run: encode directly
+            return [
+                (target, message)
+                for target, batch in self._by_topic(events).items()
+                for message in self._encode(Outgoing(target, batch))
+            ]
         buffer: list[tuple[str, Message]] = []
         token = _commit_buffer.set(buffer)
         try:

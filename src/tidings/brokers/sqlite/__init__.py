@@ -519,7 +519,11 @@ class SqliteBroker:
         grouped: dict[str, list[Message]] = {}
         for topic, message in outputs:
             grouped.setdefault(topic, []).append(message)
-        resolved = [(*(await self.topic(name)), messages) for name, messages in grouped.items()]
+        resolved = []
+        for name, messages in grouped.items():
+            known = self._topics.get(name)  # cached: no await on the hot path
+            topic_id, partitions = known if known is not None else await self.topic(name)
+            resolved.append((topic_id, partitions, messages))
         outcome, heads = await delivery._member.commit(delivery, resolved, dedup_key)
         for topic_id, topic_heads in heads.items():
             self._advance(topic_id, topic_heads)
