@@ -817,3 +817,35 @@ async def test_exactly_once_is_rechecked_when_the_broker_changes() -> None:
     app.set_broker(PlainBroker())
     with pytest.raises(ConfigurationError, match="exactly_once"):
         await app.start()
+
+
+async def test_failed_exactly_once_commit_redelivers_and_the_consumer_goes_on() -> None:
+    class FlakyCommit(MemoryBroker):
+        failures = 1
+
+        async def commit(self, delivery: Any, outputs: Any, dedup_key: str | None = None) -> bool:
+            if self.failures:
+                self.failures -= 1
+                raise OSError("disk hiccup")
+            return await super().commit(delivery, outputs, dedup_key)
+
+    hub = MemoryHub()
+    app = App("eo", broker=FlakyCommit(hub))
+    app.route("Done", "out")
+    attempts: list[int] = []
+
+    @app.subscribe("in", delivery="exactly_once")
+    async def handle(data: dict[str, Any], ctx: Context) -> Event:
+        attempts.append(ctx.attempt)
+        return app.event(data, type="Done")
+
+    async with app:
+        await app.publish({"n": 1}, topic="in", type="T", key="k")
+        await app.publish({"n": 2}, topic="in", type="T", key="k")
+        for _ in range(300):
+            if len(hub.records("out")) == 2 and hub.is_idle():
+                break
+            await asyncio.sleep(0.01)
+    outputs = [app.codec.decode(m.value, m.headers).data["n"] for _, _, m in hub.records("out")]
+    assert outputs == [1, 2], "per-key order kept across the failed commit"
+    assert attempts == [1, 2, 1]

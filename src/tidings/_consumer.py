@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tidings._handler import HandlerSpec
-from tidings.broker import Delivery, Transactional
+from tidings.broker import Delivery, Message, Transactional
 from tidings.broker import Subscription as BrokerSubscription
 from tidings.context import Context
 from tidings.deadletter import dead_letter_message, dead_letter_topic
@@ -68,6 +68,7 @@ class Consumer:
         self._source: BrokerSubscription | None = None
         self._task: asyncio.Task[None] | None = None
         self._workers: set[asyncio.Task[None]] = set()
+        self._commits: set[asyncio.Task[None]] = set()
         self._ready: deque[_Item] = deque()
         self._busy: dict[tuple[str, str], deque[_Item] | tuple[()]] = {}
         self._retrying: dict[tuple[str, str], _Ident] = {}
@@ -113,7 +114,7 @@ class Consumer:
         if task is not None:
             if self._in_fetch:
                 task.cancel()
-            pending = [task, *self._workers]
+            pending = [task, *self._workers, *self._commits]
             _done, not_done = await asyncio.wait(pending, timeout=timeout)
             for t in not_done:
                 t.cancel()
@@ -140,6 +141,11 @@ class Consumer:
         batch = self.spec.batch
         try:
             while not self._stopping:
+                if self._ready and sub.concurrency == 1:
+                    # Events released meanwhile (a background commit freed their key).
+                    while self._ready and not self._stopping:
+                        await self._process(*self._ready.popleft())
+                    continue
                 free = sub.prefetch - self._unsettled
                 if free <= 0:
                     self._slot.clear()
@@ -151,7 +157,9 @@ class Consumer:
                     if batch:
                         deliveries = await self._fetch_batch(source, min(free, sub.batch_size))
                     else:
-                        deliveries = await source.fetch(free, 0.5)
+                        # Background commits may unblock held events: look again soon.
+                        wait = 0.005 if self._commits else 0.5
+                        deliveries = await source.fetch(free, wait)
                 finally:
                     self._in_fetch = False
                 if not deliveries:
@@ -165,10 +173,7 @@ class Consumer:
                     admitted = self._admit(delivery)
                     if admitted is not True:
                         await self._reject(delivery, admitted)
-                if sub.concurrency == 1:
-                    while self._ready and not self._stopping:
-                        await self._process(*self._ready.popleft())
-                else:
+                if sub.concurrency > 1:
                     self._pump()
         except asyncio.CancelledError:
             if not self._stopping:
@@ -255,6 +260,7 @@ class Consumer:
         ctx = Context(self.app.name, self.sub.name, d, event)
         delivery = self.sub.delivery
         retry = False
+        committing = False
         try:
             if delivery == "at_most_once":
                 await self._settle_ack(d)
@@ -288,16 +294,45 @@ class Consumer:
                 retry = await self._failed([d], exc)
                 return
             if self._transactional is not None:
-                self._settled(d)
-                await self._transactional.commit(d, messages, f"{event.source}\n{event.id}")
-            else:
-                self._settled(d)
-                await d.ack()
+                # Commit in the background: the next handling (of another key) runs
+                # meanwhile, so commits of consecutive handlings share a transaction.
+                # The key stays busy, and the prefetch slot taken, until it is done.
+                committing = True
+                task = asyncio.create_task(self._commit(d, messages, f"{event.source}\n{event.id}"))
+                self._commits.add(task)
+                task.add_done_callback(self._commits.discard)
+                return
+            self._settled(d)
+            await d.ack()
             if self._first_failure:
                 self._first_failure.pop(_ident(d), None)
             self.stats.handled += 1
         finally:
-            self._after(d, retry)
+            if not committing:
+                self._after(d, retry)
+
+    async def _commit(self, d: Delivery, messages: list[tuple[str, Message]], dedup: str) -> None:
+        assert self._transactional is not None
+        failed = False
+        try:
+            await self._transactional.commit(d, messages, dedup)
+        except Exception:
+            # Nothing was committed: handle it again, and keep later events of its key
+            # waiting behind it, as for a retry.
+            failed = True
+            log.exception(
+                "%s: exactly-once commit failed; the event will be redelivered", self.sub.name
+            )
+            await d.nack()
+        else:
+            if self._first_failure:
+                self._first_failure.pop(_ident(d), None)
+            self.stats.handled += 1
+        finally:
+            self._settled(d)
+            self._after(d, failed)
+            if self.sub.concurrency > 1:
+                self._pump()
 
     async def _handle_batch(self, deliveries: list[Delivery]) -> None:
         events: list[Event] = []
