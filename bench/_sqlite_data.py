@@ -14,10 +14,8 @@ import contextlib
 import cProfile
 import functools
 import os
-import resource
 import shutil
 import sqlite3
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -40,7 +38,6 @@ __all__ = [
     "encoded_messages",
     "event_factory",
     "payload",
-    "peak_rss_mib",
     "percentile",
     "prepublish",
     "raw_connect",
@@ -296,22 +293,3 @@ class Meter:
 def percentile(sorted_values: Sequence[float], q: float) -> float:
     index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
     return float(sorted_values[index])
-
-
-def peak_rss_mib() -> float:
-    """Peak RSS of this process.
-
-    Linux: ``VmHWM``, the high-water mark of this process's own memory.
-    ``ru_maxrss`` would not do for a child: it keeps the RSS its parent had
-    when it forked (across exec).
-    """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 2**10
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes.
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10

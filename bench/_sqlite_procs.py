@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import IO, Any
 
+from _rss import peak_rss_mib
 from _sqlite_data import (
     EVENT_TYPE,
     GROUP,
@@ -33,7 +34,6 @@ from _sqlite_data import (
     Run,
     create_topic,
     encoded_messages,
-    peak_rss_mib,
     percentile,
     prepublish,
     scratch_db,

@@ -21,7 +21,6 @@ import asyncio
 import gc
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from _rss import peak_rss_mib
 
 __all__ = [
     "CASES",
@@ -374,12 +375,6 @@ def _rss_now_mib() -> float | None:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _rss_peak_mib() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes.
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-
-
 def measure_case(case: str, options: Options) -> CaseResult:
     """Run one case in this process: warm-up, timed runs, then the latency run."""
     pin_to(options.cpu)
@@ -399,7 +394,7 @@ def measure_case(case: str, options: Options) -> CaseResult:
         result.latency_rate = options.latency_rate
         result.p50_us = _percentile(latencies, 0.50) / 1_000
         result.p99_us = _percentile(latencies, 0.99) / 1_000
-    result.rss_peak_mib = _rss_peak_mib()
+    result.rss_peak_mib = peak_rss_mib()
     return result
 
 

@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass, field
 
 import _sqlite_cases as cases
 import _sqlite_procs as procs
-from _sqlite_data import Meter, Run, peak_rss_mib
+from _rss import peak_rss_mib
+from _sqlite_data import Meter, Run
 
 __all__ = ["CASES", "Options", "Result", "profile_case", "ratio", "run_cases", "verdict"]
 
