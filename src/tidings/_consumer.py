@@ -80,7 +80,7 @@ class Consumer:
         self._stopping = False
         self._in_fetch = False
         self._handle: Handle = self._invoke
-        self._direct = True  # no middleware: call the handler without the extra coroutine
+        self._needs_context = True  # set at start: False without middleware and ctx argument
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -88,7 +88,7 @@ class Consumer:
         inner: Handle = self._invoke
         stack = [*middleware, *self.sub.middleware]
         self._handle = build_stack(inner, stack)
-        self._direct = not stack
+        self._needs_context = bool(stack) or self.spec.wants_context
         self._source = await self.broker.subscribe(
             self.sub.topics, self.sub.group, start=self.sub.start
         )
@@ -254,10 +254,12 @@ class Consumer:
     # -- handling ------------------------------------------------------------
 
     async def _invoke(self, ctx: Context) -> list[Event]:
-        return self.app._follow_ups(ctx, await self.spec.call(ctx))
+        result = await self.spec.call(ctx.event, ctx)
+        return self.app._follow_ups(ctx.event, result, ctx._outputs)
 
     async def _process(self, d: Delivery, event: Event) -> None:
-        ctx = Context(self.app.name, self.sub.name, d, event)
+        # A handler that asks for no context, without middleware, gets none built.
+        ctx = Context(self.app.name, self.sub.name, d, event) if self._needs_context else None
         delivery = self.sub.delivery
         retry = False
         committing = False
@@ -265,7 +267,9 @@ class Consumer:
             if delivery == "at_most_once":
                 await self._settle_ack(d)
                 try:
-                    outputs = await self._handle(ctx)
+                    outputs = await self._handle(
+                        ctx or Context(self.app.name, self.sub.name, d, event)
+                    )
                     await self.app._publish_events(outputs)
                     self.stats.handled += 1
                 except Exception as exc:
@@ -282,8 +286,8 @@ class Consumer:
                     await self._settle_ack(d)
                     return
             try:
-                if self._direct:
-                    outputs = self.app._follow_ups(ctx, await self.spec.call(ctx))
+                if ctx is None:
+                    outputs = self.app._follow_ups(event, await self.spec.call(event, None))
                 else:
                     outputs = await self._handle(ctx)
                 if self._transactional is not None:

@@ -80,6 +80,8 @@ class HandlerSpec:
             self._args.append(self._classify(param.name, hint))
         if self._args.count("payload") > 1:
             raise ConfigurationError(f"handler {self.name} asks for more than one payload")
+        #: Whether a Context must be built for it (batches read theirs from it).
+        self.wants_context = self.batch or "ctx" in self._args
         #: The common handler: async, one untyped payload argument.
         self._plain = self.is_async and not self.batch and self.accepts is None
         self._plain = self._plain and self._args == ["payload"]
@@ -104,23 +106,24 @@ class HandlerSpec:
             return event.data
         return decode_payload(event.data, self.accepts[event.type])
 
-    def call(self, ctx: Context) -> Awaitable[Any]:
-        """Call the handler with what it asked for: ``ctx.event``, or ``ctx.events`` (batch).
+    def call(self, event: Event, ctx: Context | None) -> Awaitable[Any]:
+        """Call the handler with what it asked for: ``event``, or ``ctx.events`` (batch).
 
-        Returns the awaitable to await (one coroutine less per event).
+        ``ctx`` may be None when the handler asks for no context and is not a
+        batch handler. Returns the awaitable to await (one coroutine less per event).
         """
         if self._plain:
-            return self.func(ctx.event.data)  # type: ignore[no-any-return]
+            return self.func(event.data)  # type: ignore[no-any-return]
         args: list[Any] = []
         for kind in self._args:
             if kind == "ctx":
                 args.append(ctx)
             elif kind == "event":
-                args.append(ctx.events if self.batch else ctx.event)
-            elif self.batch:
+                args.append(ctx.events if self.batch and ctx else event)
+            elif self.batch and ctx:
                 args.append([self._payload(e) for e in ctx.events])
             else:
-                args.append(self._payload(ctx.event))
+                args.append(self._payload(event))
         if self.is_async:
             return self.func(*args)  # type: ignore[no-any-return]
         return asyncio.to_thread(self.func, *args)

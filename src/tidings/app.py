@@ -18,7 +18,6 @@ from tidings._handler import HandlerSpec
 from tidings.broker import Broker, Message, Transactional
 from tidings.brokers import from_url, redact_url
 from tidings.codec import Codec
-from tidings.context import Context
 from tidings.errors import ConfigurationError, EventTooLargeError
 from tidings.event import Event
 from tidings.filters import FilterSpec, compile_filter
@@ -328,9 +327,11 @@ class App:
             _commit_buffer.reset(token)
         return buffer
 
-    def _follow_ups(self, ctx: Context, result: Any) -> list[Event]:
+    def _follow_ups(
+        self, parent: Event, result: Any, emitted: Sequence[tuple[Any, dict[str, Any]]] = ()
+    ) -> list[Event]:
         """Turn a handler's return value and emitted payloads into follow-up events."""
-        if result is None and not ctx._outputs:
+        if result is None and not emitted:
             return []
         items: list[tuple[Any, dict[str, Any]]] = []
         if result is not None:
@@ -338,10 +339,7 @@ class App:
                 items.extend((r, {}) for r in result if r is not None)
             else:
                 items.append((result, {}))
-        items.extend(ctx._outputs)
-        if not items:
-            return []
-        parent = ctx.event
+        items.extend(emitted)
         out = []
         for payload, attributes in items:
             if isinstance(payload, Event):
