@@ -123,6 +123,22 @@ class BrokerConformance(AppSemantics):
         got = await collect(sub, 2000, timeout=self.patience * 3)
         assert sorted(d.value for d in got) == sorted(f"m{i}".encode() for i in range(2000))
 
+    async def test_large_fetches_skip_nothing(self, open_broker: Any, names: Any) -> None:
+        broker = await open_broker()
+        topic = names("bigfetch")
+        sub = await broker.subscribe([topic], names("g"))
+        for start in range(0, 2500, 500):
+            await broker.publish(topic, _messages(500, key="one", prefix=f"b{start}-"))
+        got: list[Delivery] = []
+        deadline = time.monotonic() + self.patience * 2
+        while len(got) < 2500 and time.monotonic() < deadline:
+            for delivery in await sub.fetch(5000, 1.0):
+                got.append(delivery)
+                await delivery.ack()
+        expected = [f"b{start}-{i}".encode() for start in range(0, 2500, 500) for i in range(500)]
+        assert [d.value for d in got] == expected
+        assert await quiet(sub) == []
+
     async def test_many_topics(self, open_broker: Any, names: Any) -> None:
         broker = await open_broker()
         topics = [names(f"t{i}") for i in range(12)]

@@ -57,7 +57,6 @@ CAPABILITIES = Capabilities(
     exactly_once=True,
     headers=True,
 )
-_READ_LIMIT = 1000
 
 
 class SqliteBroker:
@@ -374,7 +373,7 @@ class SqliteBroker:
                     fresh_rows = conn.execute(
                         f"SELECT {columns} FROM messages WHERE topic_id = ? AND partition = ? "
                         "AND offset >= ? ORDER BY offset LIMIT ?",
-                        (topic_id, p, cursor, min(count, _READ_LIMIT)),
+                        (topic_id, p, cursor, count),
                     ).fetchall()
                 out.append(([r for r in due_rows if r is not None], fresh_rows))
             return out

@@ -31,6 +31,9 @@ log = logging.getLogger("tidings.sqlite")
 _EMPTY: Mapping[str, str] = {}
 _headers = msgspec.json.Decoder(dict[str, str])
 _FLUSH_DELAY = 0.02
+#: Most rows read from one partition per fetch. The reader must get exactly what
+#: is planned: fewer rows than asked for means the rest were removed (retention).
+_READ_LIMIT = 1000
 
 
 class _Partition:
@@ -324,7 +327,7 @@ class SqliteSubscription:
             fresh = 0
             head = heads.get((part.topic_id, part.index), 0)
             if head > part.cursor and budget > 0:
-                fresh = min(budget, head - part.cursor)
+                fresh = min(budget, head - part.cursor, _READ_LIMIT)
                 budget -= fresh
             if due or fresh:
                 plan.append((part, due, fresh))
