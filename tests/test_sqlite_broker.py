@@ -366,3 +366,38 @@ async def test_exactly_once_commits_merged_in_one_transaction(tmp_path: Path) ->
     for d in deliveries:
         await d.ack()
     await broker.close()
+
+
+async def test_publish_batch_over_several_topics_is_one_transaction(tmp_path: Path) -> None:
+    from tidings import Outgoing
+    from tidings.middleware import PublishFn
+
+    app = App("batch", broker=url(tmp_path / "b.db"))
+    seen: list[str] = []
+
+    def record(next_publish: PublishFn) -> PublishFn:
+        async def publish(outgoing: Outgoing) -> None:
+            seen.append(outgoing.topic)
+            await next_publish(outgoing)
+
+        return publish
+
+    app.add_publish_middleware(record)
+    await app.publish({"warm": 1}, topic="a", type="T")
+    await app.publish({"warm": 1}, topic="b", type="T")
+    broker = app.broker
+    assert isinstance(broker, SqliteBroker)
+    before = broker.writer.commits
+    events = [app.event({"n": i}, type="T") for i in range(4)]
+    await app.publish_batch(events[:2], topic="a")
+    after_one_topic = broker.writer.commits
+    app.route("A", "a")
+    app.route("B", "b")
+    mixed = [app.event({"n": i}, type="A" if i % 2 else "B") for i in range(6)]
+    await app.publish_batch(mixed)
+    assert after_one_topic - before == 1
+    assert broker.writer.commits - after_one_topic == 1, "two topics, one transaction"
+    assert sorted(seen[-2:]) == ["a", "b"], "publish middleware still sees each topic"
+    assert len(await broker.read("a")) == 1 + 2 + 3
+    assert len(await broker.read("b")) == 1 + 3
+    await app.stop()

@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 
 from tidings._consumer import Consumer, ConsumerStats
 from tidings._handler import HandlerSpec
-from tidings.broker import Broker, Message, Transactional
+from tidings.broker import Broker, Message, MultiTopicPublisher, Transactional
 from tidings.brokers import from_url, redact_url
 from tidings.codec import Codec
 from tidings.errors import ConfigurationError, EventTooLargeError
@@ -261,7 +261,12 @@ class App:
     async def publish_batch(
         self, payloads: Iterable[Any], *, topic: str | None = None
     ) -> list[Event]:
-        """Publish many events with one broker call per topic; return them in order."""
+        """Publish many events; return them in order.
+
+        Each topic's events go in one broker call; on a broker that can store
+        several topics at once (the embedded one), the whole batch is one
+        transaction: all stored, or none.
+        """
         grouped: dict[str, list[Event]] = {}
         events: list[Event] = []
         for payload in payloads:
@@ -269,8 +274,15 @@ class App:
             events.append(event)
             grouped.setdefault(topic or self.router.topic_for(payload, event), []).append(event)
         await self._ensure_connected()
-        for target, batch in grouped.items():
-            await self._publish(Outgoing(target, batch))
+        outgoing = [Outgoing(target, batch) for target, batch in grouped.items()]
+        if len(outgoing) > 1 and isinstance(self.broker, MultiTopicPublisher):
+            messages: dict[str, list[Message]] = {}
+            for target, message in await self._capture(outgoing):
+                messages.setdefault(target, []).append(message)
+            await self.broker.publish_many(list(messages.items()))
+        else:
+            for item in outgoing:
+                await self._publish(item)
         return events
 
     def _encode(self, outgoing: Outgoing) -> list[Message]:
@@ -309,20 +321,23 @@ class App:
         _commit_buffer.get().extend((outgoing.topic, m) for m in self._encode(outgoing))
 
     async def _prepare_commit(self, events: list[Event]) -> list[tuple[str, Message]]:
-        """Run follow-ups through the publish middleware into messages for an atomic commit."""
+        """Follow-ups as messages for an atomic commit (through the publish middleware)."""
         if not events:
             return []
+        return await self._capture(
+            [Outgoing(target, batch) for target, batch in self._by_topic(events).items()]
+        )
+
+    async def _capture(self, outgoing: list[Outgoing]) -> list[tuple[str, Message]]:
+        """Run ``outgoing`` through the publish middleware, collecting the messages
+        instead of sending them (for a broker call that stores them all at once)."""
         if not self._publish_middleware:  # nothing to run: encode directly
-            return [
-                (target, message)
-                for target, batch in self._by_topic(events).items()
-                for message in self._encode(Outgoing(target, batch))
-            ]
+            return [(o.topic, message) for o in outgoing for message in self._encode(o)]
         buffer: list[tuple[str, Message]] = []
         token = _commit_buffer.set(buffer)
         try:
-            for target, batch in self._by_topic(events).items():
-                await self._publish_for_commit(Outgoing(target, batch))
+            for item in outgoing:
+                await self._publish_for_commit(item)
         finally:
             _commit_buffer.reset(token)
         return buffer

@@ -38,6 +38,7 @@ __all__ = [
     "Capabilities",
     "Delivery",
     "Message",
+    "MultiTopicPublisher",
     "Position",
     "Seekable",
     "StartFrom",
@@ -154,6 +155,14 @@ class Seekable(Protocol):
         Handling already done is not undone; messages after the position are
         delivered again as new attempts.
         """
+
+
+@runtime_checkable
+class MultiTopicPublisher(Protocol):
+    """A broker that stores messages of several topics in one step."""
+
+    async def publish_many(self, batches: Sequence[tuple[str, Sequence[Message]]]) -> None:
+        """Store every ``(topic, messages)`` batch, all or nothing."""
 
 
 @runtime_checkable

@@ -411,6 +411,11 @@ class MemoryBroker:
         self._check_open()
         self.hub.append(topic, messages)
 
+    async def publish_many(self, batches: Sequence[tuple[str, Sequence[Message]]]) -> None:
+        self._check_open()
+        for topic, messages in batches:  # one step: nothing else runs in between
+            self.hub.append(topic, messages)
+
     async def subscribe(
         self, topics: Sequence[str], group: str, *, start: StartFrom = "earliest"
     ) -> _MemorySubscription:

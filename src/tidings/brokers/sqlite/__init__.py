@@ -314,6 +314,23 @@ class SqliteBroker:
         )
         self._advance(topic_id, heads)
 
+    async def publish_many(self, batches: Sequence[tuple[str, Sequence[Message]]]) -> None:
+        """Store messages of several topics in one transaction: all or nothing."""
+        self._check_open()
+        resolved = [(*(await self.topic(name)), messages) for name, messages in batches]
+        rotation = self.next_rotation(sum(len(m) for _, _, m in resolved))
+        now = time.time()
+
+        def operation(conn: sqlite3.Connection) -> dict[int, dict[int, int]]:
+            return {
+                topic_id: _ops.append(conn, topic_id, partitions, messages, now, rotation)
+                for topic_id, partitions, messages in resolved
+            }
+
+        heads = await self.writer.submit(operation)
+        for topic_id, topic_heads in heads.items():
+            self._advance(topic_id, topic_heads)
+
     def _advance(self, topic_id: int, heads: dict[int, int]) -> None:
         moved = False
         for p, head in heads.items():
