@@ -306,7 +306,7 @@ class Consumer:
                 self._commits.add(task)
                 task.add_done_callback(self._commits.discard)
                 return
-            self._settled(d)
+            self._settled()
             await d.ack()
             if self._first_failure:
                 self._first_failure.pop(_ident(d), None)
@@ -333,7 +333,7 @@ class Consumer:
                 self._first_failure.pop(_ident(d), None)
             self.stats.handled += 1
         finally:
-            self._settled(d)
+            self._settled()
             self._after(d, failed)
             if self.sub.concurrency > 1:
                 self._pump()
@@ -395,7 +395,7 @@ class Consumer:
         self.stats.retried += len(deliveries)
         for d in deliveries:
             self._first_failure.setdefault(_ident(d), now)
-            self._settled(d)
+            self._settled()
             if self._native_delay or decision.delay <= 0:
                 await d.nack(decision.delay)
             else:
@@ -430,7 +430,7 @@ class Consumer:
                 d.attempt,
                 exc,
             )
-            self._settled(d)
+            self._settled()
             if self._transactional is not None:
                 await self._transactional.commit(d, [(topic, message)])
             else:
@@ -441,10 +441,10 @@ class Consumer:
     # -- settlement bookkeeping ----------------------------------------------
 
     async def _settle_ack(self, d: Delivery) -> None:
-        self._settled(d)
+        self._settled()
         await d.ack()
 
-    def _settled(self, d: Delivery) -> None:
+    def _settled(self) -> None:
         self._unsettled -= 1
         self._slot.set()
 

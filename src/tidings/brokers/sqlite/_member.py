@@ -46,7 +46,6 @@ class _Partition:
         "cursor",
         "delivered",
         "epoch",
-        "flushed",
         "gaps",
         "index",
         "inflight",
@@ -63,7 +62,6 @@ class _Partition:
         self.index = state.partition
         self.epoch = state.epoch
         self.committed = state.committed
-        self.flushed = state.committed
         self.cursor = state.committed
         self.delivered = state.delivered
         self.prior_delivered = state.delivered
@@ -435,8 +433,6 @@ class SqliteSubscription:
     def _take_dirty(self) -> list[_Partition]:
         dirty = list(self._dirty)
         self._dirty.clear()
-        for part in dirty:
-            part.flushed = part.committed
         return dirty
 
     def _take_retries(
