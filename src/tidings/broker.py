@@ -6,27 +6,43 @@ Rules every adapter keeps (the conformance suite in
 * ``publish`` returns only once the broker accepted the messages with its
   durability; messages of one key published in sequence are stored in order.
   A publish that cannot complete raises :class:`~tidings.errors.PublishError`
-  (or ``ConnectionError``), never drops silently.
-* A :class:`Subscription` is one member of a consumer group. Within a group a
-  message is handed to one member at a time; every group sees every message.
-  Messages with the same key are handed out in publish order.
-* A :class:`Delivery` is settled by ``ack()`` or ``nack(delay)``. Both are
-  idempotent: the first call settles, later calls do nothing. A delivery that
-  is never settled before its subscription closes (or its member dies) is
-  delivered again, with ``attempt`` one higher. Acking a delivery whose
-  member lost its partitions is ignored (fenced), never an error.
+  (or ``ConnectionError``), never drops silently. ``Message.id`` is the event
+  id: a broker with publish deduplication may use it.
+* A :class:`Subscription` is one member of a consumer group (or, with
+  ``group=None``, a group-less reader that sees every message published while
+  it is open). Within a group a message is handed to one member at a time;
+  every group sees every message. Messages with the same key are handed out in
+  publish order, and a message redelivered after a ``nack`` or a lost lease
+  comes back before later messages of its key.
+* A :class:`Delivery` carries ``id``, the broker's identity of the message: the
+  same for every redelivery of it, whatever the broker's positions look like.
+  ``position`` is opaque text for records and logs. Core never compares
+  positions.
+* A delivery is settled by ``ack()`` or ``nack(delay)``. Both are idempotent:
+  the first call settles, later calls do nothing. A delivery that is never
+  settled before its subscription closes (or its member dies) is delivered
+  again, with ``attempt`` one higher. Settling a delivery whose member lost it
+  (a revoked partition, an expired lease) is ignored (fenced), never an error.
+* When a member loses deliveries it still holds (a rebalance moved their
+  partition, a lease expired), the subscription calls ``on_revoke`` with them,
+  before any other member can receive them. Core then forgets them: they will
+  be redelivered to whoever owns them now.
+* ``Delivery.extend()`` asks the broker to keep an unsettled delivery with this
+  member longer (an ack deadline, a lease). Core calls it for long handlings
+  and for events held behind their key; brokers without deadlines do nothing.
 * ``Subscription.fetch`` is called from one task at a time. ``close`` may be
   called from any task and makes a waiting ``fetch`` return an empty list.
 * Everything is called from the event loop the broker was connected on.
 
 Extra abilities are separate protocols (:class:`Seekable`,
-:class:`Transactional`), announced in :class:`Capabilities`.
+:class:`Transactional`, :class:`MultiTopicPublisher`, :class:`Provisioning`),
+announced in :class:`Capabilities`. The App reads the capabilities and emulates
+or refuses what a broker lacks: see ``docs/brokers.md``.
 """
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol, TypeAlias, runtime_checkable
@@ -40,11 +56,13 @@ __all__ = [
     "Message",
     "MultiTopicPublisher",
     "Position",
+    "Provisioning",
+    "RevokeHandler",
     "Seekable",
     "StartFrom",
+    "SubscribeOptions",
     "Subscription",
     "Transactional",
-    "partition_for",
 ]
 
 StartFrom: TypeAlias = Literal["earliest", "latest"]
@@ -62,6 +80,8 @@ class Message(msgspec.Struct, frozen=True, gc=False):
     key: str | None = None
     #: Unix time (seconds) before which the message must not be delivered.
     deliver_at: float | None = None
+    #: The event id, for brokers that deduplicate publishes by message id.
+    id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,14 +94,22 @@ class Capabilities:
     """Messages of one key are delivered in publish order."""
     consumer_groups: bool = True
     """Competing consumers within a group, fan-out across groups."""
+    key_affinity: bool = True
+    """Within a group, the messages of one key go to one member at a time
+    (partitions, sticky hashing). Without it, members may hold different
+    events of one key at once and order across members is not promised."""
     replay: bool = False
     """Groups can be moved with :class:`Seekable` and new groups start at ``earliest``."""
-    native_delay: bool = False
-    """``Message.deliver_at`` and ``nack(delay)`` are scheduled by the broker."""
+    delayed_publish: bool = False
+    """``Message.deliver_at`` is honoured by the broker (else core emulates it)."""
+    delayed_redelivery: bool = False
+    """``nack(delay)`` is honoured by the broker (else core waits, then nacks)."""
     exactly_once: bool = False
     """Implements :class:`Transactional`."""
     headers: bool = True
     """``Message.headers`` survive the trip."""
+    wildcards: bool = False
+    """Subscriptions may name topics with the broker's wildcards."""
     max_message_size: int | None = None
     """Largest ``value`` the transport accepts, if it has a limit."""
 
@@ -90,9 +118,15 @@ class Capabilities:
 class Delivery(Protocol):
     """One handing of a message to a consumer group member."""
 
+    id: str
+    """The broker's identity of the message: equal across its redeliveries."""
     topic: str
     partition: int
+    """The partition (0 on brokers without partitions)."""
     offset: int
+    """The offset in its partition (-1 on brokers without offsets)."""
+    position: str
+    """Where the message sits, as opaque text for records and logs."""
     key: str | None
     value: bytes
     headers: Mapping[str, str]
@@ -111,9 +145,38 @@ class Delivery(Protocol):
     async def nack(self, delay: float = 0.0) -> None:
         """Give the message back, to be delivered again no sooner than ``delay`` seconds."""
 
+    async def extend(self) -> None:
+        """Keep the unsettled message with this member for another ack-wait period."""
+
+
+#: Called with deliveries a member lost before settling them.
+RevokeHandler: TypeAlias = Callable[[Sequence[Delivery]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeOptions:
+    """How a member reads; brokers use what applies to them and document the rest."""
+
+    start: StartFrom = "earliest"
+    """Where a new group starts (a group-less reader always starts at the end)."""
+    prefetch: int = 256
+    """Most messages handed out to this member and not yet settled."""
+    ack_wait: float = 30.0
+    """Seconds an unsettled delivery stays with this member without ``extend``."""
+    max_deliveries: int | None = None
+    """Where the broker counts deliveries itself: stop redelivering after this many."""
+
+    def __post_init__(self) -> None:
+        if self.start not in ("earliest", "latest"):
+            raise ValueError(f"start must be 'earliest' or 'latest'; got {self.start!r}")
+        if self.prefetch < 1 or self.ack_wait <= 0:
+            raise ValueError("prefetch must be >= 1 and ack_wait > 0")
+        if self.max_deliveries is not None and self.max_deliveries < 1:
+            raise ValueError("max_deliveries must be >= 1 (or None)")
+
 
 class Subscription(Protocol):
-    """A member of a consumer group, reading one or more topics."""
+    """A member of a consumer group (or a group-less reader), reading one or more topics."""
 
     async def fetch(self, max_count: int, timeout: float) -> Sequence[Delivery]:
         """Wait up to ``timeout`` seconds for messages; return at most ``max_count``.
@@ -126,7 +189,7 @@ class Subscription(Protocol):
 
 
 class Broker(Protocol):
-    """A transport. Found by URL scheme; see :func:`tidings.brokers.connect`."""
+    """A transport. Found by URL scheme; see :func:`tidings.brokers.from_url`."""
 
     capabilities: Capabilities
 
@@ -137,9 +200,13 @@ class Broker(Protocol):
         """Store ``messages`` in ``topic``, in order; return once accepted."""
 
     async def subscribe(
-        self, topics: Sequence[str], group: str, *, start: StartFrom = "earliest"
+        self,
+        topics: Sequence[str],
+        group: str | None,
+        options: SubscribeOptions = SubscribeOptions(),  # noqa: B008 - frozen
+        on_revoke: RevokeHandler | None = None,
     ) -> Subscription:
-        """Join ``group`` on ``topics``. A new group starts at ``start``."""
+        """Join ``group`` on ``topics`` (``None``: a group-less reader from the end)."""
 
     async def close(self) -> None:
         """Close every subscription and connection. Idempotent."""
@@ -166,6 +233,28 @@ class MultiTopicPublisher(Protocol):
 
 
 @runtime_checkable
+class Provisioning(Protocol):
+    """A broker that can create topics (streams, exchanges, queues) with their settings."""
+
+    async def ensure_topic(
+        self,
+        name: str,
+        *,
+        partitions: int | None = None,
+        retention: float | None = None,
+        retention_bytes: int | None = None,
+        compact: bool = False,
+    ) -> None:
+        """Create ``name`` if missing, or update its settings.
+
+        ``retention``: seconds to keep messages (None: forever);
+        ``retention_bytes``: per partition; ``compact``: keep the newest message
+        of each key. A setting the broker cannot honour raises
+        :class:`~tidings.errors.ConfigurationError`.
+        """
+
+
+@runtime_checkable
 class Transactional(Protocol):
     """A broker that commits a handling's outputs and its ack atomically."""
 
@@ -183,13 +272,3 @@ class Transactional(Protocol):
         Returns False (publishing nothing, still acking) if ``dedup_key`` was
         already recorded for the group.
         """
-
-
-def partition_for(key: str | None, partitions: int, fallback: int = 0) -> int:
-    """The partition of ``key`` among ``partitions``: a stable hash (CRC-32).
-
-    Keyless messages go to ``fallback % partitions`` (callers rotate it).
-    """
-    if key is None:
-        return fallback % partitions
-    return zlib.crc32(key.encode("utf-8")) % partitions

@@ -1,0 +1,87 @@
+"""Offsets of one partition waiting for their time: delayed messages and redeliveries.
+
+Earliest due first; equal dues in offset order. A *barrier* keeps later
+messages of a key behind a redelivery that a member inherited (a partition
+moved while one of its messages waited for a retry): the new owner's consumer
+never saw that message fail, so the broker itself must not let later messages
+of its key overtake it.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+
+__all__ = ["PendingQueue"]
+
+
+class PendingQueue:
+    __slots__ = ("_barriers", "_heap")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int]] = []
+        self._barriers: dict[str, tuple[float, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+    def __iter__(self) -> Iterator[tuple[float, int]]:
+        return iter(self._heap)
+
+    def push(self, due: float, offset: int) -> None:
+        heapq.heappush(self._heap, (due, offset))
+
+    def entries(self) -> list[tuple[float, int]]:
+        """Every waiting ``(due, offset)``, in no particular order."""
+        return list(self._heap)
+
+    def next_due(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def pop_due(self, now: float, limit: int) -> list[int]:
+        """Offsets due at ``now``, at most ``limit``, in (due, offset) order."""
+        heap = self._heap
+        out: list[int] = []
+        while heap and heap[0][0] <= now and len(out) < limit:
+            out.append(heapq.heappop(heap)[1])
+        return out
+
+    def discard(self, offset: int) -> None:
+        """Forget ``offset`` (it was settled or removed)."""
+        kept = [entry for entry in self._heap if entry[1] != offset]
+        if len(kept) != len(self._heap):
+            heapq.heapify(kept)
+            self._heap = kept
+
+    def clear(self) -> None:
+        self._heap.clear()
+        self._barriers.clear()
+
+    # -- barriers ------------------------------------------------------------------
+
+    def add_barrier(self, key: str, due: float, offset: int) -> None:
+        """Hold later messages of ``key`` until the redelivery at ``offset`` (due at ``due``)."""
+        found = self._barriers.get(key)
+        if found is not None:
+            due, offset = max(due, found[0]), max(offset, found[1])
+        self._barriers[key] = (due, offset)
+
+    def barrier(self, key: str | None, offset: int) -> float | None:
+        """The time a message of ``key`` at ``offset`` must wait for, if it is behind one."""
+        if key is None or not self._barriers:
+            return None
+        found = self._barriers.get(key)
+        if found is None or found[1] >= offset:
+            return None
+        return found[0]
+
+    def delivered(self, key: str | None, offset: int) -> None:
+        """``offset`` was handed out: lift its key's barrier once the last held one went."""
+        if key is None or not self._barriers:
+            return
+        found = self._barriers.get(key)
+        if found is not None and found[1] <= offset:
+            del self._barriers[key]

@@ -1,0 +1,61 @@
+"""Settle-once deliveries: the part of ``ack``/``nack``/``extend`` every adapter shares.
+
+A subclass says whether it is fenced (its member lost it) and what acking,
+nacking and extending do; this base makes the first settlement the only one,
+ignores settlements of fenced deliveries, and never extends a settled one.
+The hooks may be plain functions (in-process brokers: no extra coroutine on
+the hot path) or return an awaitable (network brokers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+
+__all__ = ["SettleOnce"]
+
+
+class SettleOnce:
+    """Base of a broker's :class:`~tidings.broker.Delivery`."""
+
+    __slots__ = ("settled",)
+
+    def __init__(self) -> None:
+        self.settled = False
+
+    def fenced(self) -> bool:
+        """True once this member may no longer settle the delivery."""
+        return False
+
+    def _on_ack(self) -> Awaitable[None] | None:
+        raise NotImplementedError
+
+    def _on_nack(self, delay: float) -> Awaitable[None] | None:
+        raise NotImplementedError
+
+    def _on_extend(self) -> Awaitable[None] | None:
+        return None
+
+    async def ack(self) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        if not self.fenced():
+            pending = self._on_ack()
+            if pending is not None:
+                await pending
+
+    async def nack(self, delay: float = 0.0) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        if not self.fenced():
+            pending = self._on_nack(max(delay, 0.0))
+            if pending is not None:
+                await pending
+
+    async def extend(self) -> None:
+        if self.settled or self.fenced():
+            return
+        pending = self._on_extend()
+        if pending is not None:
+            await pending

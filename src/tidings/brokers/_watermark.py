@@ -1,0 +1,65 @@
+"""The contiguous-offset watermark of one partition.
+
+Deliveries of a partition settle out of order (concurrent handlers, retries);
+the committed position may only move past an offset once every earlier one is
+settled. Offsets removed by retention or compaction count as settled.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Watermark"]
+
+
+class Watermark:
+    """``committed`` is the first offset not yet known to be settled."""
+
+    __slots__ = ("_done", "_gaps", "committed")
+
+    def __init__(self, committed: int = 0) -> None:
+        self.committed = committed
+        self._done: set[int] = set()
+        self._gaps: dict[int, int] = {}
+
+    def reset(self, committed: int) -> None:
+        """Start again at ``committed`` (a seek), forgetting what was settled."""
+        self.committed = committed
+        self._done.clear()
+        self._gaps.clear()
+
+    def is_settled(self, offset: int) -> bool:
+        return offset < self.committed or offset in self._done
+
+    def settle(self, offset: int) -> None:
+        if offset == self.committed:
+            self.committed = self._advance(offset + 1, consume=True)
+        elif offset > self.committed:
+            self._done.add(offset)
+
+    def skip(self, start: int, end: int) -> None:
+        """Offsets ``start`` to ``end`` (exclusive) no longer exist: treat them as settled."""
+        if start == self.committed:
+            self.committed = self._advance(end, consume=True)
+        elif start > self.committed:
+            self._gaps[start] = end
+
+    def committed_if_settled(self, offset: int) -> int:
+        """What ``committed`` would become if ``offset`` were settled now."""
+        if offset != self.committed:
+            return self.committed
+        return self._advance(offset + 1, consume=False)
+
+    def _advance(self, committed: int, consume: bool) -> int:
+        done, gaps = self._done, self._gaps
+        while True:
+            if committed in done:
+                if consume:
+                    done.discard(committed)
+                committed += 1
+            elif committed in gaps:
+                committed = gaps.pop(committed) if consume else gaps[committed]
+            else:
+                return committed
+
+    def __len__(self) -> int:
+        """Offsets settled beyond ``committed`` (not counting gaps)."""
+        return len(self._done)
