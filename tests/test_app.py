@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import asyncio
 import time
 from dataclasses import dataclass
@@ -512,10 +514,9 @@ async def test_exactly_once_failure_dead_letters_atomically() -> None:
 
 
 async def test_exactly_once_is_refused_on_a_broker_without_transactions() -> None:
-    class PlainBroker(MemoryBroker):
-        capabilities = MemoryBroker.capabilities.__class__(exactly_once=False)
-
-    app = App("x", broker=PlainBroker())
+    broker = MemoryBroker()
+    broker.capabilities = dataclasses.replace(broker.capabilities, exactly_once=False)
+    app = App("x", broker=broker)
     with pytest.raises(ConfigurationError, match="exactly_once"):
 
         @app.subscribe("t", delivery="exactly_once")
@@ -806,15 +807,14 @@ async def test_second_signal_cancels_the_drain() -> None:
 
 
 async def test_exactly_once_is_rechecked_when_the_broker_changes() -> None:
-    class PlainBroker(MemoryBroker):
-        capabilities = MemoryBroker.capabilities.__class__(exactly_once=False)
-
     app = App("x", broker="memory://")
 
     @app.subscribe("t", delivery="exactly_once")
     async def handler(data: dict[str, Any]) -> None: ...
 
-    app.set_broker(PlainBroker())
+    plain = MemoryBroker()
+    plain.capabilities = dataclasses.replace(plain.capabilities, exactly_once=False)
+    app.set_broker(plain)
     with pytest.raises(ConfigurationError, match="exactly_once"):
         await app.start()
 

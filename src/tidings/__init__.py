@@ -7,7 +7,6 @@ on the in-memory broker, the embedded one, or a real broker, chosen by URL.
 
 from __future__ import annotations
 
-from tidings._consumer import ConsumerStats
 from tidings.app import App
 from tidings.broker import Broker, Capabilities, Delivery, Message
 from tidings.codec import Codec
@@ -30,6 +29,7 @@ from tidings.filters import all_of, any_of, exact, not_, prefix, suffix
 from tidings.middleware import Handle, Outgoing
 from tidings.payload import event_type
 from tidings.retry import RetryPolicy
+from tidings.stats import ConsumerStats
 
 __version__ = "0.1.0"
 

@@ -8,40 +8,46 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextvars import ContextVar
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, Unpack
 
-from tidings._consumer import Consumer, ConsumerStats
+from tidings._consumer import Consumer
 from tidings._handler import HandlerSpec
-from tidings.broker import Broker, Message, MultiTopicPublisher, Transactional
+from tidings._supervisor import Supervision
+from tidings.broker import Broker, Capabilities
 from tidings.brokers import from_url, redact_url
 from tidings.codec import Codec
-from tidings.errors import ConfigurationError, EventTooLargeError
+from tidings.errors import ConfigurationError, SubscriptionFailedError
 from tidings.event import Event
+from tidings.exactly_once import ExactlyOnce, for_broker
 from tidings.filters import FilterSpec, compile_filter
-from tidings.middleware import (
-    HandlerMiddleware,
-    Outgoing,
-    PublishFn,
-    PublishMiddleware,
-    build_stack,
-)
-from tidings.payload import payload_info
+from tidings.health import Health
+from tidings.hooks import Observer, Observers
+from tidings.middleware import HandlerMiddleware, Outgoing, PublishMiddleware
+from tidings.options import EventAttributes, SubscriptionOptions
+from tidings.publisher import Publisher
 from tidings.retry import RetryPolicy
 from tidings.routing import Router
 from tidings.settings import default_broker_url
+from tidings.stats import ConsumerStats
 from tidings.subscription import DeliveryGuarantee, Ordering, Subscription
 
 __all__ = ["DEFAULT_MAX_EVENT_SIZE", "App"]
 
 log = logging.getLogger("tidings.app")
-# Where publish middleware delivers follow-ups that are to be committed atomically.
-_commit_buffer: ContextVar[list[tuple[str, Message]]] = ContextVar("tidings_commit_buffer")
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
 _State = Literal["new", "connected", "started", "stopped"]
+
+
+class _NoBroker:
+    """Stands in until ``set_broker`` runs in ``App.__init__``."""
+
+    capabilities = Capabilities()
+
+
+_NOT_SET: Any = _NoBroker()
 
 
 class App:
@@ -67,6 +73,8 @@ class App:
         codec: Codec | None = None,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         drain_timeout: float = 30.0,
+        exactly_once: ExactlyOnce | None = None,
+        supervision: Supervision | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigurationError("an App needs a non-empty name")
@@ -74,23 +82,37 @@ class App:
             raise ConfigurationError("max_event_size must be >= 1")
         self.name = name
         self.source = source or f"/{name}"
-        self.codec = codec or Codec()
-        self.max_event_size = max_event_size
         self.drain_timeout = drain_timeout
+        self.router = Router()
         self.broker: Broker
         self.broker_url: str | None
         self._owns_broker: bool
         self._state: _State = "new"
+        self._exactly_once = exactly_once
+        self.supervision = supervision or Supervision()
+        self.publisher = Publisher(
+            _NOT_SET,
+            source=self.source,
+            codec=codec or Codec(),
+            router=self.router,
+            max_event_size=max_event_size,
+        )
         self.set_broker(broker)
-        self.router = Router()
         self._subscriptions: list[Subscription] = []
         self._specs: dict[str, HandlerSpec] = {}
         self._consumers: list[Consumer] = []
         self._middleware: list[HandlerMiddleware] = []
-        self._publish_middleware: list[PublishMiddleware] = []
-        self._publish: PublishFn = self._send
-        self._publish_for_commit: PublishFn = self._collect
+        self._observers: list[Observer] = []
+        self._failed = asyncio.Event()
         self._connect_lock = asyncio.Lock()
+
+    @property
+    def codec(self) -> Codec:
+        return self.publisher.codec
+
+    @property
+    def max_event_size(self) -> int:
+        return self.publisher.max_event_size
 
     def set_broker(self, broker: str | Broker | None) -> None:
         """Use another broker (URL or instance; None = ``TIDINGS_BROKER``). Only before start."""
@@ -100,6 +122,7 @@ class App:
         self._owns_broker = isinstance(broker, str)
         self.broker_url = redact_url(broker) if isinstance(broker, str) else None
         self.broker = from_url(broker) if isinstance(broker, str) else broker
+        self.publisher.broker = self.broker
 
     def __repr__(self) -> str:
         return f"<App {self.name!r} broker={self.broker_url or self.broker!r} {self._state}>"
@@ -125,7 +148,12 @@ class App:
     def add_publish_middleware(self, middleware: PublishMiddleware) -> None:
         """Wrap every publish (including follow-ups). Only before the first publish."""
         self._check_not_started("publish middleware")
-        self._publish_middleware.append(middleware)
+        self.publisher.add_middleware(middleware)
+
+    def add_observer(self, observer: Observer) -> None:
+        """Call ``observer``'s hooks as events are received, handled, retried... Before start."""
+        self._check_not_started("an observer")
+        self._observers.append(observer)
 
     def add_subscription(
         self,
@@ -142,6 +170,7 @@ class App:
         start: Literal["earliest", "latest"] = "earliest",
         batch_size: int = 100,
         batch_timeout: float = 0.05,
+        ack_wait: float = 30.0,
         middleware: Sequence[HandlerMiddleware] = (),
         name: str | None = None,
         _localns: Mapping[str, Any] | None = None,
@@ -150,6 +179,10 @@ class App:
 
         ``group`` defaults to ``<app name>.<handler name>``, so each handler
         sees every event; handlers sharing a group compete for events.
+        ``ack_wait``: seconds the broker keeps an unsettled event with this
+        member; the app extends it while a handler runs or the event waits
+        behind its key. The other options are described on
+        :class:`~tidings.subscription.Subscription`.
         """
         self._check_not_started("subscriptions")
         topic_list = (topics,) if isinstance(topics, str) else tuple(topics)
@@ -159,9 +192,15 @@ class App:
             raise ConfigurationError(
                 f"a subscription named {sub_name!r} already exists; pass name=..."
             )
-        if delivery == "exactly_once":
-            self._check_exactly_once()
         spec = HandlerSpec(handler, _localns)
+        if delivery == "exactly_once":
+            if spec.batch:
+                raise ConfigurationError(
+                    f"{sub_name}: a batch handler cannot be exactly-once (its events would "
+                    "need one commit together); use a handler taking one event, or "
+                    "delivery='at_least_once' with an idempotent batch handler"
+                )
+            self._exactly_once_strategy()
         subscription = Subscription(
             handler=handler,
             topics=topic_list,
@@ -176,21 +215,19 @@ class App:
             start=start,
             batch_size=batch_size,
             batch_timeout=batch_timeout,
+            ack_wait=ack_wait,
             middleware=tuple(middleware),
         )
         self._specs[sub_name] = spec
         self._subscriptions.append(subscription)
         return subscription
 
-    def _check_exactly_once(self) -> None:
-        if not (self.broker.capabilities.exactly_once and isinstance(self.broker, Transactional)):
-            raise ConfigurationError(
-                f"{type(self.broker).__name__} cannot commit a handling atomically, so "
-                "delivery='exactly_once' is refused; use 'at_least_once' with an "
-                "idempotent handler (dedupe on the event id), or the embedded broker"
-            )
+    def _exactly_once_strategy(self) -> ExactlyOnce:
+        return self._exactly_once or for_broker(self.broker)
 
-    def subscribe(self, topics: str | Sequence[str], **options: Any) -> Callable[[F], F]:
+    def subscribe(
+        self, topics: str | Sequence[str], **options: Unpack[SubscriptionOptions]
+    ) -> Callable[[F], F]:
         """Decorator: ``@app.subscribe("order.events", group="inventory")``.
 
         Takes the options of :meth:`add_subscription`.
@@ -215,23 +252,10 @@ class App:
         *,
         key: str | None = None,
         type: str | None = None,
-        **attributes: Any,
+        **attributes: Unpack[EventAttributes],
     ) -> Event:
         """The event ``publish`` would send for ``payload`` (an Event passes through)."""
-        if isinstance(payload, Event):
-            if key is not None or type is not None or attributes:
-                changes = dict(attributes)
-                if key is not None:
-                    changes["partitionkey"] = key
-                if type is not None:
-                    changes["type"] = type
-                return payload.replace(**changes)
-            return payload
-        if type is None:
-            info = payload_info(payload)
-            type = info.name
-            attributes.setdefault("schemaversion", info.version)
-        return Event(type=type, source=self.source, data=payload, partitionkey=key, **attributes)
+        return self.publisher.event(payload, key=key, type=type, **attributes)
 
     async def publish(
         self,
@@ -241,21 +265,24 @@ class App:
         key: str | None = None,
         delay: float | None = None,
         deliver_at: float | datetime | None = None,
-        **attributes: Any,
+        type: str | None = None,
+        **attributes: Unpack[EventAttributes],
     ) -> Event:
         """Publish one event; return it once the broker has accepted it.
 
         ``payload`` is a payload object (pydantic model, dataclass, dict with
         ``type=``) or an :class:`Event`. ``key`` sets ``partitionkey`` (order
         is kept per key). ``delay`` (seconds) or ``deliver_at`` (a time)
-        postpones delivery. Other keywords are CloudEvents attributes.
+        postpones delivery, never early: a broker that cannot schedule gets the
+        event at once and its consumers hold it until its time. Other keywords
+        are CloudEvents attributes.
         """
-        event = self.event(payload, key=key, **attributes)
+        event = self.publisher.event(payload, key=key, type=type, **attributes)
         target = topic or self.router.topic_for(payload, event)
         if self._state != "started" and self._state != "connected":
             await self._ensure_connected()
         when = None if delay is None and deliver_at is None else _when(delay, deliver_at)
-        await self._publish(Outgoing(target, (event,), when))
+        await self.publisher.send(Outgoing(target, (event,), when))
         return event
 
     async def publish_batch(
@@ -270,98 +297,12 @@ class App:
         grouped: dict[str, list[Event]] = {}
         events: list[Event] = []
         for payload in payloads:
-            event = self.event(payload)
+            event = self.publisher.event(payload)
             events.append(event)
             grouped.setdefault(topic or self.router.topic_for(payload, event), []).append(event)
         await self._ensure_connected()
-        outgoing = [Outgoing(target, batch) for target, batch in grouped.items()]
-        if len(outgoing) > 1 and isinstance(self.broker, MultiTopicPublisher):
-            messages: dict[str, list[Message]] = {}
-            for target, message in await self._capture(outgoing):
-                messages.setdefault(target, []).append(message)
-            await self.broker.publish_many(list(messages.items()))
-        else:
-            for item in outgoing:
-                await self._publish(item)
+        await self.publisher.publish_batch([Outgoing(t, batch) for t, batch in grouped.items()])
         return events
-
-    def _encode(self, outgoing: Outgoing) -> list[Message]:
-        messages = []
-        limit = self.max_event_size
-        codec = self.codec
-        structured = codec.mode == "structured"
-        for event in outgoing.events:
-            if structured:  # the common case, without the (body, headers) tuple
-                value = codec.encode_structured(event)
-                headers: dict[str, str] = {}
-                size = len(value)
-            else:
-                value, headers = codec.encode(event)
-                size = len(value) + sum(len(k) + len(v) for k, v in headers.items())
-            if size > limit:
-                raise EventTooLargeError(size, limit)
-            messages.append(Message(value, headers, event.key, outgoing.deliver_at))
-        return messages
-
-    async def _send(self, outgoing: Outgoing) -> None:
-        await self.broker.publish(outgoing.topic, self._encode(outgoing))
-
-    def _by_topic(self, events: list[Event]) -> dict[str, list[Event]]:
-        grouped: dict[str, list[Event]] = {}
-        for event in events:
-            grouped.setdefault(self.router.topic_for(event.data, event), []).append(event)
-        return grouped
-
-    async def _publish_events(self, events: list[Event]) -> None:
-        if events:
-            for target, batch in self._by_topic(events).items():
-                await self._publish(Outgoing(target, batch))
-
-    async def _collect(self, outgoing: Outgoing) -> None:
-        _commit_buffer.get().extend((outgoing.topic, m) for m in self._encode(outgoing))
-
-    async def _prepare_commit(self, events: list[Event]) -> list[tuple[str, Message]]:
-        """Follow-ups as messages for an atomic commit (through the publish middleware)."""
-        if not events:
-            return []
-        return await self._capture(
-            [Outgoing(target, batch) for target, batch in self._by_topic(events).items()]
-        )
-
-    async def _capture(self, outgoing: list[Outgoing]) -> list[tuple[str, Message]]:
-        """Run ``outgoing`` through the publish middleware, collecting the messages
-        instead of sending them (for a broker call that stores them all at once)."""
-        if not self._publish_middleware:  # nothing to run: encode directly
-            return [(o.topic, message) for o in outgoing for message in self._encode(o)]
-        buffer: list[tuple[str, Message]] = []
-        token = _commit_buffer.set(buffer)
-        try:
-            for item in outgoing:
-                await self._publish_for_commit(item)
-        finally:
-            _commit_buffer.reset(token)
-        return buffer
-
-    def _follow_ups(
-        self, parent: Event, result: Any, emitted: Sequence[tuple[Any, dict[str, Any]]] = ()
-    ) -> list[Event]:
-        """Turn a handler's return value and emitted payloads into follow-up events."""
-        if result is None and not emitted:
-            return []
-        items: list[tuple[Any, dict[str, Any]]] = []
-        if result is not None:
-            if isinstance(result, list | tuple):
-                items.extend((r, {}) for r in result if r is not None)
-            else:
-                items.append((result, {}))
-        items.extend(emitted)
-        out = []
-        for payload, attributes in items:
-            if isinstance(payload, Event):
-                out.append(payload)
-            else:
-                out.append(parent.derive(payload, source=self.source, **attributes))
-        return out
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -373,29 +314,40 @@ class App:
         async with self._connect_lock:
             if self._state == "new":
                 await self.broker.connect()
-                self._publish = build_stack(self._publish, self._publish_middleware)
-                self._publish_for_commit = build_stack(
-                    self._publish_for_commit, self._publish_middleware
-                )
+                self.publisher.build()
                 self._state = "connected"
 
     async def start(self) -> None:
         """Connect and start every subscription."""
         if self._state == "started":
             return
+        exactly_once = None
         if any(s.delivery == "exactly_once" for s in self._subscriptions):
-            self._check_exactly_once()
+            exactly_once = self._exactly_once_strategy()
         await self._ensure_connected()
         self._state = "started"
+        observers = Observers(self._observers)
         try:
             for subscription in self._subscriptions:
-                consumer = Consumer(self, subscription, self._specs[subscription.name])
+                consumer = Consumer(
+                    subscription,
+                    self._specs[subscription.name],
+                    self.publisher,
+                    app_name=self.name,
+                    exactly_once=exactly_once,
+                    observers=observers,
+                    supervision=self.supervision,
+                    on_failure=self._consumer_failed,
+                )
                 await consumer.start(self._middleware)
                 self._consumers.append(consumer)
         except BaseException:
             await self.stop()
             raise
         log.info("app %s started with %d subscription(s)", self.name, len(self._consumers))
+
+    def _consumer_failed(self, consumer: Consumer) -> None:
+        self._failed.set()
 
     async def stop(self, timeout: float | None = None) -> None:
         """Graceful stop: no new events, in-flight handlers finish and ack, then close.
@@ -427,18 +379,46 @@ class App:
 
     @property
     def idle(self) -> bool:
-        """True when no subscription holds a fetched, unsettled or retrying event."""
+        """True when no subscription holds a fetched, unsettled or retrying event.
+
+        A failed subscription is never idle: see :attr:`health`.
+        """
         return all(c.idle for c in self._consumers)
+
+    @property
+    def health(self) -> Health:
+        """Whether every subscription is running; which ones restart or failed, and why."""
+        states = {c.sub.name: c.state for c in self._consumers}
+        errors = {c.sub.name: repr(c.failure) for c in self._consumers if c.failure}
+        if self._state in ("new", "connected"):
+            status: Literal["new", "running", "degraded", "failed", "stopped"] = "new"
+        elif errors:
+            status = "failed"
+        elif self._state == "stopped":
+            status = "stopped"
+        elif any(state == "restarting" for state in states.values()):
+            status = "degraded"
+        else:
+            status = "running"
+        return Health(status, states, errors)
 
     def stats(self) -> dict[str, ConsumerStats]:
         """Counters per subscription name."""
         return {c.sub.name: c.stats for c in self._consumers}
 
+    def _failure(self) -> SubscriptionFailedError | None:
+        for consumer in self._consumers:
+            if consumer.failure is not None:
+                return SubscriptionFailedError(consumer.sub.name, consumer.failure)
+        return None
+
     async def serve(self, stop: asyncio.Event | None = None) -> None:
         """Run until ``stop`` is set or SIGINT/SIGTERM arrives, then stop gracefully.
 
         A second signal during the drain cancels the handlers still running
-        (their events are not acked and will be redelivered).
+        (their events are not acked and will be redelivered). If a
+        subscription fails for good, the app stops and this raises
+        :class:`~tidings.errors.SubscriptionFailedError`.
         """
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -459,13 +439,28 @@ class App:
                 pass
         try:
             async with self:
-                await stop.wait()
+                waits = [
+                    asyncio.ensure_future(stop.wait()),
+                    asyncio.ensure_future(self._failed.wait()),
+                ]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiting in waits:
+                        waiting.cancel()
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
+        failure = self._failure()
+        if failure is not None:
+            raise failure
 
     def run(self) -> None:
-        """Block running the app until Ctrl-C or SIGTERM, then drain and exit."""
+        """Block running the app until Ctrl-C or SIGTERM, then drain and exit.
+
+        Raises :class:`~tidings.errors.SubscriptionFailedError` if a
+        subscription failed for good (after stopping the app).
+        """
         asyncio.run(self.serve())
 
 

@@ -118,15 +118,11 @@ class Capabilities:
 class Delivery(Protocol):
     """One handing of a message to a consumer group member."""
 
-    id: str
-    """The broker's identity of the message: equal across its redeliveries."""
     topic: str
     partition: int
     """The partition (0 on brokers without partitions)."""
     offset: int
     """The offset in its partition (-1 on brokers without offsets)."""
-    position: str
-    """Where the message sits, as opaque text for records and logs."""
     key: str | None
     value: bytes
     headers: Mapping[str, str]
@@ -135,6 +131,14 @@ class Delivery(Protocol):
     """1 for the first handing, counting up with each redelivery."""
     published_at: float
     """Unix time the broker stored the message."""
+
+    @property
+    def id(self) -> str:
+        """The broker's identity of the message: equal across its redeliveries."""
+
+    @property
+    def position(self) -> str:
+        """Where the message sits, as opaque text for records and logs."""
 
     @property
     def settled(self) -> bool: ...
@@ -203,7 +207,7 @@ class Broker(Protocol):
         self,
         topics: Sequence[str],
         group: str | None,
-        options: SubscribeOptions = SubscribeOptions(),  # noqa: B008 - frozen
+        options: SubscribeOptions = SubscribeOptions(),
         on_revoke: RevokeHandler | None = None,
     ) -> Subscription:
         """Join ``group`` on ``topics`` (``None``: a group-less reader from the end)."""

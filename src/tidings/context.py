@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from tidings.event import Event
+from tidings.options import EventAttributes
+from tidings.routing import validate_topic
 
 if TYPE_CHECKING:
     from tidings.broker import Delivery
+    from tidings.publisher import Emitted
 
 __all__ = ["Context"]
 
@@ -20,7 +23,15 @@ class Context:
     before the delivery is acked (atomically under ``exactly_once``).
     """
 
-    __slots__ = ("_events", "_outputs", "app_name", "delivery", "event", "subscription")
+    __slots__ = (
+        "_events",
+        "_outputs",
+        "app_name",
+        "delivery",
+        "event",
+        "routes",
+        "subscription",
+    )
 
     def __init__(
         self,
@@ -35,7 +46,9 @@ class Context:
         self.delivery = delivery
         self.event = event
         self._events = events
-        self._outputs: list[Any] = []
+        self._outputs: list[Emitted] = []
+        #: Follow-up event id -> topic, for follow-ups emitted with ``topic=``.
+        self.routes: dict[str, str] = {}
 
     @property
     def events(self) -> list[Event]:
@@ -61,16 +74,33 @@ class Context:
         return self.delivery.offset
 
     @property
+    def position(self) -> str:
+        """Where the broker keeps the event (opaque text)."""
+        return self.delivery.position
+
+    @property
     def group(self) -> str:
         return self.delivery.group
 
-    def emit(self, payload: Any, **attributes: Any) -> None:
+    def emit(
+        self,
+        payload: Any,
+        *,
+        topic: str | None = None,
+        type: str | None = None,
+        **attributes: Unpack[EventAttributes],
+    ) -> None:
         """Queue a follow-up event (a payload object or an ``Event``) caused by this one.
 
-        ``attributes`` are CloudEvents attributes for a payload (``type``,
-        ``subject``, ``partitionkey``...) plus ``topic=`` to override routing.
+        ``topic`` overrides the routing table; ``type`` and ``attributes`` are
+        CloudEvents attributes (``subject``, ``partitionkey``...) for the event.
         """
-        self._outputs.append((payload, attributes))
+        values: dict[str, Any] = dict(attributes)
+        if type is not None:
+            values["type"] = type
+        if topic is not None:
+            validate_topic(topic)
+        self._outputs.append((payload, topic, values))
 
     def __repr__(self) -> str:
         return (

@@ -19,6 +19,7 @@ __all__ = [
     "Reject",
     "Retry",
     "SchemaError",
+    "SubscriptionFailedError",
     "TidingsError",
     "UnroutableError",
 ]
@@ -94,6 +95,19 @@ class Retry(HandlerError):
             raise ConfigurationError(f"Retry delay must be >= 0, got {delay}")
         super().__init__(reason or f"retry requested in {delay}s")
         self.delay = delay
+
+
+class SubscriptionFailedError(TidingsError):
+    """A subscription stopped for good: its broker kept failing, or a bug in tidings.
+
+    ``App.serve()``/``App.run()`` raise it (and ``tidings run`` exits non-zero)
+    after stopping the app; ``cause`` is the error that ended the subscription.
+    """
+
+    def __init__(self, subscription: str, cause: BaseException) -> None:
+        super().__init__(f"subscription {subscription!r} failed: {cause!r}")
+        self.subscription = subscription
+        self.cause = cause
 
 
 class ConcurrencyError(TidingsError):

@@ -48,6 +48,7 @@ class Subscription:
     start: Literal["earliest", "latest"] = "earliest"
     batch_size: int = 100
     batch_timeout: float = 0.05
+    ack_wait: float = 30.0
     middleware: Sequence[HandlerMiddleware] = ()
 
     def __post_init__(self) -> None:
@@ -71,5 +72,7 @@ class Subscription:
             raise ConfigurationError("prefetch must be >= 1")
         if self.batch_size < 1 or self.batch_timeout < 0:
             raise ConfigurationError("batch_size must be >= 1 and batch_timeout >= 0")
+        if self.ack_wait <= 0:
+            raise ConfigurationError("ack_wait must be > 0 seconds")
         if self.prefetch < self.concurrency:
             raise ConfigurationError("prefetch must be at least concurrency")

@@ -32,7 +32,15 @@ from typing import Any
 
 import pytest
 
-from tidings.broker import Broker, Delivery, Message, Seekable, Subscription, Transactional
+from tidings.broker import (
+    Broker,
+    Delivery,
+    Message,
+    Seekable,
+    SubscribeOptions,
+    Subscription,
+    Transactional,
+)
 from tidings.errors import ConnectionError as TidingsConnectionError
 from tidings.errors import TidingsError
 from tidings.testing._fetching import collect, quiet
@@ -271,7 +279,7 @@ class BrokerConformance(AppSemantics):
         broker = await open_broker()
         topic = names("latest")
         await broker.publish(topic, [Message(b"old")])
-        sub = await broker.subscribe([topic], names("g"), start="latest")
+        sub = await broker.subscribe([topic], names("g"), SubscribeOptions(start="latest"))
         await broker.publish(topic, [Message(b"new")])
         got = await collect(sub, 1, timeout=self.patience)
         assert [d.value for d in got] == [b"new"]
@@ -305,7 +313,7 @@ class BrokerConformance(AppSemantics):
 
     async def test_nack_with_delay_waits(self, open_broker: Any, names: Any) -> None:
         broker = await open_broker()
-        self.require(broker, "native_delay")
+        self.require(broker, "delayed_redelivery")
         topic = names("nackdelay")
         sub = await broker.subscribe([topic], names("g"))
         await broker.publish(topic, [Message(b"later")])
@@ -318,7 +326,7 @@ class BrokerConformance(AppSemantics):
 
     async def test_retry_does_not_block_other_keys(self, open_broker: Any, names: Any) -> None:
         broker = await open_broker()
-        self.require(broker, "native_delay")
+        self.require(broker, "delayed_redelivery")
         topic = names("noblock")
         sub = await broker.subscribe([topic], names("g"))
         await broker.publish(topic, [Message(b"slow", key="a")])
@@ -329,6 +337,88 @@ class BrokerConformance(AppSemantics):
         (other,) = await collect(sub, 1, timeout=self.patience)
         assert other.value == b"other"
         assert time.monotonic() - started < 1.5
+
+    async def test_delivery_id_is_stable_across_redeliveries(
+        self, open_broker: Any, names: Any
+    ) -> None:
+        broker = await open_broker()
+        topic = names("ids")
+        sub = await broker.subscribe([topic], names("g"))
+        await broker.publish(topic, [Message(b"a", key="k"), Message(b"b", key="k")])
+        first, second = await collect(sub, 2, ack=False, timeout=self.patience)
+        assert first.id != second.id
+        assert isinstance(first.position, str) and first.position
+        await first.nack()
+        await second.ack()
+        (again,) = await collect(sub, 1, timeout=self.patience)
+        assert again is not first
+        assert again.id == first.id
+        assert again.attempt == first.attempt + 1
+
+    async def test_extend_keeps_an_unsettled_delivery_and_ignores_settled_ones(
+        self, open_broker: Any, names: Any
+    ) -> None:
+        broker = await open_broker()
+        topic = names("extend")
+        sub = await broker.subscribe([topic], names("g"))
+        await broker.publish(topic, [Message(b"long")])
+        (d,) = await collect(sub, 1, ack=False, timeout=self.patience)
+        await d.extend()
+        assert not d.settled
+        await d.ack()
+        await d.extend()  # settled: nothing to extend, never an error
+        assert await quiet(sub) == []
+
+    async def test_group_less_reader_sees_what_is_published_while_open(
+        self, open_broker: Any, names: Any
+    ) -> None:
+        broker = await open_broker()
+        topic = names("reader")
+        await broker.publish(topic, [Message(b"before")])
+        member = await broker.subscribe([topic], names("g"))
+        reader = await broker.subscribe([topic], None)
+        await broker.publish(topic, [Message(b"after-1"), Message(b"after-2")])
+        got = await collect(reader, 2, timeout=self.patience)
+        assert sorted(d.value for d in got) == [b"after-1", b"after-2"]
+        assert await quiet(reader) == []
+        # The reader takes nothing away from the group.
+        grouped = await collect(member, 3, timeout=self.patience)
+        assert sorted(d.value for d in grouped) == [b"after-1", b"after-2", b"before"]
+        await reader.close()
+
+    async def test_revoked_deliveries_are_reported_and_redelivered_in_key_order(
+        self, open_broker: Any, names: Any
+    ) -> None:
+        first_broker = await open_broker()
+        self.require(first_broker, "consumer_groups", "key_affinity")
+        topic, group = names("revoke"), names("g")
+        revoked: list[Delivery] = []
+        first = await first_broker.subscribe(
+            [topic], group, SubscribeOptions(), lambda lost: revoked.extend(lost)
+        )
+        keys = [f"k{i}" for i in range(8)]
+        await first_broker.publish(
+            topic, [Message(f"{k}-{n}".encode(), key=k) for n in (1, 2) for k in keys]
+        )
+        held = await collect(first, 16, ack=False, timeout=self.patience)
+        for d in held:
+            if d.value.endswith(b"-1"):
+                await d.nack(0.3)  # the first of each key waits for a retry ...
+        # ... while the second stays unsettled, held behind it; then a member joins.
+        second = await (await open_broker()).subscribe([topic], group)
+        deadline = time.monotonic() + self.patience + self.rebalance_delay * 4
+        got: list[Delivery] = []
+        while time.monotonic() < deadline and (not revoked or len(got) < len(revoked) * 2):
+            got.extend(await collect(second, 1, timeout=0.2))
+            await first.fetch(16, 0.05)  # keep the first member's partitions moving
+        assert revoked, "the member that lost partitions was not told"
+        assert all(d.settled for d in revoked)
+        by_key: dict[str | None, list[bytes]] = defaultdict(list)
+        for d in got:
+            by_key[d.key].append(d.value)
+        for d in revoked:
+            assert by_key[d.key][:2] == [f"{d.key}-1".encode(), f"{d.key}-2".encode()]
+        await revoked[0].ack()  # fenced: ignored, never an error
 
     async def test_unacked_message_survives_consumer_crash(
         self, open_broker: Any, names: Any
@@ -366,7 +456,7 @@ class BrokerConformance(AppSemantics):
 
     async def test_delayed_delivery(self, open_broker: Any, names: Any) -> None:
         broker = await open_broker()
-        self.require(broker, "native_delay")
+        self.require(broker, "delayed_publish")
         topic = names("delay")
         sub = await broker.subscribe([topic], names("g"))
         published = time.time()

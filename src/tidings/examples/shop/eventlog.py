@@ -90,7 +90,7 @@ class EventLog:
     async def _read_as_group(self) -> list[Record]:
         if self._subscription is None:
             group = f"shop-log-reader-{uuid.uuid4().hex[:12]}"
-            self._subscription = await self.broker.subscribe(self.topics, group, start="earliest")
+            self._subscription = await self.broker.subscribe(self.topics, group)
         records: list[Record] = []
         while True:
             deliveries = await self._subscription.fetch(_PAGE, _CAUGHT_UP_WAIT)

@@ -1,0 +1,104 @@
+"""Batch handlers: a list of events per call, settled per event.
+
+Each event keeps its own attempt count: when a batch fails, the retry policy
+decides for every delivery on its own (retry, or dead-letter once that one
+is out of attempts). Under ``ordering="key"`` a batch holds at most one event
+per key and later events of a key wait behind a retried one, exactly as for
+single events; under ``ordering="none"`` a batch takes whatever is ready.
+Exactly-once batch handling is refused when the subscription is declared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from tidings.broker import Delivery
+from tidings.broker import Subscription as BrokerSubscription
+from tidings.publisher import Publisher
+
+if TYPE_CHECKING:
+    from tidings._consumer import Consumer
+    from tidings._handling import Item
+
+__all__ = ["BatchHandling"]
+
+log = logging.getLogger("tidings.consumer")
+
+
+class BatchHandling:
+    def __init__(self, consumer: Consumer, publisher: Publisher, app_name: str) -> None:
+        self.consumer = consumer
+        self.publisher = publisher
+        self.app_name = app_name
+
+    async def step(self, source: BrokerSubscription) -> None:
+        """Fill a batch (from events released earlier and new deliveries), then handle it."""
+        consumer = self.consumer
+        size = consumer.sub.batch_size
+        want = min(consumer.flow.free, size - len(consumer.ready))
+        if want > 0:
+            deliveries = await self._fetch(source, want, patient=not consumer.ready)
+            consumer.receive(deliveries)
+            for delivery in deliveries:
+                await consumer.admit(delivery)
+        elif not consumer.ready:
+            consumer.flow.slot.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(consumer.flow.slot.wait(), 0.05)
+            return
+        if consumer.ready:
+            take = min(size, len(consumer.ready))
+            await self._handle([consumer.ready.popleft() for _ in range(take)])
+
+    async def _fetch(self, source: BrokerSubscription, size: int, patient: bool) -> list[Delivery]:
+        consumer = self.consumer
+        first_wait = (0.05 if consumer.timers else 0.5) if patient else 0.0
+        out = list(await source.fetch(size, first_wait))
+        if not out:
+            return out
+        deadline = time.monotonic() + consumer.sub.batch_timeout
+        while len(out) < size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            out.extend(await source.fetch(size - len(out), remaining))
+        return out
+
+    async def _handle(self, items: list[Item]) -> None:
+        consumer = self.consumer
+        handling = consumer.handling
+        deliveries = [d for d, _ in items]
+        events = [event for _, event in items]
+        ctx = handling.context(deliveries[0], events[0], events)
+        at_most_once = consumer.sub.delivery == "at_most_once"
+        if at_most_once:
+            for d in deliveries:
+                consumer.flow.release(d)
+                await d.ack()
+        try:
+            outputs = await handling.handle(ctx)
+            await self.publisher.publish_events(outputs, ctx.routes)
+        except Exception as exc:
+            if at_most_once:
+                consumer.stats.failed += len(deliveries)
+                log.error("%s: batch handler failed (at most once): %r", consumer.sub.name, exc)
+                for d in deliveries:
+                    consumer.after(d, False)
+                return
+            for d in deliveries:
+                retry = await consumer.failures.failed(
+                    d, exc, consumer.flow.release, consumer.retry_later
+                )
+                consumer.after(d, retry)
+            return
+        for d in deliveries:
+            if not at_most_once:
+                consumer.flow.release(d)
+                await d.ack()
+                consumer.failures.succeeded(d)
+            consumer.after(d, False)
+        consumer.stats.handled += len(deliveries)

@@ -1,0 +1,120 @@
+"""What happens to a failed attempt: retried later, or dead-lettered (SEMANTICS.md).
+
+The retry policy decides per delivery, from that delivery's own attempt
+count. A retry nacks with the policy's delay (waiting in core first where the
+broker cannot delay a redelivery). A dead letter stores the event, unchanged,
+with its failure record in ``<topic>.dlq`` and only then acks it; under
+exactly-once both happen in one commit. A broker error while doing either
+propagates: the delivery stays unsettled and is delivered again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from tidings.broker import Broker, Delivery
+from tidings.deadletter import dead_letter_message, dead_letter_topic
+from tidings.exactly_once import ExactlyOnce
+from tidings.hooks import Observers
+from tidings.retry import RetryPolicy
+from tidings.stats import ConsumerStats
+
+__all__ = ["Failures"]
+
+log = logging.getLogger("tidings.consumer")
+Spawn = Callable[[Coroutine[Any, Any, None]], None]
+
+
+class Failures:
+    """The retry and dead-letter steps of one subscription."""
+
+    def __init__(
+        self,
+        name: str,
+        policy: RetryPolicy,
+        broker: Broker,
+        exactly_once: ExactlyOnce | None,
+        stats: ConsumerStats,
+        observers: Observers,
+    ) -> None:
+        self.name = name
+        self.policy = policy
+        self.broker = broker
+        self.exactly_once = exactly_once
+        self.stats = stats
+        self.observers = observers
+        self.delayed_redelivery = broker.capabilities.delayed_redelivery
+        #: First failure time per delivery id, for the dead-letter record.
+        self.first_failure: dict[str, float] = {}
+
+    async def failed(
+        self,
+        delivery: Delivery,
+        error: BaseException,
+        release: Callable[[Delivery], bool],
+        wait: Callable[[Delivery, float], None],
+    ) -> bool:
+        """Apply the policy to a failed attempt; True if the delivery will come back.
+
+        ``release`` frees the delivery's slot (False if this member lost it);
+        ``wait`` nacks it later, for brokers that cannot delay a redelivery.
+        """
+        self.stats.failed += 1
+        decision = self.policy.decide(error, delivery.attempt)
+        if decision.action == "dead_letter":
+            await self.dead_letter(delivery, error, release)
+            return False
+        if not release(delivery):
+            return False  # lost to a rebalance meanwhile: its new owner retries it
+        now = time.time()
+        self.first_failure.setdefault(delivery.id, now)
+        log.info(
+            "%s: attempt %d failed with %r; retrying in %.3fs",
+            self.name,
+            delivery.attempt,
+            error,
+            decision.delay,
+        )
+        self.stats.retried += 1
+        if self.observers:
+            self.observers.retried(self.name, delivery, error, decision.delay)
+        if self.delayed_redelivery or decision.delay <= 0:
+            await delivery.nack(decision.delay)
+        else:
+            wait(delivery, decision.delay)
+        return True
+
+    def succeeded(self, delivery: Delivery) -> None:
+        if self.first_failure:
+            self.first_failure.pop(delivery.id, None)
+
+    async def dead_letter(
+        self, delivery: Delivery, error: BaseException, release: Callable[[Delivery], bool]
+    ) -> None:
+        """Store ``delivery`` in its DLQ, then ack it (one commit under exactly-once)."""
+        now = time.time()
+        first = self.first_failure.get(delivery.id, now)
+        message = dead_letter_message(delivery, error, first, now, self.name)
+        topic = dead_letter_topic(delivery.topic)
+        log.warning(
+            "%s: dead-lettering %s %s after %d attempt(s): %r",
+            self.name,
+            delivery.topic,
+            delivery.position,
+            delivery.attempt,
+            error,
+        )
+        if self.exactly_once is not None:
+            await self.exactly_once.commit(delivery, None, [(topic, message)])
+            release(delivery)
+        else:
+            await self.broker.publish(topic, [message])
+            release(delivery)
+            await delivery.ack()
+        self.first_failure.pop(delivery.id, None)
+        self.stats.dead_lettered += 1
+        if self.observers:
+            self.observers.dead_lettered(self.name, delivery, error, topic)

@@ -1,0 +1,173 @@
+"""Handling one event and settling it, per delivery guarantee (SEMANTICS.md).
+
+* ``at_most_once``: ack, then handle; a failure is logged and counted, never retried.
+* ``at_least_once``: handle, publish the follow-ups, then ack; a failure goes to
+  the retry policy (:class:`~tidings._failures.Failures`).
+* ``exactly_once``: a redelivery already committed is skipped; otherwise the
+  follow-ups and the ack commit together through the subscription's
+  :class:`~tidings.exactly_once.ExactlyOnce` strategy. The commit runs in the
+  background so the next event (of another key) is handled meanwhile; the key
+  stays held and the slot taken until it is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from tidings.broker import Delivery, Message
+from tidings.context import Context
+from tidings.event import Event
+from tidings.exactly_once import ExactlyOnce
+from tidings.middleware import Handle, HandlerMiddleware, build_stack
+from tidings.publisher import Publisher
+
+if TYPE_CHECKING:
+    from tidings._consumer import Consumer
+
+__all__ = ["Handling", "Item"]
+
+log = logging.getLogger("tidings.consumer")
+Item = tuple[Delivery, Event]
+
+
+class Handling:
+    """Runs the handler for one event and settles its delivery."""
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        publisher: Publisher,
+        app_name: str,
+        exactly_once: ExactlyOnce | None,
+    ) -> None:
+        self.consumer = consumer
+        self.publisher = publisher
+        self.app_name = app_name
+        self.name = consumer.sub.name
+        self.delivery = consumer.sub.delivery
+        self.exactly_once = exactly_once if self.delivery == "exactly_once" else None
+        self.spec = consumer.spec
+        self.handle: Handle = self.invoke
+        self.needs_context = True
+
+    def build(self, middleware: Sequence[HandlerMiddleware]) -> None:
+        invoke: Handle = self.invoke
+        self.handle = build_stack(invoke, middleware)
+        # A handler that asks for no context, without middleware, gets none built.
+        self.needs_context = bool(middleware) or self.spec.wants_context
+
+    async def invoke(self, ctx: Context) -> list[Event]:
+        result = await self.spec.call(ctx.event, ctx)
+        return self.publisher.follow_ups(ctx.event, result, ctx._outputs, ctx.routes)
+
+    def context(self, d: Delivery, event: Event, events: list[Event] | None = None) -> Context:
+        return Context(self.app_name, self.name, d, event, events)
+
+    async def process(self, d: Delivery, event: Event) -> None:
+        consumer = self.consumer
+        if self.delivery == "at_most_once":
+            await self._at_most_once(d, event)
+            consumer.after(d, False)
+            return
+        ctx = self.context(d, event) if self.needs_context else None
+        retry = False
+        committing = False
+        observers = consumer.observers
+        started = time.perf_counter() if observers else 0.0
+        try:
+            exactly_once = self.exactly_once
+            # A redelivery may have been committed already: skip the handler then.
+            # (A first delivery duplicating an earlier event is caught by the
+            # commit's dedup record: its follow-ups are dropped.)
+            if (
+                exactly_once is not None
+                and d.attempt > 1
+                and await exactly_once.handled_before(d, event)
+            ):
+                consumer.stats.skipped += 1
+                consumer.flow.release(d)
+                await d.ack()
+                return
+            try:
+                if ctx is None:
+                    outputs = self.publisher.follow_ups(event, await self.spec.call(event, None))
+                    routes = None
+                else:
+                    outputs = await self.handle(ctx)
+                    routes = ctx.routes
+                if exactly_once is not None:
+                    messages = await self.publisher.prepare_commit(outputs, routes)
+                elif outputs:
+                    await self.publisher.publish_events(outputs, routes)
+            except Exception as exc:
+                retry = await consumer.failures.failed(
+                    d, exc, consumer.flow.release, consumer.retry_later
+                )
+                return
+            if observers:
+                observers.handled(self.name, d, event, time.perf_counter() - started)
+            if exactly_once is not None:
+                committing = True
+                task = asyncio.create_task(self._commit(exactly_once, d, event, messages))
+                consumer.commits.add(task)
+                task.add_done_callback(consumer.commits.discard)
+                return
+            consumer.flow.release(d)
+            await d.ack()
+            consumer.failures.succeeded(d)
+            consumer.stats.handled += 1
+        finally:
+            if not committing:
+                consumer.after(d, retry)
+
+    async def _at_most_once(self, d: Delivery, event: Event) -> None:
+        consumer = self.consumer
+        consumer.flow.release(d)
+        await d.ack()
+        try:
+            ctx = self.context(d, event)
+            await self.publisher.publish_events(await self.handle(ctx), ctx.routes)
+            consumer.stats.handled += 1
+        except Exception as exc:
+            consumer.stats.failed += 1
+            log.error("%s: handler failed (at most once, dropped): %r", self.name, exc)
+
+    async def _commit(
+        self,
+        exactly_once: ExactlyOnce,
+        d: Delivery,
+        event: Event,
+        messages: list[tuple[str, Message]],
+    ) -> None:
+        consumer = self.consumer
+        failed = False
+        try:
+            await exactly_once.commit(d, event, messages)
+        except Exception as exc:
+            # Nothing was committed: the event is handled again, and later events of
+            # its key keep waiting behind it, as for a retry.
+            failed = True
+            log.warning(
+                "%s: exactly-once commit failed (%r); the event will be redelivered",
+                self.name,
+                exc,
+            )
+            if consumer.flow.release(d):
+                try:
+                    await d.nack()
+                except Exception as nack_error:  # the broker is gone: restart
+                    consumer.crash(nack_error)
+        else:
+            consumer.flow.release(d)
+            consumer.failures.succeeded(d)
+            consumer.stats.handled += 1
+            if consumer.observers:
+                consumer.observers.committed(self.name, d, len(messages))
+        finally:
+            consumer.after(d, failed)
+            if consumer.sub.concurrency > 1:
+                consumer.pump()

@@ -1,0 +1,20 @@
+"""Counters of one subscription since its app started (``App.stats()``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ConsumerStats"]
+
+
+@dataclass
+class ConsumerStats:
+    """Counters of one subscription since start."""
+
+    received: int = 0
+    handled: int = 0
+    skipped: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    restarts: int = 0
