@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-import dataclasses
-
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any

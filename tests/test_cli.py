@@ -152,6 +152,39 @@ def test_run_stops_on_sigint_and_uses_the_env_broker(project: Path) -> None:
     assert "Traceback" not in started + rest
 
 
+FAILING = textwrap.dedent(
+    """
+    from tidings import App, Message, Reject
+    from tidings._supervisor import Supervision
+    from tidings.brokers.memory import MemoryBroker
+
+
+    class DeadLettersFail(MemoryBroker):
+        async def publish(self, topic, messages):
+            if topic.endswith(".dlq"):
+                raise OSError("disk full")
+            await super().publish(topic, messages)
+
+
+    broker = DeadLettersFail()
+    broker.hub.append("jobs", [Message(b'{"specversion":"1.0","id":"1","source":"/t","type":"T"}')])
+    app = App("failing", broker=broker, supervision=Supervision(max_restarts=1, initial_backoff=0.01))
+
+
+    @app.subscribe("jobs")
+    async def work(data: dict) -> None:
+        raise Reject("bad job")
+    """
+)
+
+
+def test_run_exits_non_zero_when_a_subscription_fails_for_good(tmp_path: Path) -> None:
+    (tmp_path / "failing.py").write_text(FAILING)
+    result = _tidings("run", "failing:app", "--log-level", "error", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "error: subscription 'failing.work' failed: OSError('disk full')" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "exit_code", "message"),
     [

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from tidings import ConfigurationError, Message
-from tidings.brokers._partitioning import partition_for
 from tidings.brokers import from_url, redact_url, schemes
+from tidings.brokers._partitioning import partition_for
 from tidings.brokers.memory import MemoryBroker
 
 

@@ -25,8 +25,9 @@ Rules every adapter keeps (the conformance suite in
   (a revoked partition, an expired lease) is ignored (fenced), never an error.
 * When a member loses deliveries it still holds (a rebalance moved their
   partition, a lease expired), the subscription calls ``on_revoke`` with them,
-  before any other member can receive them. Core then forgets them: they will
-  be redelivered to whoever owns them now.
+  and with those it nacked that were not redelivered yet (the member waits for
+  them), before any other member can receive them. Core then forgets them:
+  they will be redelivered to whoever owns them now.
 * ``Delivery.extend()`` asks the broker to keep an unsettled delivery with this
   member longer (an ack deadline, a lease). Core calls it for long handlings
   and for events held behind their key; brokers without deadlines do nothing.

@@ -16,7 +16,7 @@ from tidings.app import App
 from tidings.cli._errors import EXIT_USAGE, CommandError, stderr
 from tidings.cli._options import BrokerOption, given_on_command_line
 from tidings.cli._target import load_app
-from tidings.errors import ConfigurationError
+from tidings.errors import ConfigurationError, SubscriptionFailedError
 
 __all__ = ["run"]
 
@@ -58,7 +58,10 @@ def run(
         except ConfigurationError as exc:
             raise CommandError(f"--broker: {exc}", EXIT_USAGE) from None
     logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    asyncio.run(_serve(app, stderr()))
+    try:
+        asyncio.run(_serve(app, stderr()))
+    except SubscriptionFailedError as exc:
+        raise CommandError(f"{exc}; the app was stopped") from None
 
 
 async def _serve(app: App, console: Console) -> None:

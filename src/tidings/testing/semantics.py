@@ -19,6 +19,7 @@ from tidings.app import App
 from tidings.broker import Broker, Message
 from tidings.context import Context
 from tidings.deadletter import DeadLetter
+from tidings.errors import Retry
 from tidings.event import Event
 from tidings.retry import RetryPolicy
 from tidings.testing._fetching import collect, quiet
@@ -140,6 +141,87 @@ class AppSemantics:
             assert sorted(log) == ["a1#1", "b1#1"], "b flows while a waits; a2 waits"
             await eventually(lambda: len(log) == 4, self.patience, "the retry and a2")
         assert log[2:] == ["a1#2", "a2#1"]
+
+    async def test_a_rebalance_during_retry_holds_strands_no_key(
+        self, broker_factory: BrokerFactory, names: Any
+    ) -> None:
+        """A member holding events behind retries loses their partitions to a newcomer:
+        every event is still handled once in key order, and both members go idle."""
+        topic, group = names("moved"), names("g")
+        handled: list[tuple[str, int]] = []
+        keys = [f"k{i}" for i in range(8)]
+
+        def member(name: str) -> App:
+            app = self._app(broker_factory, name)
+
+            @app.subscribe(topic, group=group, retry=FAST)
+            async def handle(data: dict[str, Any], ctx: Context) -> None:
+                if data["n"] == 1 and ctx.attempt == 1:
+                    raise Retry(delay=0.5)
+                handled.append((data["key"], data["n"]))
+
+            return app
+
+        first, second = member("first"), member("second")
+        async with first:
+            await first.publish_batch(
+                [first.event({"key": k, "n": n}, type="T", key=k) for n in (1, 2) for k in keys],
+                topic=topic,
+            )
+            await eventually(
+                lambda: sum(s.retried for s in first.stats().values()) == len(keys),
+                self.patience,
+                "every first event failed once",
+            )
+            async with second:
+                await eventually(
+                    lambda: len(handled) == 2 * len(keys), self.patience * 2, "every event"
+                )
+                await eventually(
+                    lambda: first.idle and second.idle, self.patience, "both members idle"
+                )
+        for key in keys:
+            assert [n for k, n in handled if k == key] == [1, 2]
+
+    # -- delays: the same rule on every broker, emulated where the broker has none ---------
+
+    async def test_delayed_publish_is_never_early(
+        self, broker_factory: BrokerFactory, names: Any
+    ) -> None:
+        topic = names("later")
+        app = self._app(broker_factory)
+        seen: list[tuple[str, float]] = []
+
+        @app.subscribe(topic, group=names("g"))
+        async def handle(data: dict[str, Any]) -> None:
+            seen.append((data["n"], time.monotonic()))
+
+        async with app:
+            published = time.monotonic()
+            await app.publish({"n": "later"}, topic=topic, type="T", key="a", delay=0.6)
+            await app.publish({"n": "now"}, topic=topic, type="T", key="a")
+            await eventually(lambda: len(seen) == 2, self.patience, "both events")
+        assert [n for n, _ in seen] == ["now", "later"], "a delayed event does not hold its key"
+        assert seen[1][1] - published >= 0.55
+
+    async def test_a_requested_retry_delay_is_honoured(
+        self, broker_factory: BrokerFactory, names: Any
+    ) -> None:
+        topic = names("retrydelay")
+        app = self._app(broker_factory)
+        attempts: list[float] = []
+
+        @app.subscribe(topic, group=names("g"))
+        async def handle(data: dict[str, Any]) -> None:
+            attempts.append(time.monotonic())
+            if len(attempts) == 1:
+                raise Retry(delay=0.5)
+
+        async with app:
+            await app.publish({"n": 1}, topic=topic, type="T")
+            await eventually(lambda: len(attempts) == 2, self.patience, "the retry")
+            await eventually(lambda: app.idle, self.patience, "idle")
+        assert attempts[1] - attempts[0] >= 0.45
 
     # -- guarantees -----------------------------------------------------------------------
 

@@ -180,6 +180,7 @@ class MemoryBroker:
             for delivery in state.inflight[p].values():
                 delivery.settled = True
             state.inflight[p].clear()
+            state.nacked[p].clear()
             state.pending[p].clear()
             state.attempts[p].clear()
             state.cursor[p] = target

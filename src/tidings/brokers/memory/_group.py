@@ -30,6 +30,7 @@ class GroupTopic:
         "inflight",
         "marks",
         "members",
+        "nacked",
         "owner",
         "pending",
         "topic",
@@ -44,6 +45,8 @@ class GroupTopic:
         self.marks = [Watermark(end) for end in ends]
         self.pending = [PendingQueue() for _ in range(n)]
         self.inflight: list[dict[int, MemoryDelivery]] = [{} for _ in range(n)]
+        #: Nacked deliveries waiting to come back: their member still waits for them.
+        self.nacked: list[dict[int, MemoryDelivery]] = [{} for _ in range(n)]
         self.attempts: list[dict[int, int]] = [{} for _ in range(n)]
         self.members: list[MemorySubscription] = []
         self.owner: list[MemorySubscription | None] = [None] * n
@@ -69,7 +72,13 @@ class GroupTopic:
 
         Each goes back before later messages of its key, behind earlier
         redeliveries of that key (a barrier), so the next owner keeps key order.
+        Returns them, with the member's nacked ones still waiting to come back
+        (the member waits for those too: they are lost to it as well).
         """
+        nacked = self.nacked[p]
+        waited = [d for d in nacked.values() if d.member is member]
+        for delivery in waited:
+            del nacked[delivery.offset]
         inflight = self.inflight[p]
         taken = sorted((d for d in inflight.values() if d.member is member), key=lambda d: d.offset)
         pending = self.pending[p]
@@ -82,7 +91,7 @@ class GroupTopic:
             pending.push(due, delivery.offset)
             if delivery.key is not None:
                 pending.add_barrier(delivery.key, due, delivery.offset)
-        return taken
+        return waited + taken
 
     def inherit(self, p: int) -> None:
         """A partition changed hands: its waiting redeliveries hold back their keys."""
@@ -95,6 +104,9 @@ class GroupTopic:
 
     def settle(self, partition: int, offset: int) -> None:
         self.inflight[partition].pop(offset, None)
+        nacked = self.nacked[partition]
+        if nacked:
+            nacked.pop(offset, None)
         self.attempts[partition].pop(offset, None)
         self.marks[partition].settle(offset)
 
@@ -169,6 +181,7 @@ class MemoryDelivery(SettleOnce):
     def _on_nack(self, delay: float) -> None:
         state = self._state
         del state.inflight[self.partition][self.offset]
+        state.nacked[self.partition][self.offset] = self
         state.attempts[self.partition][self.offset] = self.attempt
         if not self.member.scheduled:
             delay = 0.0
@@ -268,6 +281,8 @@ class MemorySubscription:
         attempt = state.attempts[p].get(record.offset, 0) + 1
         delivery = MemoryDelivery(self, state, p, record, attempt)
         state.inflight[p][record.offset] = delivery
+        if state.nacked[p]:
+            state.nacked[p].pop(record.offset, None)
         return delivery
 
     async def fetch(self, max_count: int, timeout: float) -> Sequence[Delivery]:

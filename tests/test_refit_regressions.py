@@ -1,0 +1,286 @@
+"""Regression tests for the bugs the core refit fixed (each failed on the old code)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from tidings import App, Context, Event, Reject, Retry
+from tidings.broker import Message
+from tidings.brokers._partitioning import partition_for
+from tidings.brokers.memory import MemoryBroker, MemoryHub
+from tidings.errors import ConfigurationError, SubscriptionFailedError
+from tidings.retry import RetryPolicy
+from tidings.testing.semantics import eventually
+
+FAST = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.05)
+
+
+class FailingDeadLetters(MemoryBroker):
+    """A memory broker whose dead-letter writes fail ``failures`` times (an outage)."""
+
+    def __init__(self, hub: MemoryHub, failures: int) -> None:
+        super().__init__(hub)
+        self.failures = failures
+        self.dlq_publishes = 0
+
+    async def publish(self, topic: str, messages: Sequence[Message]) -> None:
+        if topic.endswith(".dlq"):
+            self.dlq_publishes += 1
+            if self.failures:
+                self.failures -= 1
+                raise OSError("disk full")
+        await super().publish(topic, messages)
+
+
+def dead_letters(hub: MemoryHub, topic: str) -> list[Message]:
+    return [message for _, _, message in hub.records(topic + ".dlq")]
+
+
+# -- bug 1: a key stranded by a rebalance ----------------------------------------------
+
+
+async def test_a_rebalance_during_a_retry_hold_strands_no_key() -> None:
+    hub = MemoryHub(default_partitions=2)
+    key = next(f"k{i}" for i in range(100) if partition_for(f"k{i}", 2) == 1)
+    handled: list[tuple[str, str, int]] = []
+
+    def member(name: str) -> App:
+        app = App(name, broker=MemoryBroker(hub))
+
+        @app.subscribe("t", group="g", retry=FAST)
+        async def handle(data: dict[str, Any], ctx: Context) -> None:
+            if data["n"] == 1 and ctx.attempt == 1:
+                raise Retry(delay=0.3)
+            handled.append((name, data["n"], ctx.attempt))
+
+        return app
+
+    first, second = member("first"), member("second")
+    async with first:
+        await first.publish_batch(
+            [first.event({"n": n}, type="T", key=key) for n in (1, 2)], topic="t"
+        )
+        await eventually(lambda: first.stats()["first.handle"].retried == 1, 5, "e1 failed")
+        assert not first.idle  # e2 is held behind e1's retry
+        async with second:  # takes partition 1, the key's, away from the first member
+            await eventually(lambda: len(handled) == 2, 5, "both events handled")
+            await eventually(lambda: first.idle and second.idle, 5, "both members idle")
+    assert [n for _, n, _ in handled] == [1, 2]
+    assert {name for name, _, _ in handled} == {"second"}
+
+
+# -- bug 2: one broker error silently killed a subscription ------------------------------
+
+
+async def test_a_transient_broker_error_restarts_the_subscription() -> None:
+    hub = MemoryHub()
+    broker = FailingDeadLetters(hub, failures=1)
+    app = App("svc", broker=broker)
+    handled: list[str] = []
+
+    @app.subscribe("t", retry=FAST)
+    async def handle(data: dict[str, Any]) -> None:
+        if data["n"] == "bad":
+            raise Reject("bad input")
+        handled.append(data["n"])
+
+    async with app:
+        await app.publish({"n": "bad"}, type="T", topic="t", key="a")
+        await app.publish({"n": "good"}, type="T", topic="t", key="b")
+        await eventually(lambda: handled == ["good"], 5, "the next event handled")
+        await eventually(lambda: len(dead_letters(hub, "t")) == 1, 5, "the dead letter stored")
+        await eventually(lambda: app.idle, 5, "idle")
+        assert app.health.status == "running"
+        assert app.stats()["svc.handle"].restarts == 1
+
+
+async def test_a_subscription_that_cannot_recover_fails_the_app_loudly() -> None:
+    from tidings._supervisor import Supervision
+
+    hub = MemoryHub()
+    app = App(
+        "svc",
+        broker=FailingDeadLetters(hub, failures=1000),
+        supervision=Supervision(max_restarts=2, initial_backoff=0.01),
+    )
+
+    @app.subscribe("t")
+    async def handle(data: dict[str, Any]) -> None:
+        raise Reject("always")
+
+    await hub_publish(hub, "t")
+    with pytest.raises(SubscriptionFailedError, match="svc.handle") as failed:
+        await asyncio.wait_for(app.serve(), 10)
+    assert isinstance(failed.value.cause, OSError)
+    assert app.health.status == "failed"
+    assert "OSError" in app.health.errors["svc.handle"]
+    assert not app.idle
+
+
+async def hub_publish(hub: MemoryHub, topic: str) -> None:
+    producer = App("producer", broker=MemoryBroker(hub))
+    await producer.publish({"n": 1}, type="T", topic=topic)
+
+
+# -- bug 3: batch handlers ------------------------------------------------------------
+
+
+def test_exactly_once_batch_handlers_are_refused_at_subscribe_time() -> None:
+    app = App("svc", broker="memory://")
+    with pytest.raises(ConfigurationError, match="batch handler cannot be exactly-once"):
+
+        @app.subscribe("t", delivery="exactly_once", batch_size=10)
+        async def many(items: list[dict[str, Any]]) -> None: ...
+
+
+async def test_a_failed_batch_decides_each_event_by_its_own_attempts() -> None:
+    hub = MemoryHub(default_partitions=1)
+    broker = MemoryBroker(hub)
+    await broker.connect()
+    await hub_publish(hub, "t")  # the poison event, n=1
+    early = await broker.subscribe(["t"], "g")
+    (poison,) = await early.fetch(10, 1.0)
+    await poison.nack()  # its next delivery is attempt 2
+    await early.close()
+    app = App("svc", broker=MemoryBroker(hub))
+    handled: list[int] = []
+
+    @app.subscribe("t", group="g", batch_size=10, retry=RetryPolicy(2, 0.01, max_delay=0.01))
+    async def many(items: list[dict[str, Any]]) -> None:
+        if any(item["n"] == 1 for item in items):
+            raise RuntimeError("poison in the batch")
+        handled.extend(item["n"] for item in items)
+
+    await app.publish({"n": 2}, type="T", topic="t", key="other")
+    async with app:
+        await eventually(lambda: handled == [2], 5, "the healthy event handled")
+    dead = dead_letters(hub, "t")
+    assert len(dead) == 1 and dead[0].headers["tidings-attempts"] == "2"
+
+
+async def test_a_batch_keeps_later_events_of_a_key_behind_its_retry() -> None:
+    app = App("svc", broker=MemoryBroker(MemoryHub()))
+    handled: list[int] = []
+    failed = asyncio.Event()
+
+    @app.subscribe("t", batch_size=10, batch_timeout=0.01, retry=FAST)
+    async def many(items: list[dict[str, Any]], ctx: Context) -> None:
+        if any(item["n"] == 1 for item in items) and not failed.is_set():
+            failed.set()
+            raise Retry(delay=0.3)
+        handled.extend(item["n"] for item in items)
+
+    async with app:
+        await app.publish({"n": 1}, type="T", topic="t", key="k")
+        await asyncio.wait_for(failed.wait(), 5)
+        await app.publish({"n": 2}, type="T", topic="t", key="k")
+        await eventually(lambda: len(handled) == 2, 5, "both handled")
+    assert handled == [1, 2]
+
+
+# -- bug 4: delayed publish on a broker that cannot schedule ------------------------------
+
+
+async def test_delayed_publish_is_never_early_on_a_broker_without_delays() -> None:
+    app = App("svc", broker=MemoryBroker(scheduled=False))
+    seen: list[float] = []
+
+    @app.subscribe("t")
+    async def handle(data: dict[str, Any]) -> None:
+        seen.append(time.monotonic())
+
+    async with app:
+        published = time.monotonic()
+        await app.publish({"n": 1}, type="T", topic="t", delay=0.5)
+        await eventually(lambda: bool(seen), 5, "the delayed event")
+    assert seen[0] - published >= 0.45
+
+
+# -- bug 5: Context.emit(topic=...) ------------------------------------------------------
+
+
+async def test_emit_with_a_topic_publishes_there() -> None:
+    hub = MemoryHub()
+    app = App("svc", broker=MemoryBroker(hub))
+
+    @app.subscribe("t")
+    async def handle(event: Event, ctx: Context) -> None:
+        ctx.emit({"echo": True}, topic="elsewhere", type="Echoed", subject="s-1")
+
+    async with app:
+        await app.publish({"n": 1}, type="T", topic="t")
+        await eventually(lambda: bool(hub.records("elsewhere")), 5, "the emitted event")
+    (_, _, message) = hub.records("elsewhere")[0]
+    echoed = app.codec.decode(message.value, message.headers)
+    assert echoed.type == "Echoed" and echoed.subject == "s-1"
+
+
+# -- bug 6: dead-letter ordering ---------------------------------------------------------
+
+
+async def test_a_failed_dead_letter_write_leaves_the_event_unacked() -> None:
+    hub = MemoryHub(default_partitions=1)
+    from tidings._supervisor import Supervision
+
+    app = App(
+        "svc",
+        broker=FailingDeadLetters(hub, failures=1),
+        supervision=Supervision(initial_backoff=0.3),
+    )
+
+    @app.subscribe("t", group="g")
+    async def handle(data: dict[str, Any]) -> None:
+        raise Reject("never")
+
+    async with app:
+        await app.publish({"n": 1}, type="T", topic="t")
+        await eventually(lambda: app.health.status == "degraded", 5, "the restart")
+        state = hub.groups[("g", "t")]
+        assert state.marks[0].committed == 0  # not acked while the DLQ write failed
+        assert dead_letters(hub, "t") == []
+        await eventually(lambda: len(dead_letters(hub, "t")) == 1, 5, "the dead letter")
+        await eventually(lambda: state.marks[0].committed == 1, 5, "the ack after it")
+
+
+class FlakyCommit(MemoryBroker):
+    """Exactly-once commits fail once; every publish is counted by topic."""
+
+    def __init__(self, hub: MemoryHub) -> None:
+        super().__init__(hub)
+        self.commit_failures = 1
+        self.published: list[str] = []
+
+    async def publish(self, topic: str, messages: Sequence[Message]) -> None:
+        self.published.append(topic)
+        await super().publish(topic, messages)
+
+    async def commit(
+        self, delivery: Any, outputs: Sequence[tuple[str, Message]], dedup_key: str | None = None
+    ) -> bool:
+        if self.commit_failures and any(t.endswith(".dlq") for t, _ in outputs):
+            self.commit_failures -= 1
+            raise OSError("commit lost")
+        return await super().commit(delivery, outputs, dedup_key)
+
+
+async def test_under_exactly_once_the_dead_letter_and_the_ack_are_one_commit() -> None:
+    hub = MemoryHub(default_partitions=1)
+    broker = FlakyCommit(hub)
+    app = App("svc", broker=broker)
+
+    @app.subscribe("t", group="g", delivery="exactly_once")
+    async def handle(data: dict[str, Any]) -> None:
+        raise Reject("never")
+
+    async with app:
+        await app.publish({"n": 1}, type="T", topic="t")
+        await eventually(lambda: len(dead_letters(hub, "t")) == 1, 5, "the dead letter")
+        await eventually(lambda: app.idle, 5, "idle")
+    assert broker.commit_failures == 0  # the first commit failed ...
+    assert not any(t.endswith(".dlq") for t in broker.published)  # ... and was never split
+    assert hub.groups[("g", "t")].marks[0].committed == 1
