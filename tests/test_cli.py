@@ -166,9 +166,11 @@ FAILING = textwrap.dedent(
             await super().publish(topic, messages)
 
 
+    event = b'{"specversion":"1.0","id":"1","source":"/t","type":"T"}'
     broker = DeadLettersFail()
-    broker.hub.append("jobs", [Message(b'{"specversion":"1.0","id":"1","source":"/t","type":"T"}')])
-    app = App("failing", broker=broker, supervision=Supervision(max_restarts=1, initial_backoff=0.01))
+    broker.hub.append("jobs", [Message(event)])
+    supervision = Supervision(max_restarts=1, initial_backoff=0.01)
+    app = App("failing", broker=broker, supervision=supervision)
 
 
     @app.subscribe("jobs")

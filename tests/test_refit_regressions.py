@@ -114,7 +114,7 @@ async def test_a_subscription_that_cannot_recover_fails_the_app_loudly() -> None
         raise Reject("always")
 
     await hub_publish(hub, "t")
-    with pytest.raises(SubscriptionFailedError, match="svc.handle") as failed:
+    with pytest.raises(SubscriptionFailedError, match=r"svc\.handle") as failed:
         await asyncio.wait_for(app.serve(), 10)
     assert isinstance(failed.value.cause, OSError)
     assert app.health.status == "failed"
