@@ -155,7 +155,7 @@ def test_run_stops_on_sigint_and_uses_the_env_broker(project: Path) -> None:
 FAILING = textwrap.dedent(
     """
     from tidings import App, Message, Reject
-    from tidings._supervisor import Supervision
+    from tidings.supervision import Supervision
     from tidings.brokers.memory import MemoryBroker
 
 

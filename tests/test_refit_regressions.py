@@ -100,7 +100,7 @@ async def test_a_transient_broker_error_restarts_the_subscription() -> None:
 
 
 async def test_a_subscription_that_cannot_recover_fails_the_app_loudly() -> None:
-    from tidings._supervisor import Supervision
+    from tidings.supervision import Supervision
 
     hub = MemoryHub()
     app = App(
@@ -225,7 +225,7 @@ async def test_emit_with_a_topic_publishes_there() -> None:
 
 async def test_a_failed_dead_letter_write_leaves_the_event_unacked() -> None:
     hub = MemoryHub(default_partitions=1)
-    from tidings._supervisor import Supervision
+    from tidings.supervision import Supervision
 
     app = App(
         "svc",

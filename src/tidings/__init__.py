@@ -21,15 +21,20 @@ from tidings.errors import (
     Reject,
     Retry,
     SchemaError,
+    SubscriptionFailedError,
     TidingsError,
     UnroutableError,
 )
 from tidings.event import Event
+from tidings.exactly_once import ExactlyOnce
 from tidings.filters import all_of, any_of, exact, not_, prefix, suffix
+from tidings.health import Health
+from tidings.hooks import Observer
 from tidings.middleware import Handle, Outgoing
 from tidings.payload import event_type
 from tidings.retry import RetryPolicy
 from tidings.stats import ConsumerStats
+from tidings.supervision import Supervision
 
 __version__ = "0.1.0"
 
@@ -46,15 +51,20 @@ __all__ = [
     "Delivery",
     "Event",
     "EventTooLargeError",
+    "ExactlyOnce",
     "Handle",
+    "Health",
     "InvalidEventError",
     "Message",
+    "Observer",
     "Outgoing",
     "PublishError",
     "Reject",
     "Retry",
     "RetryPolicy",
     "SchemaError",
+    "SubscriptionFailedError",
+    "Supervision",
     "TidingsError",
     "UnroutableError",
     "__version__",

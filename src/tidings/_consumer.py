@@ -7,7 +7,7 @@
 * handling and settlement per guarantee (:mod:`tidings._handling`);
 * retry and dead-lettering (:class:`~tidings._failures.Failures`);
 * batches (:mod:`tidings._batch`);
-* supervision (:mod:`tidings._supervisor`): transient broker errors restart
+* supervision (:mod:`tidings.supervision`): transient broker errors restart
   the intake with backoff; anything else fails the subscription, loudly.
 
 Revocations from the broker drop holds, timers and slots of lost deliveries.
@@ -28,7 +28,6 @@ from tidings._flow import Flow, Timers
 from tidings._handler import HandlerSpec
 from tidings._handling import Handling, Item
 from tidings._keys import KeySequencer
-from tidings._supervisor import Supervision, is_transient
 from tidings.broker import Broker, Delivery, SubscribeOptions
 from tidings.broker import Subscription as BrokerSubscription
 from tidings.codec import Codec
@@ -40,6 +39,7 @@ from tidings.middleware import HandlerMiddleware
 from tidings.publisher import DELIVER_AT_HEADER, Publisher
 from tidings.stats import ConsumerStats
 from tidings.subscription import Subscription
+from tidings.supervision import Supervision, is_transient
 
 __all__ = ["Consumer"]
 

@@ -14,7 +14,6 @@ from typing import Any, Literal, TypeVar, Unpack
 
 from tidings._consumer import Consumer
 from tidings._handler import HandlerSpec
-from tidings._supervisor import Supervision
 from tidings.broker import Broker, Capabilities
 from tidings.brokers import from_url, redact_url
 from tidings.codec import Codec
@@ -32,6 +31,7 @@ from tidings.routing import Router
 from tidings.settings import default_broker_url
 from tidings.stats import ConsumerStats
 from tidings.subscription import DeliveryGuarantee, Ordering, Subscription
+from tidings.supervision import Supervision
 
 __all__ = ["DEFAULT_MAX_EVENT_SIZE", "App"]
 
