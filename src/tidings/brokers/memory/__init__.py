@@ -13,7 +13,7 @@ only its own subscriptions. Use it from one event loop.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from urllib.parse import parse_qs, urlsplit
@@ -28,9 +28,11 @@ from tidings.broker import (
     SubscribeOptions,
 )
 from tidings.brokers import redact_url
+from tidings.brokers.memory import _admin
 from tidings.brokers.memory._group import MemoryDelivery, MemorySubscription
 from tidings.brokers.memory._hub import MemoryHub, hubs
 from tidings.errors import BrokerClosedError, ConfigurationError
+from tidings.inspection import GroupInfo, StoredMessage, TopicInfo
 
 __all__ = ["MemoryBroker", "MemoryHub"]
 
@@ -222,3 +224,32 @@ class MemoryBroker:
         for subscription in self._subscriptions:
             subscription.abandon()
         self._subscriptions.clear()
+
+    # -- inspection and administration (tidings.inspection.Inspectable) ---------------
+
+    async def list_topics(self) -> list[TopicInfo]:
+        self._check_open()
+        return _admin.list_topics(self.hub)
+
+    async def list_groups(self) -> list[GroupInfo]:
+        self._check_open()
+        return _admin.list_groups(self.hub)
+
+    async def read(
+        self,
+        topic: str,
+        *,
+        after: Mapping[int, int] | None = None,
+        last: int | None = None,
+        limit: int = 1000,
+    ) -> list[StoredMessage]:
+        self._check_open()
+        return _admin.read(self.hub, topic, after, last, limit)
+
+    async def delete(self, topic: str, entries: Sequence[tuple[int, int]]) -> int:
+        self._check_open()
+        return _admin.delete(self.hub, topic, entries)
+
+    async def move(self, topic: str, entries: Sequence[tuple[int, int, str, Message]]) -> int:
+        self._check_open()
+        return _admin.move(self.hub, topic, entries)

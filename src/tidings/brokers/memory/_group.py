@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -209,6 +210,7 @@ class MemorySubscription:
     ) -> None:
         self.hub = hub
         self.group = group
+        self.member_id = f"memory-{uuid.uuid4().hex[:12]}"
         self.states = states
         self.closed = False
         #: False on a ``delay=none`` broker: deliver_at and nack delays are ignored.
