@@ -116,7 +116,7 @@ def encoded_messages(n: int) -> Sequence[Any]:
 
 def broker_rows(messages: Sequence[Any], topic_id: int, partitions: int) -> list[tuple[Any, ...]]:
     """The ``messages`` rows the broker's append writes: same partition, offsets and columns."""
-    from tidings.broker import partition_for
+    from tidings.brokers._partitioning import partition_for
 
     heads: dict[int, int] = {}
     now = time.time()

@@ -194,13 +194,7 @@ class App:
             )
         spec = HandlerSpec(handler, _localns)
         if delivery == "exactly_once":
-            if spec.batch:
-                raise ConfigurationError(
-                    f"{sub_name}: a batch handler cannot be exactly-once (its events would "
-                    "need one commit together); use a handler taking one event, or "
-                    "delivery='at_least_once' with an idempotent batch handler"
-                )
-            self._exactly_once_strategy()
+            self._check_exactly_once(sub_name, spec)
         subscription = Subscription(
             handler=handler,
             topics=topic_list,
@@ -221,6 +215,15 @@ class App:
         self._specs[sub_name] = spec
         self._subscriptions.append(subscription)
         return subscription
+
+    def _check_exactly_once(self, name: str, spec: HandlerSpec) -> None:
+        if spec.batch:
+            raise ConfigurationError(
+                f"{name}: a batch handler cannot be exactly-once (its events would "
+                "need one commit together); use a handler taking one event, or "
+                "delivery='at_least_once' with an idempotent batch handler"
+            )
+        self._exactly_once_strategy()
 
     def _exactly_once_strategy(self) -> ExactlyOnce:
         return self._exactly_once or for_broker(self.broker)
