@@ -90,9 +90,7 @@ class BatchHandling:
                     consumer.after(d, False)
                 return
             for d in deliveries:
-                retry = await consumer.failures.failed(
-                    d, exc, consumer.flow.release, consumer.retry_later
-                )
+                retry = await consumer.failures.failed(d, exc)
                 consumer.after(d, retry)
             return
         for d in deliveries:

@@ -84,6 +84,8 @@ class Consumer:
             exactly_once,
             self.stats,
             self.observers,
+            self.flow,
+            self.retry_later,
         )
         self.handling = Handling(self, publisher, app_name, exactly_once)
         self.batches = BatchHandling(self, publisher, app_name) if spec.batch else None
@@ -137,7 +139,7 @@ class Consumer:
             self._extender.cancel()
         task = self._task
         if task is not None:
-            if self._in_fetch:
+            if self._in_fetch or self.state == "restarting":
                 task.cancel()
             await self._drain([task, *self.workers, *self.commits], timeout)
         self.timers.cancel_all()
@@ -308,7 +310,7 @@ class Consumer:
         try:
             event = self.codec.decode(d.value, d.headers)
         except DecodeError as exc:
-            await self.failures.dead_letter(d, exc, self.flow.release)
+            await self.failures.dead_letter(d, exc)
             return None
         if not self.spec.accepts_type(event.type) or (
             self.sub.filter is not None and not self.sub.filter.matches(event)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from tidings._flow import Flow
 from tidings.broker import Broker, Delivery
 from tidings.deadletter import dead_letter_message, dead_letter_topic
 from tidings.exactly_once import ExactlyOnce
@@ -39,6 +40,8 @@ class Failures:
         exactly_once: ExactlyOnce | None,
         stats: ConsumerStats,
         observers: Observers,
+        flow: Flow,
+        wait: Callable[[Delivery, float], None],
     ) -> None:
         self.name = name
         self.policy = policy
@@ -46,29 +49,23 @@ class Failures:
         self.exactly_once = exactly_once
         self.stats = stats
         self.observers = observers
+        self.flow = flow
+        #: Nacks a delivery later, for brokers that cannot delay a redelivery.
+        self.wait = wait
         self.delayed_redelivery = broker.capabilities.delayed_redelivery
         #: First failure time per delivery id, for the dead-letter record.
         self.first_failure: dict[str, float] = {}
 
-    async def failed(
-        self,
-        delivery: Delivery,
-        error: BaseException,
-        release: Callable[[Delivery], bool],
-        wait: Callable[[Delivery, float], None],
-    ) -> bool:
-        """Apply the policy to a failed attempt; True if the delivery will come back.
-
-        ``release`` frees the delivery's slot (False if this member lost it);
-        ``wait`` nacks it later, for brokers that cannot delay a redelivery.
-        """
+    async def failed(self, delivery: Delivery, error: BaseException) -> bool:
+        """Apply the policy to a failed attempt; True if the delivery will come back."""
         self.stats.failed += 1
+        if not self.flow.holds(delivery):
+            return False  # lost to a rebalance meanwhile: its new owner handles it
         decision = self.policy.decide(error, delivery.attempt)
         if decision.action == "dead_letter":
-            await self.dead_letter(delivery, error, release)
+            await self.dead_letter(delivery, error)
             return False
-        if not release(delivery):
-            return False  # lost to a rebalance meanwhile: its new owner retries it
+        self.flow.release(delivery)
         now = time.time()
         self.first_failure.setdefault(delivery.id, now)
         log.info(
@@ -84,16 +81,14 @@ class Failures:
         if self.delayed_redelivery or decision.delay <= 0:
             await delivery.nack(decision.delay)
         else:
-            wait(delivery, decision.delay)
+            self.wait(delivery, decision.delay)
         return True
 
     def succeeded(self, delivery: Delivery) -> None:
         if self.first_failure:
             self.first_failure.pop(delivery.id, None)
 
-    async def dead_letter(
-        self, delivery: Delivery, error: BaseException, release: Callable[[Delivery], bool]
-    ) -> None:
+    async def dead_letter(self, delivery: Delivery, error: BaseException) -> None:
         """Store ``delivery`` in its DLQ, then ack it (one commit under exactly-once)."""
         now = time.time()
         first = self.first_failure.get(delivery.id, now)
@@ -109,10 +104,10 @@ class Failures:
         )
         if self.exactly_once is not None:
             await self.exactly_once.commit(delivery, None, [(topic, message)])
-            release(delivery)
+            self.flow.release(delivery)
         else:
             await self.broker.publish(topic, [message])
-            release(delivery)
+            self.flow.release(delivery)
             await delivery.ack()
         self.first_failure.pop(delivery.id, None)
         self.stats.dead_lettered += 1

@@ -104,9 +104,7 @@ class Handling:
                 elif outputs:
                     await self.publisher.publish_events(outputs, routes)
             except Exception as exc:
-                retry = await consumer.failures.failed(
-                    d, exc, consumer.flow.release, consumer.retry_later
-                )
+                retry = await consumer.failures.failed(d, exc)
                 return
             if observers:
                 observers.handled(self.name, d, event, time.perf_counter() - started)

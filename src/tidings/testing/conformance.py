@@ -425,42 +425,45 @@ class BrokerConformance(AppSemantics):
     async def test_inspection_reads_and_administers_without_joining(
         self, open_broker: Any, names: Any
     ) -> None:
-        broker = await open_broker()
+        broker: Broker = await open_broker()
         if not isinstance(broker, Inspectable):
             pytest.skip(f"{type(broker).__name__} does not implement Inspectable")
+        inspect: Inspectable = broker
         topic, group, archive = names("inspect"), names("g"), names("archive")
         if isinstance(broker, Provisioning):
             await broker.ensure_topic(topic, partitions=2)
         await broker.publish(topic, [Message(f"m{i}".encode(), key=f"k{i}") for i in range(6)])
         sub = await broker.subscribe([topic], group)
         got = await collect(sub, 2, timeout=self.patience)
-        topics = {t.name: t for t in await broker.list_topics()}
+        topics = {t.name: t for t in await inspect.list_topics()}
         assert topics[topic].events == 6
         assert topics[topic].partitions == (2 if isinstance(broker, Provisioning) else 4)
 
         async def lag() -> int | None:
-            found = [g for g in await broker.list_groups() if g.name == group]
+            found = [g for g in await inspect.list_groups() if g.name == group]
             return found[0].lag if found else None
 
         deadline = time.monotonic() + self.patience
-        while await lag() != 6 - len(got) and time.monotonic() < deadline:
+        lagging = await lag()
+        while lagging != 6 - len(got) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        assert await lag() == 6 - len(got)
-        everything = await broker.read(topic)
+            lagging = await lag()
+        assert lagging == 6 - len(got)
+        everything = await inspect.read(topic)
         assert sorted(m.message.value for m in everything) == [f"m{i}".encode() for i in range(6)]
-        newest = await broker.read(topic, last=2)
+        newest = await inspect.read(topic, last=2)
         assert [m.offset for m in newest] == [m.offset for m in everything[-2:]]
         first, second = everything[0], everything[1]
-        later = await broker.read(topic, after={first.partition: first.offset + 1})
+        later = await inspect.read(topic, after={first.partition: first.offset + 1})
         assert all(m.partition == first.partition and m.offset > first.offset for m in later)
-        assert await broker.delete(topic, [(first.partition, first.offset)]) == 1
-        moved = await broker.move(
+        assert await inspect.delete(topic, [(first.partition, first.offset)]) == 1
+        moved = await inspect.move(
             topic, [(second.partition, second.offset, archive, second.message)]
         )
         assert moved == 1
-        assert [m.message.value for m in await broker.read(archive)] == [second.message.value]
-        assert len(await broker.read(topic)) == 4
-        assert await broker.read(names("missing")) == []
+        assert [m.message.value for m in await inspect.read(archive)] == [second.message.value]
+        assert len(await inspect.read(topic)) == 4
+        assert await inspect.read(names("missing")) == []
 
     async def test_unacked_message_survives_consumer_crash(
         self, open_broker: Any, names: Any

@@ -106,10 +106,10 @@ def delete(hub: MemoryHub, topic_name: str, entries: Sequence[tuple[int, int]]) 
         return 0
     removed = 0
     for p, offset in entries:
-        if 0 <= p < len(topic.partitions) and 0 <= offset < len(topic.partitions[p]):
-            if offset not in topic.removed[p]:
-                topic.removed[p].add(offset)
-                removed += 1
+        exists = 0 <= p < len(topic.partitions) and 0 <= offset < len(topic.partitions[p])
+        if exists and offset not in topic.removed[p]:
+            topic.removed[p].add(offset)
+            removed += 1
     return removed
 
 
