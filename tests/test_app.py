@@ -848,3 +848,33 @@ async def test_failed_exactly_once_commit_redelivers_and_the_consumer_goes_on() 
     outputs = [app.codec.decode(m.value, m.headers).data["n"] for _, _, m in hub.records("out")]
     assert outputs == [1, 2], "per-key order kept across the failed commit"
     assert attempts == [1, 2, 1]
+
+
+def test_wildcard_subscriptions_are_refused_on_a_broker_without_wildcards() -> None:
+    app = App("x", broker="memory://")
+    with pytest.raises(ConfigurationError, match="no wildcard subscriptions"):
+
+        @app.subscribe("orders.*")
+        async def handler(data: dict[str, Any]) -> None: ...
+
+
+async def test_publishing_to_a_wildcard_topic_is_refused() -> None:
+    app = App("x", broker="memory://")
+    with pytest.raises(ConfigurationError, match="no whitespace or wildcards"):
+        await app.publish({"n": 1}, type="T", topic="orders.*")
+
+
+def test_key_order_without_key_affinity_is_announced(caplog: pytest.LogCaptureFixture) -> None:
+    broker = MemoryBroker()
+    broker.capabilities = dataclasses.replace(broker.capabilities, key_affinity=False)
+    app = App("x", broker=broker)
+
+    @app.subscribe("t")
+    async def handler(data: dict[str, Any]) -> None: ...
+
+    async def start_and_stop() -> None:
+        async with app:
+            pass
+
+    asyncio.run(start_and_stop())
+    assert "does not keep a key on one member of a group" in caplog.text

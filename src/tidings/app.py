@@ -27,7 +27,7 @@ from tidings.middleware import HandlerMiddleware, Outgoing, PublishMiddleware
 from tidings.options import EventAttributes, SubscriptionOptions
 from tidings.publisher import Publisher
 from tidings.retry import RetryPolicy
-from tidings.routing import Router
+from tidings.routing import Router, is_pattern
 from tidings.settings import default_broker_url
 from tidings.stats import ConsumerStats
 from tidings.subscription import DeliveryGuarantee, Ordering, Subscription
@@ -192,6 +192,12 @@ class App:
             raise ConfigurationError(
                 f"a subscription named {sub_name!r} already exists; pass name=..."
             )
+        patterns = [t for t in topic_list if is_pattern(t)]
+        if patterns and not self.broker.capabilities.wildcards:
+            raise ConfigurationError(
+                f"{type(self.broker).__name__} has no wildcard subscriptions, so "
+                f"{patterns[0]!r} cannot be subscribed to; name each topic"
+            )
         spec = HandlerSpec(handler, _localns)
         if delivery == "exactly_once":
             self._check_exactly_once(sub_name, spec)
@@ -281,6 +287,8 @@ class App:
         are CloudEvents attributes.
         """
         event = self.publisher.event(payload, key=key, type=type, **attributes)
+        if topic is not None:
+            self.publisher.check_topic(topic)
         target = topic or self.router.topic_for(payload, event)
         if self._state != "started" and self._state != "connected":
             await self._ensure_connected()
@@ -299,6 +307,8 @@ class App:
         """
         grouped: dict[str, list[Event]] = {}
         events: list[Event] = []
+        if topic is not None:
+            self.publisher.check_topic(topic)
         for payload in payloads:
             event = self.publisher.event(payload)
             events.append(event)
@@ -329,6 +339,7 @@ class App:
             exactly_once = self._exactly_once_strategy()
         await self._ensure_connected()
         self._state = "started"
+        self._warn_about_key_order()
         observers = Observers(self._observers)
         try:
             for subscription in self._subscriptions:
@@ -348,6 +359,18 @@ class App:
             await self.stop()
             raise
         log.info("app %s started with %d subscription(s)", self.name, len(self._consumers))
+
+    def _warn_about_key_order(self) -> None:
+        if self.broker.capabilities.key_affinity:
+            return
+        for sub in self._subscriptions:
+            if sub.ordering == "key":
+                log.warning(
+                    "%s: %s does not keep a key on one member of a group; events of a key "
+                    "stay in order within this process, not across the group's members",
+                    sub.name,
+                    type(self.broker).__name__,
+                )
 
     def _consumer_failed(self, consumer: Consumer) -> None:
         self._failed.set()

@@ -148,7 +148,11 @@ class Delivery(Protocol):
         """Mark the message handled; it is not delivered to this group again."""
 
     async def nack(self, delay: float = 0.0) -> None:
-        """Give the message back, to be delivered again no sooner than ``delay`` seconds."""
+        """Give the message back, to be delivered again no sooner than ``delay`` seconds.
+
+        A broker without ``delayed_redelivery`` may redeliver at once; the App
+        then waits the delay itself before nacking.
+        """
 
     async def extend(self) -> None:
         """Keep the unsettled message with this member for another ack-wait period."""

@@ -24,7 +24,7 @@ from tidings.event import Event
 from tidings.middleware import Outgoing, PublishFn, PublishMiddleware, build_stack
 from tidings.options import EventAttributes
 from tidings.payload import payload_info
-from tidings.routing import Router
+from tidings.routing import Router, validate_topic
 
 __all__ = ["DELIVER_AT_HEADER", "Emitted", "Publisher"]
 
@@ -50,6 +50,15 @@ class Publisher:
         self._middleware: list[PublishMiddleware] = []
         self._send_fn: PublishFn = self._send
         self._capture_fn: PublishFn = self._collect
+        self._checked: set[str] = set()
+
+    def check_topic(self, topic: str) -> None:
+        """Refuse a topic name no broker takes (checked once per name)."""
+        if topic not in self._checked:
+            validate_topic(topic)
+            if len(self._checked) >= 10_000:
+                self._checked.clear()
+            self._checked.add(topic)
 
     def add_middleware(self, middleware: PublishMiddleware) -> None:
         self._middleware.append(middleware)

@@ -8,14 +8,24 @@ from tidings.errors import ConfigurationError, UnroutableError
 from tidings.event import Event
 from tidings.payload import payload_info
 
-__all__ = ["Router", "validate_topic"]
+__all__ = ["WILDCARDS", "Router", "is_pattern", "validate_topic"]
 
 
-def validate_topic(topic: str) -> str:
-    """Topic names: non-empty, no whitespace, no wildcards, at most 249 characters."""
+#: Characters that make a subscription topic a pattern on brokers with wildcards.
+WILDCARDS = "*>#+"
+
+
+def is_pattern(topic: str) -> bool:
+    """True if ``topic`` holds a wildcard character (a subscription pattern)."""
+    return any(c in WILDCARDS for c in topic)
+
+
+def validate_topic(topic: str, *, pattern: bool = False) -> str:
+    """Topic names: non-empty, no whitespace, at most 249 characters, no wildcards
+    (unless ``pattern``: a subscription may name a pattern on a broker with wildcards)."""
     if not isinstance(topic, str) or not topic:
         raise ConfigurationError("a topic name must be a non-empty string")
-    if len(topic) > 249 or any(c.isspace() or c in "*>#+" for c in topic):
+    if len(topic) > 249 or any(c.isspace() for c in topic) or (is_pattern(topic) and not pattern):
         raise ConfigurationError(
             f"invalid topic name {topic!r}: at most 249 characters, no whitespace or wildcards"
         )

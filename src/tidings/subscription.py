@@ -55,7 +55,7 @@ class Subscription:
         if not self.topics:
             raise ConfigurationError(f"subscription {self.name!r} needs at least one topic")
         for topic in self.topics:
-            validate_topic(topic)
+            validate_topic(topic, pattern=True)
         if not self.group:
             raise ConfigurationError("a consumer group name must be a non-empty string")
         if self.delivery not in _GUARANTEES:
