@@ -43,8 +43,7 @@ class BatchHandling:
         if want > 0:
             deliveries = await self._fetch(source, want, patient=not consumer.ready)
             consumer.receive(deliveries)
-            for delivery in deliveries:
-                await consumer.admit(delivery)
+            await consumer.take(deliveries)
         elif not consumer.ready:
             consumer.flow.slot.clear()
             with contextlib.suppress(TimeoutError):

@@ -68,6 +68,8 @@ class Consumer:
         self.codec: Codec = publisher.codec
         self.stats = ConsumerStats()
         self.observers = observers or Observers()
+        #: Whether any observer listens (a plain flag: checked per event).
+        self.observing = bool(self.observers)
         self.supervision = supervision or Supervision()
         self.state: State = "new"
         self.failure: BaseException | None = None
@@ -282,44 +284,58 @@ class Consumer:
                 continue
             self.receive(deliveries)
             for delivery in deliveries:
-                await self.admit(delivery)
+                admitted = self.admit(delivery)
+                if admitted is not True:
+                    await self.reject(delivery, admitted)
             if sub.concurrency > 1:
                 self.pump()
 
     def receive(self, deliveries: Sequence[Delivery]) -> None:
         self.flow.take(deliveries)
         self.stats.received += len(deliveries)
-        if self.observers:
+        if self.observing:
             for delivery in deliveries:
                 self.observers.received(self.sub.name, delivery)
 
-    async def admit(self, d: Delivery) -> None:
-        """Decode and filter; then run now, or hold behind an earlier event of its key."""
-        if self._emulate_delay and self._early(d):
-            return
-        item = await self.decode(d)
-        if item is None:
-            return
-        keys = self.keys
-        if keys is not None and d.key is not None and not keys.admit((d.topic, d.key), item):
-            return
-        self.ready.append(item)
+    def admit(self, d: Delivery) -> bool | DecodeError:
+        """Decode and filter; then run now, or hold behind an earlier event of its key.
 
-    async def decode(self, d: Delivery) -> Item | None:
-        """The delivery's event, or None after dead-lettering (undecodable) or skipping it."""
+        Returns True when taken (ready, held, or set aside until its time);
+        otherwise what :meth:`reject` needs: the decode error, or False for an
+        event the subscription skips. (Plain, not async: called per event.)
+        """
+        if self._emulate_delay and self._early(d):
+            return True
         try:
             event = self.codec.decode(d.value, d.headers)
         except DecodeError as exc:
-            await self.failures.dead_letter(d, exc)
-            return None
+            return exc
         if not self.spec.accepts_type(event.type) or (
             self.sub.filter is not None and not self.sub.filter.matches(event)
         ):
+            return False
+        item = (d, event)
+        keys = self.keys
+        if keys is not None and d.key is not None and not keys.admit((d.topic, d.key), item):
+            return True
+        self.ready.append(item)
+        return True
+
+    async def reject(self, d: Delivery, reason: bool | DecodeError) -> None:
+        """Dead-letter an undecodable delivery; ack one the subscription skips."""
+        if isinstance(reason, DecodeError):
+            await self.failures.dead_letter(d, reason)
+        else:
             self.stats.skipped += 1
             self.flow.release(d)
             await d.ack()
-            return None
-        return (d, event)
+
+    async def take(self, deliveries: Sequence[Delivery]) -> None:
+        """Admit fetched deliveries, rejecting those that cannot or need not run."""
+        for delivery in deliveries:
+            admitted = self.admit(delivery)
+            if admitted is not True:
+                await self.reject(delivery, admitted)
 
     def _early(self, d: Delivery) -> bool:
         """Hold an event published with a delay until its time (broker without delays)."""
@@ -337,7 +353,7 @@ class Consumer:
 
     async def _admit_late(self, d: Delivery) -> None:
         if self.flow.holds(d):
-            await self.admit(d)
+            await self.take((d,))
             if self.sub.concurrency > 1:
                 self.pump()
 

@@ -49,6 +49,7 @@ class Failures:
         self.exactly_once = exactly_once
         self.stats = stats
         self.observers = observers
+        self.observing = bool(observers)
         self.flow = flow
         #: Nacks a delivery later, for brokers that cannot delay a redelivery.
         self.wait = wait
@@ -76,7 +77,7 @@ class Failures:
             decision.delay,
         )
         self.stats.retried += 1
-        if self.observers:
+        if self.observing:
             self.observers.retried(self.name, delivery, error, decision.delay)
         if self.delayed_redelivery or decision.delay <= 0:
             await delivery.nack(decision.delay)
@@ -111,5 +112,5 @@ class Failures:
             await delivery.ack()
         self.first_failure.pop(delivery.id, None)
         self.stats.dead_lettered += 1
-        if self.observers:
+        if self.observing:
             self.observers.dead_lettered(self.name, delivery, error, topic)

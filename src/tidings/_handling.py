@@ -76,8 +76,8 @@ class Handling:
         ctx = self.context(d, event) if self.needs_context else None
         retry = False
         committing = False
-        observers = consumer.observers
-        started = time.perf_counter() if observers else 0.0
+        observing = consumer.observing
+        started = time.perf_counter() if observing else 0.0
         try:
             exactly_once = self.exactly_once
             # A redelivery may have been committed already: skip the handler then.
@@ -106,8 +106,8 @@ class Handling:
             except Exception as exc:
                 retry = await consumer.failures.failed(d, exc)
                 return
-            if observers:
-                observers.handled(self.name, d, event, time.perf_counter() - started)
+            if observing:
+                consumer.observers.handled(self.name, d, event, time.perf_counter() - started)
             if exactly_once is not None:
                 committing = True
                 task = asyncio.create_task(self._commit(exactly_once, d, event, messages))
@@ -116,7 +116,8 @@ class Handling:
                 return
             consumer.flow.release(d)
             await d.ack()
-            consumer.failures.succeeded(d)
+            if consumer.failures.first_failure:
+                consumer.failures.succeeded(d)
             consumer.stats.handled += 1
         finally:
             if not committing:
@@ -163,7 +164,7 @@ class Handling:
             consumer.flow.release(d)
             consumer.failures.succeeded(d)
             consumer.stats.handled += 1
-            if consumer.observers:
+            if consumer.observing:
                 consumer.observers.committed(self.name, d, len(messages))
         finally:
             consumer.after(d, failed)

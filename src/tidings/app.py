@@ -287,7 +287,7 @@ class App:
         are CloudEvents attributes.
         """
         event = self.publisher.event(payload, key=key, type=type, **attributes)
-        if topic is not None:
+        if topic is not None and topic not in self.publisher.checked_topics:
             self.publisher.check_topic(topic)
         target = topic or self.router.topic_for(payload, event)
         if self._state != "started" and self._state != "connected":

@@ -48,17 +48,19 @@ class Publisher:
         self.router = router
         self.max_event_size = max_event_size
         self._middleware: list[PublishMiddleware] = []
-        self._send_fn: PublishFn = self._send
+        #: Publish an :class:`Outgoing` through the publish middleware (built at connect).
+        self.send: PublishFn = self._send
         self._capture_fn: PublishFn = self._collect
-        self._checked: set[str] = set()
+        #: Topic names given to ``publish`` that passed :func:`validate_topic`.
+        self.checked_topics: set[str] = set()
 
     def check_topic(self, topic: str) -> None:
         """Refuse a topic name no broker takes (checked once per name)."""
-        if topic not in self._checked:
+        if topic not in self.checked_topics:
             validate_topic(topic)
-            if len(self._checked) >= 10_000:
-                self._checked.clear()
-            self._checked.add(topic)
+            if len(self.checked_topics) >= 10_000:
+                self.checked_topics.clear()
+            self.checked_topics.add(topic)
 
     def add_middleware(self, middleware: PublishMiddleware) -> None:
         self._middleware.append(middleware)
@@ -67,7 +69,7 @@ class Publisher:
         """Build the middleware stacks (once, when the App connects)."""
         send: PublishFn = self._send
         collect: PublishFn = self._collect
-        self._send_fn = build_stack(send, self._middleware)
+        self.send = build_stack(send, self._middleware)
         self._capture_fn = build_stack(collect, self._middleware)
 
     # -- events ------------------------------------------------------------------------
@@ -90,13 +92,23 @@ class Publisher:
                     changes["type"] = type
                 return payload.replace(**changes)
             return payload
-        values: dict[str, Any] = dict(attributes)
         if type is None:
             info = payload_info(payload)
             type = info.name
-            values.setdefault("schemaversion", info.version)
-        values.setdefault("source", self.source)
-        return Event(type=type, data=payload, partitionkey=key, **values)
+            if not attributes:  # the common case, without a dict of attributes
+                return Event(
+                    type=type,
+                    source=self.source,
+                    data=payload,
+                    partitionkey=key,
+                    schemaversion=info.version,
+                )
+            attributes.setdefault("schemaversion", info.version)
+        if "source" not in attributes:
+            attributes["source"] = self.source
+        if key is not None:
+            attributes["partitionkey"] = key
+        return Event(type=type, data=payload, **attributes)
 
     def follow_ups(
         self,
@@ -132,10 +144,6 @@ class Publisher:
 
     # -- publishing ----------------------------------------------------------------------
 
-    async def send(self, outgoing: Outgoing) -> None:
-        """Publish ``outgoing`` through the publish middleware."""
-        await self._send_fn(outgoing)
-
     async def publish_batch(self, outgoing: Sequence[Outgoing]) -> None:
         """Publish several topics' events: in one transaction where the broker can."""
         if len(outgoing) > 1 and isinstance(self.broker, MultiTopicPublisher):
@@ -145,14 +153,14 @@ class Publisher:
             await self.broker.publish_many(list(messages.items()))
         else:
             for item in outgoing:
-                await self._send_fn(item)
+                await self.send(item)
 
     async def publish_events(
         self, events: Iterable[Event], routes: Mapping[str, str] | None = None
     ) -> None:
         """Publish follow-ups, each to its topic (``routes`` overrides the routing table)."""
         for target, batch in self._by_topic(events, routes).items():
-            await self._send_fn(Outgoing(target, batch))
+            await self.send(Outgoing(target, batch))
 
     async def prepare_commit(
         self, events: Sequence[Event], routes: Mapping[str, str] | None = None

@@ -16,34 +16,35 @@ __all__ = ["PendingQueue"]
 
 
 class PendingQueue:
-    __slots__ = ("_barriers", "_heap")
+    __slots__ = ("_barriers", "heap")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int]] = []
+        #: The ``(due, offset)`` heap (read it to test for emptiness cheaply).
+        self.heap: list[tuple[float, int]] = []
         self._barriers: dict[str, tuple[float, int]] = {}
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self.heap)
 
     def __bool__(self) -> bool:
-        return bool(self._heap)
+        return bool(self.heap)
 
     def __iter__(self) -> Iterator[tuple[float, int]]:
-        return iter(self._heap)
+        return iter(self.heap)
 
     def push(self, due: float, offset: int) -> None:
-        heapq.heappush(self._heap, (due, offset))
+        heapq.heappush(self.heap, (due, offset))
 
     def entries(self) -> list[tuple[float, int]]:
         """Every waiting ``(due, offset)``, in no particular order."""
-        return list(self._heap)
+        return list(self.heap)
 
     def next_due(self) -> float | None:
-        return self._heap[0][0] if self._heap else None
+        return self.heap[0][0] if self.heap else None
 
     def pop_due(self, now: float, limit: int) -> list[int]:
         """Offsets due at ``now``, at most ``limit``, in (due, offset) order."""
-        heap = self._heap
+        heap = self.heap
         out: list[int] = []
         while heap and heap[0][0] <= now and len(out) < limit:
             out.append(heapq.heappop(heap)[1])
@@ -51,13 +52,13 @@ class PendingQueue:
 
     def discard(self, offset: int) -> None:
         """Forget ``offset`` (it was settled or removed)."""
-        kept = [entry for entry in self._heap if entry[1] != offset]
-        if len(kept) != len(self._heap):
+        kept = [entry for entry in self.heap if entry[1] != offset]
+        if len(kept) != len(self.heap):
             heapq.heapify(kept)
-            self._heap = kept
+            self.heap = kept
 
     def clear(self) -> None:
-        self._heap.clear()
+        self.heap.clear()
         self._barriers.clear()
 
     # -- barriers ------------------------------------------------------------------

@@ -31,7 +31,10 @@ class Watermark:
 
     def settle(self, offset: int) -> None:
         if offset == self.committed:
-            self.committed = self._advance(offset + 1, consume=True)
+            if self._done or self._gaps:
+                self.committed = self._advance(offset + 1, consume=True)
+            else:  # the common case: in order, nothing settled ahead
+                self.committed = offset + 1
         elif offset > self.committed:
             self._done.add(offset)
 

@@ -217,10 +217,9 @@ class MemorySubscription:
         self.scheduled = scheduled
         self._on_revoke = on_revoke
         self._timer = WakeTimer()
+        #: Wake the fetch loop now, or at a Unix time (bound once: called per publish).
+        self.wake = self._timer.wake
         self._rotation = 0
-
-    def wake(self, due: float | None = None) -> None:
-        self._timer.wake(due)
 
     def revoked(self, deliveries: list[MemoryDelivery]) -> None:
         if deliveries and self._on_revoke is not None:
@@ -244,7 +243,7 @@ class MemorySubscription:
             pending = state.pending[p]
             records = state.topic.partitions[p]
             removed = state.topic.removed[p]
-            if pending:
+            if pending.heap:
                 for offset in pending.pop_due(now, max_count - len(out)):
                     record = records[offset]
                     pending.delivered(record.message.key, offset)
@@ -264,7 +263,7 @@ class MemorySubscription:
                     state.marks[p].settle(record.offset)
                     continue
                 deliver_at = record.message.deliver_at if self.scheduled else None
-                if pending:
+                if pending.heap:
                     barrier = pending.barrier(record.message.key, record.offset)
                     if barrier is not None:
                         deliver_at = barrier if deliver_at is None else max(deliver_at, barrier)
