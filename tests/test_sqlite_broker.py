@@ -212,9 +212,9 @@ async def test_another_applications_database_is_refused_untouched(tmp_path: Path
 async def test_retention_by_age_size_and_compaction(tmp_path: Path) -> None:
     broker = SqliteBroker(str(tmp_path / "r.db"))
     await broker.connect()
-    await broker.configure_topic("old", partitions=1, retention=0.2)
-    await broker.configure_topic("big", partitions=1, retention_bytes=30)
-    await broker.configure_topic("latest", partitions=1, compact=True)
+    await broker.ensure_topic("old", partitions=1, retention=0.2)
+    await broker.ensure_topic("big", partitions=1, retention_bytes=30)
+    await broker.ensure_topic("latest", partitions=1, compact=True)
     await broker.publish("old", [Message(b"a"), Message(b"b")])
     await asyncio.sleep(0.3)
     await broker.publish("old", [Message(b"c")])
@@ -242,7 +242,7 @@ async def test_retention_by_age_size_and_compaction(tmp_path: Path) -> None:
     ).fetchall()
     assert sorted(committed) == [("big", 6), ("latest", 7), ("old", 3)], "gaps count as settled"
     with pytest.raises(ConfigurationError, match="partitions"):
-        await broker.configure_topic("old", partitions=3)
+        await broker.ensure_topic("old", partitions=3)
     await broker.close()
 
 
@@ -252,7 +252,7 @@ async def test_inspection_topics_groups_read_delete_move(tmp_path: Path) -> None
     broker = SqliteBroker(str(tmp_path / "i.db"))
     await broker.connect()
     assert isinstance(broker, Inspectable)
-    await broker.configure_topic("orders", partitions=2, retention=3600)
+    await broker.ensure_topic("orders", partitions=2, retention=3600)
     await broker.publish("orders", [Message(f"m{i}".encode(), key=f"k{i}") for i in range(6)])
     sub = await broker.subscribe(["orders"], "billing")
     got = await collect(sub, 2, timeout=5, ack=True)

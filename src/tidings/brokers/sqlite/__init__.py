@@ -16,7 +16,7 @@ URL options: ``durability``, ``partitions`` (default for new topics, 4),
 (seconds between retention passes, 30), ``dedup_window`` (seconds an
 exactly-once dedup record is kept, 7 days).
 
-Topics keep events forever unless :meth:`SqliteBroker.configure_topic` sets
+Topics keep events forever unless :meth:`SqliteBroker.ensure_topic` sets
 a retention by age or size, or compaction by key; a background pass applies
 it.
 """
@@ -52,10 +52,13 @@ CAPABILITIES = Capabilities(
     persistent=True,
     ordered_per_key=True,
     consumer_groups=True,
+    key_affinity=True,
     replay=True,
-    native_delay=True,
+    delayed_publish=True,
+    delayed_redelivery=True,
     exactly_once=True,
     headers=True,
+    wildcards=False,
 )
 
 
@@ -233,7 +236,7 @@ class SqliteBroker:
         if pending is None:  # one writer operation however many tasks ask at once
             partitions = self.default_partitions
             pending = self.writer.submit(
-                lambda conn: _ops.ensure_topic(conn, name, partitions, time.time())
+                lambda conn: _ops.find_or_create_topic(conn, name, partitions, time.time())
             )
             self._topic_requests[name] = pending
         try:
@@ -243,7 +246,7 @@ class SqliteBroker:
         self._topics[name] = found
         return found
 
-    async def configure_topic(
+    async def ensure_topic(
         self,
         name: str,
         *,
@@ -252,7 +255,7 @@ class SqliteBroker:
         retention_bytes: int | None = None,
         compact: bool = False,
     ) -> None:
-        """Create a topic or set its retention.
+        """Create a topic or set its retention (:class:`~tidings.broker.Provisioning`).
 
         ``retention``: seconds to keep events (None: forever). ``retention_bytes``:
         per partition, keep the newest events whose values fit in this many
@@ -268,7 +271,7 @@ class SqliteBroker:
         retention_ms = None if retention is None else int(retention * 1000)
 
         def operation(conn: sqlite3.Connection) -> tuple[int, int]:
-            return _ops.configure_topic(
+            return _ops.ensure_topic(
                 conn, name, count, retention_ms, retention_bytes, compact, time.time()
             )
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import msgspec
 
-from tidings.broker import Message, partition_for
+from tidings.broker import Message
+from tidings.brokers._partitioning import partition_for
 
 __all__ = [
     "Acquired",
@@ -21,6 +22,7 @@ __all__ = [
     "Rebalanced",
     "append",
     "ensure_topic",
+    "find_or_create_topic",
     "flush",
     "leave",
     "rebalance",
@@ -63,7 +65,7 @@ class Rebalanced:
     waiting: bool
 
 
-def ensure_topic(
+def find_or_create_topic(
     conn: sqlite3.Connection, name: str, partitions: int, now: float
 ) -> tuple[int, int]:
     """``(topic_id, partitions)`` of ``name``, creating the topic if needed."""
@@ -428,7 +430,7 @@ def seek_targets(
     )
 
 
-def configure_topic(
+def ensure_topic(
     conn: sqlite3.Connection,
     name: str,
     partitions: int,
@@ -438,7 +440,7 @@ def configure_topic(
     now: float,
 ) -> tuple[int, int]:
     """Create ``name`` or change its retention; the partition count is fixed at creation."""
-    topic_id, existing = ensure_topic(conn, name, partitions, now)
+    topic_id, existing = find_or_create_topic(conn, name, partitions, now)
     if existing != partitions:
         raise ValueError(
             f"topic {name!r} has {existing} partitions; the count cannot change "
