@@ -401,3 +401,110 @@ async def test_publish_batch_over_several_topics_is_one_transaction(tmp_path: Pa
     assert len(await broker.read("a")) == 1 + 2 + 3
     assert len(await broker.read("b")) == 1 + 3
     await app.stop()
+
+
+async def fetch_timed(sub: Any, count: int, timeout: float = 10.0) -> list[tuple[Any, float]]:
+    """Fetch ``count`` deliveries, acking each, with the time each arrived."""
+    out: list[tuple[Any, float]] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < count and time.monotonic() < deadline:
+        for delivery in await sub.fetch(count - len(out), 0.5):
+            out.append((delivery, time.time()))
+            await delivery.ack()
+    return out
+
+
+async def test_delivery_id_is_stable_across_redeliveries(tmp_path: Path) -> None:
+    broker = SqliteBroker(str(tmp_path / "id.db"), partitions=1)
+    await broker.connect()
+    sub = await broker.subscribe(["t"], "g")
+    await broker.publish("t", [Message(b"a"), Message(b"b")])
+    first, second = await collect(sub, 2, ack=False, timeout=5)
+    assert (first.id, first.position) == ("t:0:0", "0@0")
+    assert second.id != first.id
+    await first.extend()  # leases are per partition: nothing to do, never an error
+    await first.nack()
+    (again,) = await collect(sub, 1, timeout=5)
+    assert (again.id, again.attempt) == (first.id, 2)
+    await second.ack()
+    await broker.close()
+
+
+async def test_revoked_deliveries_are_handed_to_on_revoke_before_the_move(tmp_path: Path) -> None:
+    path = str(tmp_path / "revoke.db")
+    options: dict[str, Any] = {"partitions": 2, "session_timeout": 3.0, "heartbeat_interval": 0.2}
+    first, second = SqliteBroker(path, **options), SqliteBroker(path, **options)
+    await first.connect()
+    await second.connect()
+    events: list[str] = []
+    revoked: list[Any] = []
+
+    def on_revoke(deliveries: Any) -> None:
+        events.append("revoked")
+        revoked.extend(deliveries)
+
+    a = await first.subscribe(["t"], "g", on_revoke=on_revoke)
+    await first.publish("t", [Message(f"m{i}".encode()) for i in range(6)])  # keyless: spread
+    held = await collect(a, 6, ack=False, timeout=5)
+    assert {d.partition for d in held} == {0, 1}
+    b = await second.subscribe(["t"], "g")
+    moved = []
+    deadline = time.monotonic() + 10
+    while len(moved) < 3 and time.monotonic() < deadline:
+        batch = await b.fetch(10, 0.5)
+        if batch:
+            events.append("received")
+        moved.extend(batch)
+    (lost_partition,) = {d.partition for d in moved}
+    expected = sorted(d.value for d in held if d.partition == lost_partition)
+    assert sorted(d.value for d in revoked) == expected
+    assert all(d.settled for d in revoked)
+    assert events[0] == "revoked", "revoked before the new owner received them"
+    assert all(d.attempt == 2 for d in moved)
+    for d in revoked:
+        await d.ack()  # fenced: ignored, never an error
+    for d in held:
+        await d.ack()
+    for d in moved:
+        await d.ack()
+    await first.close()
+    await second.close()
+
+
+async def test_group_less_reader_sees_new_events_and_leaves_nothing(tmp_path: Path) -> None:
+    broker = SqliteBroker(str(tmp_path / "reader.db"), partitions=2, heartbeat_interval=0.2)
+    await broker.connect()
+    await broker.publish("t", [Message(b"before")])
+    member = await broker.subscribe(["t"], "g")
+    reader = await broker.subscribe(["t"], None)
+    assert len(member.owned) == 2, "the reader takes no partition from the group"
+    await broker.publish("t", [Message(b"after", key="k")])
+    (seen,) = await collect(reader, 1, timeout=5)
+    assert seen.value == b"after"
+    assert sorted(d.value for d in await collect(member, 2, timeout=5)) == [b"after", b"before"]
+    assert [g.name for g in await broker.list_groups()] == ["g"]
+    await reader.close()
+    conn = broker.writer.conn
+    for table in ("members", "assignments", "group_offsets", "retries"):
+        rows = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE grp != 'g'").fetchone()[0]
+        assert rows == 0, f"{table} keeps rows of the closed reader"
+    with pytest.raises(ConfigurationError, match="reserved"):
+        await broker.subscribe(["t"], "~reader-mine")
+    await broker.close()
+
+
+async def test_retention_pass_drops_rows_of_dead_readers(tmp_path: Path) -> None:
+    broker = SqliteBroker(str(tmp_path / "dead.db"), session_timeout=1.0)
+    await broker.connect()
+    rows = [
+        "INSERT INTO members VALUES ('~reader-x', 'x', '[]', 1.0)",
+        "INSERT INTO group_offsets VALUES ('~reader-x', 1, 0, 0, -1)",
+        "INSERT INTO members VALUES ('alive', 'y', '[]', 1.0)",
+    ]
+    await broker.writer.submit(lambda conn: [conn.execute(row) for row in rows])
+    await broker.apply_retention()
+    groups = broker.writer.conn.execute(
+        "SELECT grp FROM members UNION SELECT grp FROM group_offsets"
+    ).fetchall()
+    assert groups == [("alive",)], "a dead member of a real group is its group's business"
+    await broker.close()

@@ -34,16 +34,24 @@ from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from tidings.broker import Capabilities, Delivery, Message, Position, StartFrom
+from tidings.broker import (
+    Capabilities,
+    Delivery,
+    Message,
+    Position,
+    RevokeHandler,
+    SubscribeOptions,
+)
 from tidings.brokers import redact_url
 from tidings.brokers.sqlite import _admin, _ops
-from tidings.brokers.sqlite._member import SqliteDelivery, SqliteSubscription
+from tidings.brokers.sqlite._delivery import SqliteDelivery
+from tidings.brokers.sqlite._member import SqliteSubscription
 from tidings.brokers.sqlite._schema import Durability, connect, migrate
 from tidings.brokers.sqlite._writer import Writer, wal_stamp
 from tidings.errors import BrokerClosedError, ConfigurationError
 from tidings.inspection import GroupInfo, StoredMessage, TopicInfo
 
-__all__ = ["SqliteBroker"]
+__all__ = ["SqliteBroker", "SqliteDelivery", "SqliteSubscription"]
 
 log = logging.getLogger("tidings.sqlite")
 T = TypeVar("T")
@@ -281,12 +289,19 @@ class SqliteBroker:
             raise ConfigurationError(str(exc)) from exc
 
     async def apply_retention(self) -> int:
-        """Apply every topic's retention now; return how many events were removed."""
+        """Apply every topic's retention now; return how many events were removed.
+
+        The same pass deletes the rows of group-less readers whose process died.
+        """
         self._check_open()
-        window = self.dedup_window
-        return await self.writer.submit(
-            lambda conn: _ops.apply_retention(conn, time.time(), window)
-        )
+        window, timeout = self.dedup_window, self.session_timeout
+
+        def operation(conn: sqlite3.Connection) -> int:
+            now = time.time()
+            _ops.drop_dead_readers(conn, now - timeout)
+            return _ops.apply_retention(conn, now, window)
+
+        return await self.writer.submit(operation)
 
     async def _maintain(self) -> None:
         while not self._closed:
@@ -349,14 +364,32 @@ class SqliteBroker:
     # -- consuming -------------------------------------------------------------------
 
     async def subscribe(
-        self, topics: Sequence[str], group: str, *, start: StartFrom = "earliest"
+        self,
+        topics: Sequence[str],
+        group: str | None,
+        options: SubscribeOptions = SubscribeOptions(),  # noqa: B008 - frozen
+        on_revoke: RevokeHandler | None = None,
     ) -> SqliteSubscription:
+        """Join ``group`` on ``topics``; ``None``: a group-less reader from the end.
+
+        Of ``options`` only ``start`` applies: prefetch is the consumer's to
+        enforce, an unsettled delivery stays with its member as long as the
+        member heartbeats (no ``ack_wait``), and redeliveries are not counted
+        against ``max_deliveries`` here (the retry policy decides).
+        """
         self._check_open()
         if not topics:
             raise ConfigurationError("subscribe needs at least one topic")
+        if group is not None and group.startswith(_ops.READER_PREFIX):
+            raise ConfigurationError(
+                f"group names starting with {_ops.READER_PREFIX!r} are reserved for "
+                "group-less readers; pick another name, or pass group=None"
+            )
         resolved = [(name, *(await self.topic(name))) for name in topics]
         await self._refresh_heads([topic_id for _, topic_id, _ in resolved])
-        subscription = SqliteSubscription(self, group, resolved, start == "latest")
+        subscription = SqliteSubscription(
+            self, group, resolved, options.start == "latest", on_revoke
+        )
         self._subscriptions.append(subscription)
         try:
             await subscription.join()
@@ -543,7 +576,7 @@ class SqliteBroker:
             known = self._topics.get(name)  # cached: no await on the hot path
             topic_id, partitions = known if known is not None else await self.topic(name)
             resolved.append((topic_id, partitions, messages))
-        outcome, heads = await delivery._member.commit(delivery, resolved, dedup_key)
+        outcome, heads = await delivery.commit(resolved, dedup_key)
         for topic_id, topic_heads in heads.items():
             self._advance(topic_id, topic_heads)
         return outcome == "committed"

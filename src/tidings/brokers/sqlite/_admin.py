@@ -9,6 +9,7 @@ from collections.abc import Mapping
 import msgspec
 
 from tidings.broker import Message
+from tidings.brokers.sqlite._ops import READER_PREFIX
 from tidings.inspection import GroupInfo, PartitionLag, StoredMessage, TopicInfo
 
 __all__ = ["list_groups", "list_topics", "read"]
@@ -47,6 +48,7 @@ def list_topics(conn: sqlite3.Connection) -> list[TopicInfo]:
 
 
 def list_groups(conn: sqlite3.Connection, session_timeout: float) -> list[GroupInfo]:
+    """Consumer groups with members and lag; group-less readers are not groups."""
     alive_since = time.time() - session_timeout
     members: dict[str, list[str]] = {}
     for group, member in conn.execute(
@@ -69,6 +71,7 @@ def list_groups(conn: sqlite3.Connection, session_timeout: float) -> list[GroupI
     return [
         GroupInfo(name, members.get(name, []), lags.get(name, []))
         for name in sorted(set(members) | set(lags))
+        if not name.startswith(READER_PREFIX)
     ]
 
 

@@ -16,11 +16,14 @@ from tidings.broker import Message
 from tidings.brokers._partitioning import partition_for
 
 __all__ = [
+    "READER_PREFIX",
     "Acquired",
     "HandlingCommit",
     "OffsetUpdate",
     "Rebalanced",
     "append",
+    "drop_dead_readers",
+    "drop_group",
     "ensure_topic",
     "find_or_create_topic",
     "flush",
@@ -30,6 +33,9 @@ __all__ = [
 ]
 
 _json = msgspec.json.Encoder()
+
+#: Group names of group-less readers (``subscribe(topics, None)``): one group each.
+READER_PREFIX = "~reader-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +63,14 @@ class Acquired:
 
 @dataclass(frozen=True, slots=True)
 class Rebalanced:
-    """What a heartbeat found: held partitions, new ones, live members, and waiting."""
+    """What a heartbeat found: held partitions, new ones, live members, waiting, releasing."""
 
     held: dict[tuple[int, int], int]
     acquired: list[Acquired]
     members: int
     waiting: bool
+    releasing: bool
+    """Partitions are due elsewhere: the member revokes their deliveries, then releases."""
 
 
 def find_or_create_topic(
@@ -197,11 +205,14 @@ def rebalance(
     """Heartbeat, expire dead members, release and claim partitions.
 
     Partition ``p`` of a topic belongs to the ``p % n``-th live member (by
-    join order) among the ``n`` members subscribed to it. A member releases
-    what is no longer its own and claims what is, once free or its lease has
-    expired. Returns every held partition's epoch, full state for those newly
-    held (or whose epoch changed, e.g. after a seek), the number of live
-    members, and whether the member waits for partitions still held by others.
+    join order) among the ``n`` members subscribed to it. A member claims what
+    is its own once free or its lease has expired. What is no longer its own it
+    releases in two heartbeats: the first leaves it out of ``held`` (the member
+    revokes its deliveries) without renewing the lease, the next one, no longer
+    ``known``, frees it. Returns every held partition's epoch, full state for
+    those newly held (or whose epoch changed, e.g. after a seek), the number of
+    live members, whether the member waits for partitions still held by others,
+    and whether it must heartbeat again to release some.
     """
     topic_ids = sorted({t for t, _ in topics})
     conn.execute(
@@ -218,7 +229,7 @@ def rebalance(
     subscribed = {m: set(msgspec.json.decode(t)) for m, t in live}
     held: dict[tuple[int, int], int] = {}
     acquired: list[Acquired] = []
-    waiting = False
+    waiting = releasing = False
     lease = now + session_timeout
     for topic_id, partitions in topics:
         members = [m for m, _ in live if topic_id in subscribed[m]]
@@ -235,6 +246,9 @@ def rebalance(
             owner, epoch, until = current.get(p, (None, 0, 0.0))
             key = (topic_id, p)
             if owner == member:
+                if desired != member and key in known:
+                    releasing = True  # revoked now, freed by the next heartbeat
+                    continue
                 if desired != member:
                     conn.execute(
                         "UPDATE assignments SET member_id = NULL, lease_until = 0 "
@@ -260,7 +274,7 @@ def rebalance(
             held[key] = epoch
             if known.get(key) != epoch:
                 acquired.append(_state(conn, group, topic_id, p, epoch, start_latest))
-    return Rebalanced(held, acquired, len(live), waiting)
+    return Rebalanced(held, acquired, len(live), waiting, releasing)
 
 
 def _state(
@@ -309,6 +323,30 @@ def leave(
         (group, member),
     )
     conn.execute("DELETE FROM members WHERE grp = ? AND member_id = ?", (group, member))
+
+
+_GROUP_TABLES = ("members", "assignments", "group_offsets", "retries", "processed")
+
+
+def drop_group(conn: sqlite3.Connection, group: str) -> None:
+    """Delete every row of ``group`` (a group-less reader that closed)."""
+    for table in _GROUP_TABLES:
+        conn.execute(f"DELETE FROM {table} WHERE grp = ?", (group,))
+
+
+def drop_dead_readers(conn: sqlite3.Connection, alive_since: float) -> int:
+    """Delete the groups of group-less readers whose process died; return how many."""
+    dead = [
+        row[0]
+        for row in conn.execute(
+            "SELECT grp FROM members WHERE substr(grp, 1, ?) = ? "
+            "GROUP BY grp HAVING MAX(heartbeat) < ?",
+            (len(READER_PREFIX), READER_PREFIX, alive_since),
+        )
+    ]
+    for group in dead:
+        drop_group(conn, group)
+    return len(dead)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,72 @@
+"""What one member knows about one partition it holds: position, in-flight, waiting."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tidings.brokers._pending import PendingQueue
+from tidings.brokers._watermark import Watermark
+from tidings.brokers.sqlite import _ops
+
+if TYPE_CHECKING:
+    from tidings.brokers.sqlite._delivery import SqliteDelivery
+
+__all__ = ["Partition"]
+
+
+class Partition:
+    """A held partition, from the lease epoch that acquired it until it is lost."""
+
+    __slots__ = (
+        "attempts",
+        "cursor",
+        "delivered",
+        "epoch",
+        "index",
+        "inflight",
+        "pending",
+        "prior_delivered",
+        "retry_rows",
+        "topic",
+        "topic_id",
+        "watermark",
+    )
+
+    def __init__(self, topic: str, state: _ops.Acquired) -> None:
+        self.topic = topic
+        self.topic_id = state.topic_id
+        self.index = state.partition
+        self.epoch = state.epoch
+        self.watermark = Watermark(state.committed)
+        #: The next offset to read as new (retries and delayed ones wait in ``pending``).
+        self.cursor = state.committed
+        self.delivered = state.delivered
+        self.prior_delivered = state.delivered
+        self.inflight: dict[int, SqliteDelivery] = {}
+        self.pending = PendingQueue()
+        self.attempts: dict[int, int] = {}
+        #: Offsets with a row in the ``retries`` table (written or about to be).
+        self.retry_rows: set[int] = set()
+        for offset, due, attempts in state.retries:
+            self.pending.push(due, offset)
+            self.attempts[offset] = attempts
+            self.retry_rows.add(offset)
+
+    @property
+    def committed(self) -> int:
+        """The first offset not yet known to be settled: the group's position."""
+        return self.watermark.committed
+
+    def settle(self, offset: int) -> None:
+        self.inflight.pop(offset, None)
+        self.attempts.pop(offset, None)
+        self.watermark.settle(offset)
+
+    def skip(self, start: int, end: int) -> None:
+        """Offsets ``start`` to ``end`` (exclusive) no longer exist: treat them as settled."""
+        self.watermark.skip(start, end)
+
+    def update(self) -> _ops.OffsetUpdate:
+        return _ops.OffsetUpdate(
+            self.topic_id, self.index, self.epoch, self.watermark.committed, self.delivered
+        )
