@@ -414,6 +414,11 @@ async def fetch_timed(sub: Any, count: int, timeout: float = 10.0) -> list[tuple
     return out
 
 
+def members_of(path: str) -> tuple[SqliteBroker, SqliteBroker]:
+    options: dict[str, Any] = {"partitions": 1, "session_timeout": 3.0, "heartbeat_interval": 0.2}
+    return SqliteBroker(path, **options), SqliteBroker(path, **options)
+
+
 async def test_delivery_id_is_stable_across_redeliveries(tmp_path: Path) -> None:
     broker = SqliteBroker(str(tmp_path / "id.db"), partitions=1)
     await broker.connect()
@@ -428,6 +433,28 @@ async def test_delivery_id_is_stable_across_redeliveries(tmp_path: Path) -> None
     assert (again.id, again.attempt) == (first.id, 2)
     await second.ack()
     await broker.close()
+
+
+async def test_inherited_retry_keeps_later_events_of_its_key_behind_it(tmp_path: Path) -> None:
+    """Regression: a member inheriting a partition loaded a nacked event's retry but
+    delivered later events of its key at once, before the retry was due."""
+    first, second = members_of(str(tmp_path / "order.db"))
+    await first.connect()
+    await second.connect()
+    a = await first.subscribe(["t"], "g")
+    b = await second.subscribe(["t"], "g")  # joins second: waits for the partition
+    await first.publish("t", [Message(b"e1", key="k"), Message(b"e2", key="k")])
+    e1, e2 = await collect(a, 2, ack=False, timeout=5)
+    assert (e1.value, e2.value) == (b"e1", b"e2")
+    nacked = time.time()
+    await e1.nack(delay=1.0)
+    await a.close()  # e2 was never settled: it moves to b as well
+    got = await fetch_timed(b, 2)
+    assert [d.value for d, _ in got] == [b"e1", b"e2"], "order per key across the move"
+    assert got[0][1] >= nacked + 0.95, "the retry waited for its time"
+    assert [d.attempt for d, _ in got] == [2, 2]
+    await first.close()
+    await second.close()
 
 
 async def test_revoked_deliveries_are_handed_to_on_revoke_before_the_move(tmp_path: Path) -> None:

@@ -239,7 +239,7 @@ class SqliteSubscription:
                     out.append(self._deliver(part, row))
             for offset in due:
                 if offset not in found:  # removed by retention meanwhile
-                    part.settle(offset)
+                    part.remove(offset)
                     self._forget_retry(part, offset)
             self._take_fresh(part, fresh_rows, now, out)
             if len(fresh_rows) < fresh and part.cursor < end:
@@ -251,7 +251,7 @@ class SqliteSubscription:
     def _take_fresh(
         self, part: Partition, rows: Sequence[Any], now: float, out: list[Delivery]
     ) -> None:
-        """New rows: hand them out, or set them aside until their time."""
+        """New rows: hand them out, or set them aside until their time or their key's turn."""
         for row in rows:
             offset = int(row[0])
             if offset < part.cursor:
@@ -263,6 +263,10 @@ class SqliteSubscription:
                 continue
             deliver_at = row[5]
             wait = float(deliver_at) if deliver_at is not None and deliver_at > now else None
+            barrier = part.pending.barrier(row[1], offset)
+            if barrier is not None:
+                # An inherited retry of this key waits: this one goes right after it.
+                wait = barrier if wait is None else max(wait, barrier)
             if wait is not None:
                 part.pending.push(wait, offset)
                 self.wake(wait)
@@ -277,6 +281,7 @@ class SqliteSubscription:
         delivery = SqliteDelivery(self, part, row, previous + 1)
         part.attempts[offset] = previous + 1
         part.inflight[offset] = delivery
+        part.hand_out(delivery.key, offset)
         if offset > part.delivered:
             part.delivered = offset
         return delivery

@@ -58,7 +58,7 @@ class Acquired:
     epoch: int
     committed: int
     delivered: int
-    retries: list[tuple[int, float, int]]  # (offset, due, attempts)
+    retries: list[tuple[int, float, int, str | None]]  # (offset, due, attempts, key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,10 +303,11 @@ def _state(
     else:
         committed, delivered = int(row[0]), int(row[1])
     retries = [
-        (int(r[0]), float(r[1]), int(r[2]))
+        (int(r[0]), float(r[1]), int(r[2]), r[3])
         for r in conn.execute(
-            "SELECT offset, due, attempts FROM retries "
-            "WHERE grp = ? AND topic_id = ? AND partition = ? AND offset >= ?",
+            "SELECT r.offset, r.due, r.attempts, m.key FROM retries r LEFT JOIN messages m "
+            "ON m.topic_id = r.topic_id AND m.partition = r.partition AND m.offset = r.offset "
+            "WHERE r.grp = ? AND r.topic_id = ? AND r.partition = ? AND r.offset >= ?",
             (group, topic_id, p, committed),
         )
     ]

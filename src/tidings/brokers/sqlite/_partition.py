@@ -19,6 +19,7 @@ class Partition:
 
     __slots__ = (
         "attempts",
+        "barrier_keys",
         "cursor",
         "delivered",
         "epoch",
@@ -47,20 +48,40 @@ class Partition:
         self.attempts: dict[int, int] = {}
         #: Offsets with a row in the ``retries`` table (written or about to be).
         self.retry_rows: set[int] = set()
-        for offset, due, attempts in state.retries:
+        #: Inherited retries holding their key's later messages back: offset -> key.
+        self.barrier_keys: dict[int, str] = {}
+        for offset, due, attempts, key in state.retries:
             self.pending.push(due, offset)
             self.attempts[offset] = attempts
             self.retry_rows.add(offset)
+            if key is not None:
+                # Whoever nacked it was another member (or an earlier life of this
+                # process): the consumer here never saw it fail, so the broker keeps
+                # later messages of its key behind it.
+                self.pending.add_barrier(key, due, offset)
+                self.barrier_keys[offset] = key
 
     @property
     def committed(self) -> int:
         """The first offset not yet known to be settled: the group's position."""
         return self.watermark.committed
 
+    def hand_out(self, key: str | None, offset: int) -> None:
+        """``offset`` goes to the consumer now: it may lift its key's barrier."""
+        self.pending.delivered(key, offset)
+        self.barrier_keys.pop(offset, None)
+
     def settle(self, offset: int) -> None:
         self.inflight.pop(offset, None)
         self.attempts.pop(offset, None)
         self.watermark.settle(offset)
+
+    def remove(self, offset: int) -> None:
+        """A waiting ``offset`` was removed by retention: settled, and no longer a barrier."""
+        self.settle(offset)
+        key = self.barrier_keys.pop(offset, None)
+        if key is not None:
+            self.pending.delivered(key, offset)
 
     def skip(self, start: int, end: int) -> None:
         """Offsets ``start`` to ``end`` (exclusive) no longer exist: treat them as settled."""
