@@ -535,3 +535,15 @@ async def test_retention_pass_drops_rows_of_dead_readers(tmp_path: Path) -> None
     ).fetchall()
     assert groups == [("alive",)], "a dead member of a real group is its group's business"
     await broker.close()
+
+
+async def test_missing_storage_names_the_file_until_it_exists(tmp_path: Path) -> None:
+    from tidings.inspection import LocalStorage
+
+    path = tmp_path / "later.db"
+    broker = SqliteBroker(str(path))
+    assert isinstance(broker, LocalStorage)
+    assert broker.missing_storage() == str(path)
+    await broker.connect()
+    assert broker.missing_storage() is None
+    await broker.close()

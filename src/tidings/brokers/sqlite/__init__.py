@@ -227,6 +227,10 @@ class SqliteBroker:
         self._writer = None
         self._reader = None
 
+    def missing_storage(self) -> str | None:
+        """The database path if the file does not exist yet (``LocalStorage``)."""
+        return None if os.path.exists(self.path) else self.path
+
     def _check_open(self) -> None:
         if self._closed:
             raise BrokerClosedError("the embedded broker is closed")
