@@ -246,6 +246,22 @@ async def test_retention_by_age_size_and_compaction(tmp_path: Path) -> None:
     await broker.close()
 
 
+async def test_ensure_topic_keeps_the_partition_count_it_is_not_given(tmp_path: Path) -> None:
+    path = str(tmp_path / "p.db")
+    creator, other = SqliteBroker(path), SqliteBroker(path, partitions=2)
+    await creator.connect()
+    await other.connect()
+    await creator.ensure_topic("wide", partitions=8)
+    await other.ensure_topic("wide", retention=60)  # another client, another default
+    (info,) = await other.list_topics()
+    assert (info.partitions, info.retention_seconds) == (8, 60.0)
+    await other.ensure_topic("new")
+    _, partitions = await creator.topic("new")
+    assert partitions == 2, "a new topic gets the default of the client that created it"
+    await creator.close()
+    await other.close()
+
+
 async def test_inspection_topics_groups_read_delete_move(tmp_path: Path) -> None:
     from tidings.inspection import Inspectable
 
@@ -335,6 +351,7 @@ async def test_opening_keeps_sqlites_file_locks(tmp_path: Path) -> None:
 
 async def test_exactly_once_commits_merged_in_one_transaction(tmp_path: Path) -> None:
     from tidings.brokers.sqlite import _ops
+    from tidings.brokers.sqlite._commit import HandlingCommit
 
     broker = SqliteBroker(str(tmp_path / "eo.db"), partitions=1)
     await broker.connect()
@@ -344,10 +361,10 @@ async def test_exactly_once_commits_merged_in_one_transaction(tmp_path: Path) ->
     out_id, out_partitions = await broker.topic("out")
     (part,) = sub.owned.values()
 
-    def commit(offset: int, key: str, epoch: int) -> _ops.HandlingCommit:
+    def commit(offset: int, key: str, epoch: int) -> HandlingCommit:
         update = _ops.OffsetUpdate(part.topic_id, 0, epoch, offset + 1, 3)
         outputs = [(out_id, out_partitions, [Message(f"out-{offset}".encode())])]
-        return _ops.HandlingCommit("g", sub.member_id, update, offset, False, key, outputs, 0.0, 0)
+        return HandlingCommit("g", sub.member_id, update, offset, False, key, outputs, 0.0, 0)
 
     commits = [
         commit(0, "a", part.epoch),
@@ -355,7 +372,7 @@ async def test_exactly_once_commits_merged_in_one_transaction(tmp_path: Path) ->
         commit(2, "b", part.epoch + 7),  # a stale lease: fenced, nothing written
         commit(3, "c", part.epoch),
     ]
-    results = await broker.writer.submit(lambda conn: _ops.HandlingCommit.run_many(conn, commits))
+    results = await broker.writer.submit(lambda conn: HandlingCommit.run_many(conn, commits))
     assert [outcome for outcome, _ in results] == ["committed", "duplicate", "fenced", "committed"]
     stored = [m.message.value for m in await broker.read("out")]
     assert stored == [b"out-0", b"out-3"]

@@ -19,8 +19,10 @@ from tidings.broker import Delivery, RevokeHandler
 from tidings.brokers._timer import WakeTimer
 from tidings.brokers._waiting import wait_until
 from tidings.brokers.sqlite import _ops
+from tidings.brokers.sqlite._commit import HandlingCommit
 from tidings.brokers.sqlite._delivery import SqliteDelivery
 from tidings.brokers.sqlite._partition import Partition
+from tidings.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from tidings.brokers.sqlite import SqliteBroker
@@ -55,6 +57,11 @@ class SqliteSubscription:
         start_latest: bool,
         on_revoke: RevokeHandler | None = None,
     ) -> None:
+        if group is not None and group.startswith(_ops.READER_PREFIX):
+            raise ConfigurationError(
+                f"group names starting with {_ops.READER_PREFIX!r} are reserved for "
+                "group-less readers; pick another name, or pass group=None"
+            )
         self.broker = broker
         self.member_id = f"{time.time():017.6f}-{uuid.uuid4().hex[:12]}"
         self.ephemeral = group is None
@@ -89,7 +96,7 @@ class SqliteSubscription:
         while not self.closed:
             # While the group settles (a partition due to us is still held by its
             # previous member), look again soon instead of a whole interval later.
-            await asyncio.sleep(0.05 if self._waiting else self.broker.heartbeat_interval)
+            await asyncio.sleep(0.05 if self._waiting else self.broker.config.heartbeat)
             try:
                 await self.heartbeat()
             except Exception:  # keep trying: a missed heartbeat only risks the lease
@@ -113,7 +120,7 @@ class SqliteSubscription:
         updates = [part.update() for part in self._take_dirty()]
         retries_set, retries_clear = self._take_retries()
         group, member, topics = self.group, self.member_id, self._topic_partitions
-        start_latest, timeout = self._start_latest, self.broker.session_timeout
+        start_latest, timeout = self._start_latest, self.broker.config.session_timeout
 
         def operation(conn: Any) -> _ops.Rebalanced:
             _ops.flush(conn, group, member, updates, retries_set, retries_clear)
@@ -226,7 +233,7 @@ class SqliteSubscription:
         requests = [
             (part.topic_id, part.index, due, part.cursor, fresh) for part, due, fresh in plan
         ]
-        results = await self.broker.read_messages(requests)
+        results = await self.broker.reader.messages(requests)
         out: list[Delivery] = []
         for (part, due, fresh), (due_rows, fresh_rows) in zip(plan, results, strict=True):
             if self.closed or self.owned.get((part.topic_id, part.index)) is not part:
@@ -359,7 +366,7 @@ class SqliteSubscription:
         outputs: Sequence[tuple[int, int, Sequence[Any]]],
         dedup_key: str | None,
     ) -> tuple[str, dict[int, dict[int, int]]]:
-        """Exactly-once commit of one handling (see :class:`_ops.HandlingCommit`)."""
+        """Exactly-once commit of one handling (see :class:`HandlingCommit`)."""
         part = delivery._part
         update = _ops.OffsetUpdate(
             part.topic_id,
@@ -373,7 +380,7 @@ class SqliteSubscription:
         now = time.time()
         had_retry = delivery.offset in part.retry_rows
         result: tuple[str, dict[int, dict[int, int]]] = await self.broker.writer.submit(
-            _ops.HandlingCommit(
+            HandlingCommit(
                 group,
                 member,
                 update,
@@ -430,4 +437,4 @@ class SqliteSubscription:
         except Exception:
             log.exception("leaving group %s cleanly failed; its leases will expire", group)
         self.owned.clear()
-        self.broker._forget(self)
+        self.broker.forget(self)
