@@ -163,7 +163,11 @@ class SqliteSubscription:
             self._poked = None
 
     def _lose(self, key: tuple[int, int]) -> list[SqliteDelivery]:
-        """Stop holding a partition; return its unsettled deliveries, now fenced."""
+        """Stop holding a partition; return what the consumer must forget.
+
+        That is its unsettled deliveries, now fenced, and those nacked here
+        that were not handed out again: their redelivery goes to the next owner.
+        """
         part = self.owned.pop(key)
         # Its progress (and how far it was delivered, for attempt counts) goes out with
         # the next heartbeat: written if the lease is still ours, fenced otherwise.
@@ -171,7 +175,9 @@ class SqliteSubscription:
         lost = [d for d in part.inflight.values() if not d.settled]
         for delivery in lost:
             delivery.settled = True
+        lost.extend(part.nacked.values())
         part.inflight.clear()
+        part.nacked.clear()
         return lost
 
     def _revoke(self, lost: list[SqliteDelivery]) -> None:
@@ -312,6 +318,7 @@ class SqliteSubscription:
         """An unfenced nack: redeliver after ``delay``, a schedule written to ``retries``."""
         part = delivery._part
         part.inflight.pop(delivery.offset, None)
+        part.nacked[delivery.offset] = delivery
         due = time.time() + delay
         part.pending.push(due, delivery.offset)
         part.retry_rows.add(delivery.offset)

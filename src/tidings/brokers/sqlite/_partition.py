@@ -25,6 +25,7 @@ class Partition:
         "epoch",
         "index",
         "inflight",
+        "nacked",
         "pending",
         "prior_delivered",
         "retry_rows",
@@ -44,6 +45,8 @@ class Partition:
         self.delivered = state.delivered
         self.prior_delivered = state.delivered
         self.inflight: dict[int, SqliteDelivery] = {}
+        #: Deliveries nacked here and not handed out again yet: the consumer waits for them.
+        self.nacked: dict[int, SqliteDelivery] = {}
         self.pending = PendingQueue()
         self.attempts: dict[int, int] = {}
         #: Offsets with a row in the ``retries`` table (written or about to be).
@@ -68,6 +71,7 @@ class Partition:
 
     def hand_out(self, key: str | None, offset: int) -> None:
         """``offset`` goes to the consumer now: it may lift its key's barrier."""
+        self.nacked.pop(offset, None)
         self.pending.delivered(key, offset)
         self.barrier_keys.pop(offset, None)
 
@@ -79,6 +83,7 @@ class Partition:
     def remove(self, offset: int) -> None:
         """A waiting ``offset`` was removed by retention: settled, and no longer a barrier."""
         self.settle(offset)
+        self.nacked.pop(offset, None)
         key = self.barrier_keys.pop(offset, None)
         if key is not None:
             self.pending.delivered(key, offset)
