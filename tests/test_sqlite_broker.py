@@ -212,9 +212,9 @@ async def test_another_applications_database_is_refused_untouched(tmp_path: Path
 async def test_retention_by_age_size_and_compaction(tmp_path: Path) -> None:
     broker = SqliteBroker(str(tmp_path / "r.db"))
     await broker.connect()
-    await broker.configure_topic("old", partitions=1, retention=0.2)
-    await broker.configure_topic("big", partitions=1, retention_bytes=30)
-    await broker.configure_topic("latest", partitions=1, compact=True)
+    await broker.ensure_topic("old", partitions=1, retention=0.2)
+    await broker.ensure_topic("big", partitions=1, retention_bytes=30)
+    await broker.ensure_topic("latest", partitions=1, compact=True)
     await broker.publish("old", [Message(b"a"), Message(b"b")])
     await asyncio.sleep(0.3)
     await broker.publish("old", [Message(b"c")])
@@ -242,8 +242,24 @@ async def test_retention_by_age_size_and_compaction(tmp_path: Path) -> None:
     ).fetchall()
     assert sorted(committed) == [("big", 6), ("latest", 7), ("old", 3)], "gaps count as settled"
     with pytest.raises(ConfigurationError, match="partitions"):
-        await broker.configure_topic("old", partitions=3)
+        await broker.ensure_topic("old", partitions=3)
     await broker.close()
+
+
+async def test_ensure_topic_keeps_the_partition_count_it_is_not_given(tmp_path: Path) -> None:
+    path = str(tmp_path / "p.db")
+    creator, other = SqliteBroker(path), SqliteBroker(path, partitions=2)
+    await creator.connect()
+    await other.connect()
+    await creator.ensure_topic("wide", partitions=8)
+    await other.ensure_topic("wide", retention=60)  # another client, another default
+    (info,) = await other.list_topics()
+    assert (info.partitions, info.retention_seconds) == (8, 60.0)
+    await other.ensure_topic("new")
+    _, partitions = await creator.topic("new")
+    assert partitions == 2, "a new topic gets the default of the client that created it"
+    await creator.close()
+    await other.close()
 
 
 async def test_inspection_topics_groups_read_delete_move(tmp_path: Path) -> None:
@@ -252,7 +268,7 @@ async def test_inspection_topics_groups_read_delete_move(tmp_path: Path) -> None
     broker = SqliteBroker(str(tmp_path / "i.db"))
     await broker.connect()
     assert isinstance(broker, Inspectable)
-    await broker.configure_topic("orders", partitions=2, retention=3600)
+    await broker.ensure_topic("orders", partitions=2, retention=3600)
     await broker.publish("orders", [Message(f"m{i}".encode(), key=f"k{i}") for i in range(6)])
     sub = await broker.subscribe(["orders"], "billing")
     got = await collect(sub, 2, timeout=5, ack=True)
@@ -335,6 +351,7 @@ async def test_opening_keeps_sqlites_file_locks(tmp_path: Path) -> None:
 
 async def test_exactly_once_commits_merged_in_one_transaction(tmp_path: Path) -> None:
     from tidings.brokers.sqlite import _ops
+    from tidings.brokers.sqlite._commit import HandlingCommit
 
     broker = SqliteBroker(str(tmp_path / "eo.db"), partitions=1)
     await broker.connect()
@@ -344,10 +361,10 @@ async def test_exactly_once_commits_merged_in_one_transaction(tmp_path: Path) ->
     out_id, out_partitions = await broker.topic("out")
     (part,) = sub.owned.values()
 
-    def commit(offset: int, key: str, epoch: int) -> _ops.HandlingCommit:
+    def commit(offset: int, key: str, epoch: int) -> HandlingCommit:
         update = _ops.OffsetUpdate(part.topic_id, 0, epoch, offset + 1, 3)
         outputs = [(out_id, out_partitions, [Message(f"out-{offset}".encode())])]
-        return _ops.HandlingCommit("g", sub.member_id, update, offset, False, key, outputs, 0.0, 0)
+        return HandlingCommit("g", sub.member_id, update, offset, False, key, outputs, 0.0, 0)
 
     commits = [
         commit(0, "a", part.epoch),
@@ -355,7 +372,7 @@ async def test_exactly_once_commits_merged_in_one_transaction(tmp_path: Path) ->
         commit(2, "b", part.epoch + 7),  # a stale lease: fenced, nothing written
         commit(3, "c", part.epoch),
     ]
-    results = await broker.writer.submit(lambda conn: _ops.HandlingCommit.run_many(conn, commits))
+    results = await broker.writer.submit(lambda conn: HandlingCommit.run_many(conn, commits))
     assert [outcome for outcome, _ in results] == ["committed", "duplicate", "fenced", "committed"]
     stored = [m.message.value for m in await broker.read("out")]
     assert stored == [b"out-0", b"out-3"]
@@ -401,3 +418,152 @@ async def test_publish_batch_over_several_topics_is_one_transaction(tmp_path: Pa
     assert len(await broker.read("a")) == 1 + 2 + 3
     assert len(await broker.read("b")) == 1 + 3
     await app.stop()
+
+
+async def fetch_timed(sub: Any, count: int, timeout: float = 10.0) -> list[tuple[Any, float]]:
+    """Fetch ``count`` deliveries, acking each, with the time each arrived."""
+    out: list[tuple[Any, float]] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < count and time.monotonic() < deadline:
+        for delivery in await sub.fetch(count - len(out), 0.5):
+            out.append((delivery, time.time()))
+            await delivery.ack()
+    return out
+
+
+def members_of(path: str) -> tuple[SqliteBroker, SqliteBroker]:
+    options: dict[str, Any] = {"partitions": 1, "session_timeout": 3.0, "heartbeat_interval": 0.2}
+    return SqliteBroker(path, **options), SqliteBroker(path, **options)
+
+
+async def test_delivery_id_is_stable_across_redeliveries(tmp_path: Path) -> None:
+    broker = SqliteBroker(str(tmp_path / "id.db"), partitions=1)
+    await broker.connect()
+    sub = await broker.subscribe(["t"], "g")
+    await broker.publish("t", [Message(b"a"), Message(b"b")])
+    first, second = await collect(sub, 2, ack=False, timeout=5)
+    assert (first.id, first.position) == ("t:0:0", "0@0")
+    assert second.id != first.id
+    await first.extend()  # leases are per partition: nothing to do, never an error
+    await first.nack()
+    (again,) = await collect(sub, 1, timeout=5)
+    assert (again.id, again.attempt) == (first.id, 2)
+    await second.ack()
+    await broker.close()
+
+
+async def test_inherited_retry_keeps_later_events_of_its_key_behind_it(tmp_path: Path) -> None:
+    """Regression: a member inheriting a partition loaded a nacked event's retry but
+    delivered later events of its key at once, before the retry was due."""
+    first, second = members_of(str(tmp_path / "order.db"))
+    await first.connect()
+    await second.connect()
+    a = await first.subscribe(["t"], "g")
+    b = await second.subscribe(["t"], "g")  # joins second: waits for the partition
+    await first.publish("t", [Message(b"e1", key="k"), Message(b"e2", key="k")])
+    e1, e2 = await collect(a, 2, ack=False, timeout=5)
+    assert (e1.value, e2.value) == (b"e1", b"e2")
+    nacked = time.time()
+    await e1.nack(delay=1.0)
+    await a.close()  # e2 was never settled: it moves to b as well
+    got = await fetch_timed(b, 2)
+    assert [d.value for d, _ in got] == [b"e1", b"e2"], "order per key across the move"
+    assert got[0][1] >= nacked + 0.95, "the retry waited for its time"
+    assert [d.attempt for d, _ in got] == [2, 2]
+    await first.close()
+    await second.close()
+
+
+async def test_revoked_deliveries_are_handed_to_on_revoke_before_the_move(tmp_path: Path) -> None:
+    path = str(tmp_path / "revoke.db")
+    options: dict[str, Any] = {"partitions": 2, "session_timeout": 3.0, "heartbeat_interval": 0.2}
+    first, second = SqliteBroker(path, **options), SqliteBroker(path, **options)
+    await first.connect()
+    await second.connect()
+    events: list[str] = []
+    revoked: list[Any] = []
+
+    def on_revoke(deliveries: Any) -> None:
+        events.append("revoked")
+        revoked.extend(deliveries)
+
+    a = await first.subscribe(["t"], "g", on_revoke=on_revoke)
+    await first.publish("t", [Message(f"m{i}".encode()) for i in range(6)])  # keyless: spread
+    held = await collect(a, 6, ack=False, timeout=5)
+    assert {d.partition for d in held} == {0, 1}
+    nacked = next(d for d in held if d.partition == 1)  # b, joining second, gets partition 1
+    await nacked.nack(delay=0.3)  # waits for its redelivery: revoked as well
+    b = await second.subscribe(["t"], "g")
+    moved = []
+    deadline = time.monotonic() + 10
+    while len(moved) < 3 and time.monotonic() < deadline:
+        batch = await b.fetch(10, 0.5)
+        if batch:
+            events.append("received")
+        moved.extend(batch)
+    (lost_partition,) = {d.partition for d in moved}
+    expected = sorted(d.value for d in held if d.partition == lost_partition)
+    assert sorted(d.value for d in revoked) == expected
+    assert nacked in revoked
+    assert all(d.settled for d in revoked)
+    assert events[0] == "revoked", "revoked before the new owner received them"
+    assert all(d.attempt == 2 for d in moved)
+    for d in revoked:
+        await d.ack()  # fenced: ignored, never an error
+    for d in held:
+        await d.ack()
+    for d in moved:
+        await d.ack()
+    await first.close()
+    await second.close()
+
+
+async def test_group_less_reader_sees_new_events_and_leaves_nothing(tmp_path: Path) -> None:
+    broker = SqliteBroker(str(tmp_path / "reader.db"), partitions=2, heartbeat_interval=0.2)
+    await broker.connect()
+    await broker.publish("t", [Message(b"before")])
+    member = await broker.subscribe(["t"], "g")
+    reader = await broker.subscribe(["t"], None)
+    assert len(member.owned) == 2, "the reader takes no partition from the group"
+    await broker.publish("t", [Message(b"after", key="k")])
+    (seen,) = await collect(reader, 1, timeout=5)
+    assert seen.value == b"after"
+    assert sorted(d.value for d in await collect(member, 2, timeout=5)) == [b"after", b"before"]
+    assert [g.name for g in await broker.list_groups()] == ["g"]
+    await reader.close()
+    conn = broker.writer.conn
+    for table in ("members", "assignments", "group_offsets", "retries"):
+        rows = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE grp != 'g'").fetchone()[0]
+        assert rows == 0, f"{table} keeps rows of the closed reader"
+    with pytest.raises(ConfigurationError, match="reserved"):
+        await broker.subscribe(["t"], "~reader-mine")
+    await broker.close()
+
+
+async def test_retention_pass_drops_rows_of_dead_readers(tmp_path: Path) -> None:
+    broker = SqliteBroker(str(tmp_path / "dead.db"), session_timeout=1.0)
+    await broker.connect()
+    rows = [
+        "INSERT INTO members VALUES ('~reader-x', 'x', '[]', 1.0)",
+        "INSERT INTO group_offsets VALUES ('~reader-x', 1, 0, 0, -1)",
+        "INSERT INTO members VALUES ('alive', 'y', '[]', 1.0)",
+    ]
+    await broker.writer.submit(lambda conn: [conn.execute(row) for row in rows])
+    await broker.apply_retention()
+    groups = broker.writer.conn.execute(
+        "SELECT grp FROM members UNION SELECT grp FROM group_offsets"
+    ).fetchall()
+    assert groups == [("alive",)], "a dead member of a real group is its group's business"
+    await broker.close()
+
+
+async def test_missing_storage_names_the_file_until_it_exists(tmp_path: Path) -> None:
+    from tidings.inspection import LocalStorage
+
+    path = tmp_path / "later.db"
+    broker = SqliteBroker(str(path))
+    assert isinstance(broker, LocalStorage)
+    assert broker.missing_storage() == str(path)
+    await broker.connect()
+    assert broker.missing_storage() is None
+    await broker.close()

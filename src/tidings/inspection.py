@@ -13,7 +13,14 @@ from typing import Protocol, runtime_checkable
 
 from tidings.broker import Message
 
-__all__ = ["GroupInfo", "Inspectable", "PartitionLag", "StoredMessage", "TopicInfo"]
+__all__ = [
+    "GroupInfo",
+    "Inspectable",
+    "LocalStorage",
+    "PartitionLag",
+    "StoredMessage",
+    "TopicInfo",
+]
 
 
 @dataclass(frozen=True)
@@ -96,3 +103,15 @@ class Inspectable(Protocol):
         ``entries``: (partition, offset, target topic, message). Used to redrive
         dead letters. Returns how many were moved.
         """
+
+
+@runtime_checkable
+class LocalStorage(Protocol):
+    """A broker keeping its data in local storage that ``connect`` creates (a file).
+
+    Operational commands ask first, so that a mistyped path is reported rather
+    than created empty.
+    """
+
+    def missing_storage(self) -> str | None:
+        """Where the storage would be (for a message) if it does not exist yet, else None."""

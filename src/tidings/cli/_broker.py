@@ -8,7 +8,6 @@ can look into (:func:`inspecting`), plus reading a whole topic page by page
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Protocol, cast
@@ -17,7 +16,7 @@ from tidings.broker import Broker
 from tidings.brokers import from_url, redact_url
 from tidings.cli._errors import EXIT_USAGE, CommandError
 from tidings.errors import ConfigurationError, ConnectionError
-from tidings.inspection import Inspectable, StoredMessage
+from tidings.inspection import Inspectable, LocalStorage, StoredMessage
 from tidings.settings import default_broker_url
 
 __all__ = ["InspectableBroker", "connected", "heads", "inspecting", "stored"]
@@ -48,21 +47,17 @@ def _build(url: str | None) -> tuple[str, Broker]:
         raise CommandError(f"--broker: {exc}", EXIT_USAGE) from None
 
 
-def _missing_database(broker: Broker) -> str | None:
-    """The path of an embedded broker's file when it does not exist yet."""
-    from tidings.brokers.sqlite import SqliteBroker  # already imported by from_url
-
-    if isinstance(broker, SqliteBroker) and not os.path.exists(broker.path):
-        return broker.path
-    return None
+def _missing_storage(broker: Broker) -> str | None:
+    """Where a broker with local storage keeps it, when that does not exist yet."""
+    return broker.missing_storage() if isinstance(broker, LocalStorage) else None
 
 
 @asynccontextmanager
 async def connected(url: str | None, *, create: bool = False) -> AsyncIterator[Broker]:
     """The broker ``url`` names (default: ``TIDINGS_BROKER``, else ``./tidings.db``), connected.
 
-    Without ``create``, a command refuses an embedded database file that does
-    not exist rather than creating an empty one.
+    Without ``create``, a command refuses a broker's local storage (the
+    embedded database file) that does not exist rather than creating it empty.
     """
     url, broker = _build(url)
     async with _session(url, broker, create):
@@ -84,7 +79,7 @@ async def inspecting(url: str | None) -> AsyncIterator[InspectableBroker]:
 
 @asynccontextmanager
 async def _session(url: str, broker: Broker, create: bool) -> AsyncIterator[None]:
-    missing = None if create else _missing_database(broker)
+    missing = None if create else _missing_storage(broker)
     if missing is not None:
         raise CommandError(
             f"no tidings database at {missing}: nothing was published there yet "

@@ -1,17 +1,22 @@
-"""Read-side and administrative queries of the embedded broker (for the CLI)."""
+"""Inspection and administration of the embedded broker (for the CLI).
+
+The read-only queries run on the reader's connection; ``delete`` and ``move``
+run inside a writer transaction.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import msgspec
 
 from tidings.broker import Message
+from tidings.brokers.sqlite._ops import READER_PREFIX, append
 from tidings.inspection import GroupInfo, PartitionLag, StoredMessage, TopicInfo
 
-__all__ = ["list_groups", "list_topics", "read"]
+__all__ = ["delete", "list_groups", "list_topics", "move", "read"]
 
 _headers = msgspec.json.Decoder(dict[str, str])
 
@@ -47,6 +52,7 @@ def list_topics(conn: sqlite3.Connection) -> list[TopicInfo]:
 
 
 def list_groups(conn: sqlite3.Connection, session_timeout: float) -> list[GroupInfo]:
+    """Consumer groups with members and lag; group-less readers are not groups."""
     alive_since = time.time() - session_timeout
     members: dict[str, list[str]] = {}
     for group, member in conn.execute(
@@ -69,6 +75,7 @@ def list_groups(conn: sqlite3.Connection, session_timeout: float) -> list[GroupI
     return [
         GroupInfo(name, members.get(name, []), lags.get(name, []))
         for name in sorted(set(members) | set(lags))
+        if not name.startswith(READER_PREFIX)
     ]
 
 
@@ -119,3 +126,37 @@ def read(
         )
         for partition, offset, key, value, headers, published_at, deliver_at in rows
     ]
+
+
+def delete(conn: sqlite3.Connection, topic_id: int, entries: Sequence[tuple[int, int]]) -> int:
+    """Remove messages (partition, offset); return how many were there."""
+    return sum(
+        conn.execute(
+            "DELETE FROM messages WHERE topic_id = ? AND partition = ? AND offset = ?",
+            (topic_id, p, offset),
+        ).rowcount
+        for p, offset in entries
+    )
+
+
+def move(
+    conn: sqlite3.Connection,
+    source_id: int,
+    entries: Sequence[tuple[int, int, tuple[int, int], Message]],
+    now: float,
+    rotation: int,
+) -> tuple[int, dict[int, dict[int, int]]]:
+    """Append each (partition, offset, (target topic_id, partitions), message) and remove
+    the original, where it still exists. Returns how many moved and the heads written."""
+    moved = 0
+    heads: dict[int, dict[int, int]] = {}
+    for i, (p, offset, (topic_id, partitions), message) in enumerate(entries):
+        deleted = conn.execute(
+            "DELETE FROM messages WHERE topic_id = ? AND partition = ? AND offset = ?",
+            (source_id, p, offset),
+        ).rowcount
+        if deleted:
+            written = append(conn, topic_id, partitions, [message], now, rotation + i)
+            heads.setdefault(topic_id, {}).update(written)
+            moved += 1
+    return moved, heads

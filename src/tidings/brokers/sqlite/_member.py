@@ -1,4 +1,4 @@
-"""A consumer-group member on the embedded broker: partitions, deliveries, settlement.
+"""A consumer-group member on the embedded broker: partitions, fetching, settlement.
 
 Acks are recorded in memory at once and written in the background (a crash
 before the write means redelivery, which at-least-once allows); the
@@ -9,199 +9,74 @@ member heartbeats through the writer, which also rebalances the group.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
-from tidings.broker import Delivery
+from tidings.broker import Delivery, RevokeHandler
+from tidings.brokers._timer import WakeTimer
 from tidings.brokers._waiting import wait_until
 from tidings.brokers.sqlite import _ops
+from tidings.brokers.sqlite._commit import HandlingCommit
+from tidings.brokers.sqlite._delivery import SqliteDelivery
+from tidings.brokers.sqlite._partition import Partition
+from tidings.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from tidings.brokers.sqlite import SqliteBroker
 
-__all__ = ["SqliteDelivery", "SqliteSubscription"]
+__all__ = ["SqliteSubscription"]
 
 log = logging.getLogger("tidings.sqlite")
-_EMPTY: Mapping[str, str] = {}
-_headers = msgspec.json.Decoder(dict[str, str])
 _FLUSH_DELAY = 0.02
 #: Most rows read from one partition per fetch. The reader must get exactly what
 #: is planned: fewer rows than asked for means the rest were removed (retention).
 _READ_LIMIT = 1000
 
-
-class _Partition:
-    """What one member knows about one partition it holds."""
-
-    __slots__ = (
-        "acked",
-        "attempts",
-        "committed",
-        "cursor",
-        "delivered",
-        "epoch",
-        "gaps",
-        "index",
-        "inflight",
-        "pending",
-        "prior_delivered",
-        "retry_rows",
-        "topic",
-        "topic_id",
-    )
-
-    def __init__(self, topic: str, state: _ops.Acquired) -> None:
-        self.topic = topic
-        self.topic_id = state.topic_id
-        self.index = state.partition
-        self.epoch = state.epoch
-        self.committed = state.committed
-        self.cursor = state.committed
-        self.delivered = state.delivered
-        self.prior_delivered = state.delivered
-        self.inflight: dict[int, SqliteDelivery] = {}
-        self.acked: set[int] = set()
-        self.gaps: dict[int, int] = {}
-        self.pending: list[tuple[float, int]] = []
-        self.attempts: dict[int, int] = {}
-        self.retry_rows: set[int] = set()
-        for offset, due, attempts in state.retries:
-            heapq.heappush(self.pending, (due, offset))
-            self.attempts[offset] = attempts
-            self.retry_rows.add(offset)
-
-    def _advance(self, committed: int, consume: bool) -> int:
-        """Move past settled offsets and gaps (offsets removed by retention or compaction)."""
-        acked, gaps = self.acked, self.gaps
-        while True:
-            if committed in acked:
-                if consume:
-                    acked.discard(committed)
-                committed += 1
-            elif committed in gaps:
-                committed = gaps.pop(committed) if consume else gaps[committed]
-            else:
-                return committed
-
-    def settle(self, offset: int) -> None:
-        self.inflight.pop(offset, None)
-        self.attempts.pop(offset, None)
-        if offset == self.committed:
-            self.committed = self._advance(offset + 1, consume=True)
-        elif offset > self.committed:
-            self.acked.add(offset)
-
-    def skip(self, start: int, end: int) -> None:
-        """Offsets ``start`` to ``end`` (exclusive) no longer exist: treat them as settled."""
-        if start == self.committed:
-            self.committed = self._advance(end, consume=True)
-        elif start > self.committed:
-            self.gaps[start] = end
-
-    def committed_if_settled(self, offset: int) -> int:
-        if offset != self.committed:
-            return self.committed
-        return self._advance(offset + 1, consume=False)
-
-    def update(self) -> _ops.OffsetUpdate:
-        return _ops.OffsetUpdate(
-            self.topic_id, self.index, self.epoch, self.committed, self.delivered
-        )
-
-
-class SqliteDelivery:
-    __slots__ = (
-        "_epoch",
-        "_member",
-        "_part",
-        "attempt",
-        "group",
-        "headers",
-        "key",
-        "offset",
-        "partition",
-        "published_at",
-        "settled",
-        "topic",
-        "value",
-    )
-
-    def __init__(
-        self, member: SqliteSubscription, part: _Partition, row: Sequence[Any], attempt: int
-    ) -> None:
-        self._member = member
-        self._part = part
-        self._epoch = part.epoch
-        self.topic = part.topic
-        self.partition = part.index
-        self.offset = int(row[0])
-        self.key = row[1]
-        self.value = bytes(row[2])
-        self.headers = _headers.decode(row[3]) if row[3] else _EMPTY
-        self.published_at = float(row[4])
-        self.group = member.group
-        self.attempt = attempt
-        self.settled = False
-
-    def fenced(self) -> bool:
-        member = self._member
-        return (
-            member.closed
-            or member.owned.get((self._part.topic_id, self.partition)) is not self._part
-            or self._part.epoch != self._epoch
-        )
-
-    async def ack(self) -> None:
-        if self.settled:
-            return
-        self.settled = True
-        if not self.fenced():
-            self._member._acked(self)
-
-    async def nack(self, delay: float = 0.0) -> None:
-        if self.settled:
-            return
-        self.settled = True
-        if not self.fenced():
-            self._member._nacked(self, max(delay, 0.0))
-
-    def __repr__(self) -> str:
-        return (
-            f"<SqliteDelivery {self.topic}[{self.partition}]@{self.offset} "
-            f"group={self.group} attempt={self.attempt}>"
-        )
+#: A planned read of one partition: (partition, due offsets, how many new rows).
+_Plan = list[tuple[Partition, list[int], int]]
 
 
 class SqliteSubscription:
-    """One member of a consumer group (the broker's ``subscribe`` returns it)."""
+    """One member of a consumer group, or a group-less reader (``subscribe`` returns it).
+
+    A group-less reader is the only member of a group of its own, named
+    ``~reader-<member id>``: it starts at the end of each partition, takes no
+    partitions from any real group, and its rows are deleted when it closes
+    (or, if its process died, by the next retention pass once its session
+    expired).
+    """
 
     def __init__(
         self,
         broker: SqliteBroker,
-        group: str,
+        group: str | None,
         topics: Sequence[tuple[str, int, int]],
         start_latest: bool,
+        on_revoke: RevokeHandler | None = None,
     ) -> None:
+        if group is not None and group.startswith(_ops.READER_PREFIX):
+            raise ConfigurationError(
+                f"group names starting with {_ops.READER_PREFIX!r} are reserved for "
+                "group-less readers; pick another name, or pass group=None"
+            )
         self.broker = broker
-        self.group = group
         self.member_id = f"{time.time():017.6f}-{uuid.uuid4().hex[:12]}"
+        self.ephemeral = group is None
+        self.group = _ops.READER_PREFIX + self.member_id if group is None else group
         self.topics = {topic_id: name for name, topic_id, _ in topics}
         self._topic_partitions = [(topic_id, n) for _, topic_id, n in topics]
-        self._start_latest = start_latest
-        self.owned: dict[tuple[int, int], _Partition] = {}
+        self._start_latest = start_latest or group is None
+        self._on_revoke = on_revoke
+        self.owned: dict[tuple[int, int], Partition] = {}
         self.closed = False
-        self._wake = asyncio.Event()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = WakeTimer()
         self._flush_handle: asyncio.TimerHandle | None = None
         self._retries_set: list[tuple[int, int, int, int, float, int]] = []
         self._retries_clear: list[tuple[int, int, int, int]] = []
-        self._dirty: set[_Partition] = set()
+        self._dirty: set[Partition] = set()
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._waiting = False
         self._poked: asyncio.Future[None] | None = None
@@ -221,50 +96,57 @@ class SqliteSubscription:
         while not self.closed:
             # While the group settles (a partition due to us is still held by its
             # previous member), look again soon instead of a whole interval later.
-            await asyncio.sleep(0.05 if self._waiting else self.broker.heartbeat_interval)
+            await asyncio.sleep(0.05 if self._waiting else self.broker.config.heartbeat)
             try:
                 await self.heartbeat()
             except Exception:  # keep trying: a missed heartbeat only risks the lease
                 log.exception("heartbeat of group %s failed", self.group)
 
     async def heartbeat(self) -> None:
-        """Renew leases, rebalance, and pick up partitions newly held (or reset by a seek)."""
+        """Renew leases, rebalance, and pick up partitions newly held (or reset by a seek).
+
+        A partition the group now wants elsewhere is let go of in two steps:
+        this heartbeat revokes its deliveries here (``on_revoke``) while the
+        lease still keeps the new owner out; the next one, at once, releases it.
+        """
+        if await self._beat() and not self.closed:
+            await self._beat()
+
+    async def _beat(self) -> bool:
+        """One heartbeat; True if partitions were revoked that the next one releases."""
         if self.closed:
-            return
+            return False
         known = {key: part.epoch for key, part in self.owned.items()}
         updates = [part.update() for part in self._take_dirty()]
         retries_set, retries_clear = self._take_retries()
-        broker = self.broker
+        group, member, topics = self.group, self.member_id, self._topic_partitions
+        start_latest, timeout = self._start_latest, self.broker.config.session_timeout
 
-        def operation(conn: Any) -> Any:
-            _ops.flush(conn, self.group, self.member_id, updates, retries_set, retries_clear)
+        def operation(conn: Any) -> _ops.Rebalanced:
+            _ops.flush(conn, group, member, updates, retries_set, retries_clear)
             return _ops.rebalance(
-                conn,
-                self.group,
-                self.member_id,
-                self._topic_partitions,
-                known,
-                self._start_latest,
-                broker.session_timeout,
-                time.time(),
+                conn, group, member, topics, known, start_latest, timeout, time.time()
             )
 
-        result: _ops.Rebalanced = await broker.writer.submit(operation)
-        held, acquired = result.held, result.acquired
+        result: _ops.Rebalanced = await self.broker.writer.submit(operation)
         self.members_seen = result.members
         self._waiting = result.waiting
         if self.closed:
-            return
+            return False
+        lost: list[SqliteDelivery] = []
         for key in list(self.owned):
-            if key not in held:
-                self._lose(key)
-        for state in acquired:
+            if key not in result.held:
+                lost.extend(self._lose(key))
+        for state in result.acquired:
             key = (state.topic_id, state.partition)
-            if key in self.owned:
-                self._lose(key)
-            self.owned[key] = _Partition(self.topics[state.topic_id], state)
-        if acquired:
+            if key in self.owned:  # a seek moved it: what was in flight is void
+                lost.extend(self._lose(key))
+            self.owned[key] = Partition(self.topics[state.topic_id], state)
+        if lost:
+            self._revoke(lost)
+        if result.acquired:
             self.wake()
+        return result.releasing
 
     def poke(self) -> None:
         """Heartbeat now (the group's membership changed), unless one is running."""
@@ -280,32 +162,39 @@ class SqliteSubscription:
         finally:
             self._poked = None
 
-    def _lose(self, key: tuple[int, int]) -> None:
+    def _lose(self, key: tuple[int, int]) -> list[SqliteDelivery]:
+        """Stop holding a partition; return what the consumer must forget.
+
+        That is its unsettled deliveries, now fenced, and those nacked here
+        that were not handed out again: their redelivery goes to the next owner.
+        """
         part = self.owned.pop(key)
-        for delivery in part.inflight.values():
+        # Its progress (and how far it was delivered, for attempt counts) goes out with
+        # the next heartbeat: written if the lease is still ours, fenced otherwise.
+        self._dirty.add(part)
+        lost = [d for d in part.inflight.values() if not d.settled]
+        for delivery in lost:
             delivery.settled = True
-        self._dirty.discard(part)
+        lost.extend(part.nacked.values())
+        part.inflight.clear()
+        part.nacked.clear()
+        return lost
+
+    def _revoke(self, lost: list[SqliteDelivery]) -> None:
+        if self._on_revoke is None:
+            return
+        try:
+            self._on_revoke(lost)
+        except Exception:  # the member must go on heartbeating whatever the callback does
+            log.exception("on_revoke of group %s failed", self.group)
 
     # -- fetching ----------------------------------------------------------------
 
     def wake(self, due: float | None = None) -> None:
-        if due is None:
-            self._wake.set()
-            return
-        loop = asyncio.get_running_loop()
-        when = loop.time() + max(due - time.time(), 0.0)
-        if self._timer is None or self._timer.when() > when:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = loop.call_at(when, self._fire)
+        """Make a waiting ``fetch`` look again: now, or at Unix time ``due``."""
+        self._timer.wake(due)
 
-    def _fire(self) -> None:
-        self._timer = None
-        self._wake.set()
-
-    def _plan(
-        self, max_count: int, now: float
-    ) -> tuple[list[tuple[_Partition, list[int], int]], float | None]:
+    def _plan(self, max_count: int, now: float) -> tuple[_Plan, float | None]:
         """Which offsets to read: due retries and new messages per partition."""
         plan = []
         budget = max_count
@@ -314,12 +203,9 @@ class SqliteSubscription:
         for part in self.owned.values():
             if budget <= 0:
                 break
-            due: list[int] = []
-            pending = part.pending
-            while pending and pending[0][0] <= now and len(due) < budget:
-                due.append(heapq.heappop(pending)[1])
-            if pending:
-                first = pending[0][0]
+            due = part.pending.pop_due(now, budget)
+            first = part.pending.next_due()
+            if first is not None:
                 next_due = first if next_due is None else min(next_due, first)
             budget -= len(due)
             fresh = 0
@@ -333,8 +219,9 @@ class SqliteSubscription:
 
     async def fetch(self, max_count: int, timeout: float) -> Sequence[Delivery]:
         deadline = time.monotonic() + timeout
+        event = self._timer.event
         while not self.closed:
-            self._wake.clear()
+            event.clear()
             now = time.time()
             plan, next_due = self._plan(max_count, now)
             if plan:
@@ -344,22 +231,20 @@ class SqliteSubscription:
                 continue
             if next_due is not None:
                 self.wake(next_due)
-            if not await wait_until(self._wake, deadline):
+            if not await wait_until(event, deadline):
                 return []
         return []
 
-    async def _read(
-        self, plan: list[tuple[_Partition, list[int], int]], now: float
-    ) -> list[Delivery]:
+    async def _read(self, plan: _Plan, now: float) -> list[Delivery]:
         requests = [
             (part.topic_id, part.index, due, part.cursor, fresh) for part, due, fresh in plan
         ]
-        requested_end = {id(part): part.cursor + fresh for part, _, fresh in plan}
-        results = await self.broker.read_messages(requests)
+        results = await self.broker.reader.messages(requests)
         out: list[Delivery] = []
         for (part, due, fresh), (due_rows, fresh_rows) in zip(plan, results, strict=True):
             if self.closed or self.owned.get((part.topic_id, part.index)) is not part:
                 continue
+            end = part.cursor + fresh
             found = set()
             for row in due_rows:
                 found.add(row[0])
@@ -367,31 +252,41 @@ class SqliteSubscription:
                     out.append(self._deliver(part, row))
             for offset in due:
                 if offset not in found:  # removed by retention meanwhile
-                    part.settle(offset)
+                    part.remove(offset)
                     self._forget_retry(part, offset)
-            for row in fresh_rows:
-                offset = int(row[0])
-                if offset < part.cursor:
-                    continue
-                if offset > part.cursor:
-                    part.skip(part.cursor, offset)
-                part.cursor = offset + 1
-                if offset in part.retry_rows or offset in part.acked:
-                    continue
-                deliver_at = row[5]
-                if deliver_at is not None and deliver_at > now:
-                    heapq.heappush(part.pending, (float(deliver_at), offset))
-                    self.wake(float(deliver_at))
-                    continue
-                out.append(self._deliver(part, row))
-            end = requested_end[id(part)]
+            self._take_fresh(part, fresh_rows, now, out)
             if len(fresh_rows) < fresh and part.cursor < end:
                 # Fewer rows than the head promised: the rest were removed by retention.
                 part.skip(part.cursor, end)
                 part.cursor = end
         return out
 
-    def _deliver(self, part: _Partition, row: Sequence[Any]) -> SqliteDelivery:
+    def _take_fresh(
+        self, part: Partition, rows: Sequence[Any], now: float, out: list[Delivery]
+    ) -> None:
+        """New rows: hand them out, or set them aside until their time or their key's turn."""
+        for row in rows:
+            offset = int(row[0])
+            if offset < part.cursor:
+                continue
+            if offset > part.cursor:
+                part.skip(part.cursor, offset)
+            part.cursor = offset + 1
+            if offset in part.retry_rows or part.watermark.is_settled(offset):
+                continue
+            deliver_at = row[5]
+            wait = float(deliver_at) if deliver_at is not None and deliver_at > now else None
+            barrier = part.pending.barrier(row[1], offset)
+            if barrier is not None:
+                # An inherited retry of this key waits: this one goes right after it.
+                wait = barrier if wait is None else max(wait, barrier)
+            if wait is not None:
+                part.pending.push(wait, offset)
+                self.wake(wait)
+                continue
+            out.append(self._deliver(part, row))
+
+    def _deliver(self, part: Partition, row: Sequence[Any]) -> SqliteDelivery:
         offset = int(row[0])
         previous = part.attempts.get(offset)
         if previous is None:
@@ -399,29 +294,33 @@ class SqliteSubscription:
         delivery = SqliteDelivery(self, part, row, previous + 1)
         part.attempts[offset] = previous + 1
         part.inflight[offset] = delivery
+        part.hand_out(delivery.key, offset)
         if offset > part.delivered:
             part.delivered = offset
         return delivery
 
     # -- settlement ------------------------------------------------------------------
 
-    def _acked(self, delivery: SqliteDelivery) -> None:
+    def record_ack(self, delivery: SqliteDelivery) -> None:
+        """An unfenced ack: settle in memory now, write the position soon."""
         part = delivery._part
         part.settle(delivery.offset)
         self._forget_retry(part, delivery.offset)
         self._dirty.add(part)
         self._schedule_flush()
 
-    def _forget_retry(self, part: _Partition, offset: int) -> None:
+    def _forget_retry(self, part: Partition, offset: int) -> None:
         if offset in part.retry_rows:
             part.retry_rows.discard(offset)
             self._retries_clear.append((part.topic_id, part.index, part.epoch, offset))
 
-    def _nacked(self, delivery: SqliteDelivery, delay: float) -> None:
+    def schedule_redelivery(self, delivery: SqliteDelivery, delay: float) -> None:
+        """An unfenced nack: redeliver after ``delay``, a schedule written to ``retries``."""
         part = delivery._part
         part.inflight.pop(delivery.offset, None)
+        part.nacked[delivery.offset] = delivery
         due = time.time() + delay
-        heapq.heappush(part.pending, (due, delivery.offset))
+        part.pending.push(due, delivery.offset)
         part.retry_rows.add(delivery.offset)
         self._retries_set.append(
             (part.topic_id, part.index, part.epoch, delivery.offset, due, delivery.attempt)
@@ -430,7 +329,7 @@ class SqliteSubscription:
         self._schedule_flush()
         self.wake(due)
 
-    def _take_dirty(self) -> list[_Partition]:
+    def _take_dirty(self) -> list[Partition]:
         dirty = list(self._dirty)
         self._dirty.clear()
         return dirty
@@ -474,13 +373,13 @@ class SqliteSubscription:
         outputs: Sequence[tuple[int, int, Sequence[Any]]],
         dedup_key: str | None,
     ) -> tuple[str, dict[int, dict[int, int]]]:
-        """Exactly-once commit of one handling (see :class:`_ops.HandlingCommit`)."""
+        """Exactly-once commit of one handling (see :class:`HandlingCommit`)."""
         part = delivery._part
         update = _ops.OffsetUpdate(
             part.topic_id,
             part.index,
             delivery._epoch,
-            part.committed_if_settled(delivery.offset),
+            part.watermark.committed_if_settled(delivery.offset),
             part.delivered,
         )
         group, member = self.group, self.member_id
@@ -488,7 +387,7 @@ class SqliteSubscription:
         now = time.time()
         had_retry = delivery.offset in part.retry_rows
         result: tuple[str, dict[int, dict[int, int]]] = await self.broker.writer.submit(
-            _ops.HandlingCommit(
+            HandlingCommit(
                 group,
                 member,
                 update,
@@ -518,18 +417,18 @@ class SqliteSubscription:
         if self.closed:
             return
         self.closed = True
-        self._wake.set()
-        for handle in (self._timer, self._flush_handle):
-            if handle is not None:
-                handle.cancel()
+        self._timer.cancel()
+        self._timer.event.set()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
         pending = [f for f in (self._flushing, self._poked) if f is not None]
         if pending:
             await asyncio.wait(pending)
-        updates = [part.update() for part in self.owned.values()]
+        updates = [part.update() for part in {*self.owned.values(), *self._take_dirty()}]
         retries_set, retries_clear = self._take_retries()
-        group, member = self.group, self.member_id
+        group, member, ephemeral = self.group, self.member_id, self.ephemeral
         for part in self.owned.values():
             for delivery in part.inflight.values():
                 delivery.settled = True
@@ -537,10 +436,12 @@ class SqliteSubscription:
         def operation(conn: Any) -> None:
             _ops.flush(conn, group, member, (), retries_set, retries_clear)
             _ops.leave(conn, group, member, updates)
+            if ephemeral:
+                _ops.drop_group(conn, group)
 
         try:
             await self.broker.writer.submit(operation)
         except Exception:
             log.exception("leaving group %s cleanly failed; its leases will expire", group)
         self.owned.clear()
-        self.broker._forget(self)
+        self.broker.forget(self)

@@ -9,25 +9,33 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import msgspec
 
-from tidings.broker import Message, partition_for
+from tidings.broker import Message, Position
+from tidings.brokers._partitioning import partition_for
 
 __all__ = [
+    "READER_PREFIX",
     "Acquired",
-    "HandlingCommit",
     "OffsetUpdate",
     "Rebalanced",
     "append",
-    "ensure_topic",
+    "append_many",
+    "drop_group",
+    "find_or_create_topic",
     "flush",
     "leave",
     "rebalance",
-    "seek_targets",
+    "seek",
+    "write_position",
 ]
 
 _json = msgspec.json.Encoder()
+
+#: Group names of group-less readers (``subscribe(topics, None)``): one group each.
+READER_PREFIX = "~reader-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,20 +58,22 @@ class Acquired:
     epoch: int
     committed: int
     delivered: int
-    retries: list[tuple[int, float, int]]  # (offset, due, attempts)
+    retries: list[tuple[int, float, int, str | None]]  # (offset, due, attempts, key)
 
 
 @dataclass(frozen=True, slots=True)
 class Rebalanced:
-    """What a heartbeat found: held partitions, new ones, live members, and waiting."""
+    """What a heartbeat found: held partitions, new ones, live members, waiting, releasing."""
 
     held: dict[tuple[int, int], int]
     acquired: list[Acquired]
     members: int
     waiting: bool
+    releasing: bool
+    """Partitions are due elsewhere: the member revokes their deliveries, then releases."""
 
 
-def ensure_topic(
+def find_or_create_topic(
     conn: sqlite3.Connection, name: str, partitions: int, now: float
 ) -> tuple[int, int]:
     """``(topic_id, partitions)`` of ``name``, creating the topic if needed."""
@@ -116,6 +126,19 @@ def append(
     return heads
 
 
+def append_many(
+    conn: sqlite3.Connection,
+    batches: Sequence[tuple[int, int, Sequence[Message]]],
+    now: float,
+    rotation: int,
+) -> dict[int, dict[int, int]]:
+    """:func:`append` each (topic_id, partitions, messages); the heads written per topic."""
+    return {
+        topic_id: append(conn, topic_id, partitions, messages, now, rotation)
+        for topic_id, partitions, messages in batches
+    }
+
+
 _OWNS = (
     "EXISTS (SELECT 1 FROM assignments a WHERE a.grp = ? AND a.topic_id = ? "
     "AND a.partition = ? AND a.member_id = ? AND a.epoch = ?)"
@@ -129,9 +152,7 @@ def _owns(
     return bool(row[0])
 
 
-def _write_position(
-    conn: sqlite3.Connection, group: str, member: str, update: OffsetUpdate
-) -> bool:
+def write_position(conn: sqlite3.Connection, group: str, member: str, update: OffsetUpdate) -> bool:
     """Move a group's position forward, only while ``member`` holds the lease (fencing)."""
     cursor = conn.execute(
         "UPDATE group_offsets SET committed = MAX(committed, ?), delivered = MAX(delivered, ?) "
@@ -166,7 +187,7 @@ def flush(
     ``retries_clear`` rows: (topic_id, partition, epoch, offset).
     """
     for update in offsets:
-        _write_position(conn, group, member, update)
+        write_position(conn, group, member, update)
     for topic_id, p, epoch, offset, due, attempts in retries_set:
         if _owns(conn, group, member, topic_id, p, epoch):
             conn.execute(
@@ -195,31 +216,23 @@ def rebalance(
     """Heartbeat, expire dead members, release and claim partitions.
 
     Partition ``p`` of a topic belongs to the ``p % n``-th live member (by
-    join order) among the ``n`` members subscribed to it. A member releases
-    what is no longer its own and claims what is, once free or its lease has
-    expired. Returns every held partition's epoch, full state for those newly
-    held (or whose epoch changed, e.g. after a seek), the number of live
-    members, and whether the member waits for partitions still held by others.
+    join order) among the ``n`` members subscribed to it. A member claims what
+    is its own once free or its lease has expired. What is no longer its own it
+    releases in two heartbeats: the first leaves it out of ``held`` (the member
+    revokes its deliveries) without renewing the lease, the next one, no longer
+    ``known``, frees it. Returns every held partition's epoch, full state for
+    those newly held (or whose epoch changed, e.g. after a seek), the number of
+    live members, whether the member waits for partitions still held by others,
+    and whether it must heartbeat again to release some.
     """
-    topic_ids = sorted({t for t, _ in topics})
-    conn.execute(
-        "INSERT OR REPLACE INTO members (grp, member_id, topics, heartbeat) VALUES (?, ?, ?, ?)",
-        (group, member, _json.encode(topic_ids).decode(), now),
-    )
-    conn.execute(
-        "DELETE FROM members WHERE grp = ? AND heartbeat < ?", (group, now - session_timeout)
-    )
-    live = conn.execute(
-        "SELECT member_id, topics FROM members WHERE grp = ? ORDER BY member_id", (group,)
-    ).fetchall()
+    live = _heartbeat(conn, group, member, topics, now - session_timeout, now)
     live_ids = {m for m, _ in live}
-    subscribed = {m: set(msgspec.json.decode(t)) for m, t in live}
     held: dict[tuple[int, int], int] = {}
     acquired: list[Acquired] = []
-    waiting = False
+    waiting = releasing = False
     lease = now + session_timeout
     for topic_id, partitions in topics:
-        members = [m for m, _ in live if topic_id in subscribed[m]]
+        members = [m for m, subscribed in live if topic_id in subscribed]
         current = {
             row[0]: (row[1], int(row[2]), float(row[3]))
             for row in conn.execute(
@@ -229,36 +242,81 @@ def rebalance(
             )
         }
         for p in range(partitions):
-            desired = members[p % len(members)]
-            owner, epoch, until = current.get(p, (None, 0, 0.0))
             key = (topic_id, p)
-            if owner == member:
-                if desired != member:
-                    conn.execute(
-                        "UPDATE assignments SET member_id = NULL, lease_until = 0 "
-                        "WHERE grp = ? AND topic_id = ? AND partition = ?",
-                        (group, topic_id, p),
-                    )
-                    continue
-                conn.execute(
-                    "UPDATE assignments SET lease_until = ? "
-                    "WHERE grp = ? AND topic_id = ? AND partition = ?",
-                    (lease, group, topic_id, p),
-                )
-            elif desired == member and (owner is None or until < now or owner not in live_ids):
-                epoch += 1
-                conn.execute(
-                    "INSERT OR REPLACE INTO assignments VALUES (?, ?, ?, ?, ?, ?)",
-                    (group, topic_id, p, member, epoch, lease),
-                )
-            else:
-                if desired == member:
-                    waiting = True  # its holder has not released it yet
+            holder = current.get(p, (None, 0, 0.0))
+            desired = members[p % len(members)]
+            if holder[0] == member and desired != member and key in known:
+                releasing = True  # revoked now, freed by the next heartbeat
+                continue
+            epoch = _claim(conn, group, member, key, desired, holder, live_ids, lease, now)
+            if epoch is None:
+                waiting = waiting or desired == member  # its holder has not released it yet
                 continue
             held[key] = epoch
             if known.get(key) != epoch:
                 acquired.append(_state(conn, group, topic_id, p, epoch, start_latest))
-    return Rebalanced(held, acquired, len(live), waiting)
+    return Rebalanced(held, acquired, len(live), waiting, releasing)
+
+
+def _heartbeat(
+    conn: sqlite3.Connection,
+    group: str,
+    member: str,
+    topics: Sequence[tuple[int, int]],
+    alive_since: float,
+    now: float,
+) -> list[tuple[str, set[int]]]:
+    """Record ``member``'s heartbeat, forget dead members; return the live ones' topics."""
+    topic_ids = sorted({t for t, _ in topics})
+    conn.execute(
+        "INSERT OR REPLACE INTO members (grp, member_id, topics, heartbeat) VALUES (?, ?, ?, ?)",
+        (group, member, _json.encode(topic_ids).decode(), now),
+    )
+    conn.execute("DELETE FROM members WHERE grp = ? AND heartbeat < ?", (group, alive_since))
+    return [
+        (m, set(msgspec.json.decode(t)))
+        for m, t in conn.execute(
+            "SELECT member_id, topics FROM members WHERE grp = ? ORDER BY member_id", (group,)
+        )
+    ]
+
+
+def _claim(
+    conn: sqlite3.Connection,
+    group: str,
+    member: str,
+    key: tuple[int, int],
+    desired: str,
+    holder: tuple[str | None, int, float],
+    live_ids: set[str],
+    lease: float,
+    now: float,
+) -> int | None:
+    """Renew, release or take one partition; its epoch if ``member`` holds it now."""
+    topic_id, p = key
+    owner, epoch, until = holder
+    where = (group, topic_id, p)
+    if owner == member and desired != member:
+        conn.execute(
+            "UPDATE assignments SET member_id = NULL, lease_until = 0 "
+            "WHERE grp = ? AND topic_id = ? AND partition = ?",
+            where,
+        )
+        return None
+    if owner == member:
+        conn.execute(
+            "UPDATE assignments SET lease_until = ? "
+            "WHERE grp = ? AND topic_id = ? AND partition = ?",
+            (lease, *where),
+        )
+        return epoch
+    if desired == member and (owner is None or until < now or owner not in live_ids):
+        conn.execute(
+            "INSERT OR REPLACE INTO assignments VALUES (?, ?, ?, ?, ?, ?)",
+            (*where, member, epoch + 1, lease),
+        )
+        return epoch + 1
+    return None
 
 
 def _state(
@@ -287,10 +345,11 @@ def _state(
     else:
         committed, delivered = int(row[0]), int(row[1])
     retries = [
-        (int(r[0]), float(r[1]), int(r[2]))
+        (int(r[0]), float(r[1]), int(r[2]), r[3])
         for r in conn.execute(
-            "SELECT offset, due, attempts FROM retries "
-            "WHERE grp = ? AND topic_id = ? AND partition = ? AND offset >= ?",
+            "SELECT r.offset, r.due, r.attempts, m.key FROM retries r LEFT JOIN messages m "
+            "ON m.topic_id = r.topic_id AND m.partition = r.partition AND m.offset = r.offset "
+            "WHERE r.grp = ? AND r.topic_id = ? AND r.partition = ? AND r.offset >= ?",
             (group, topic_id, p, committed),
         )
     ]
@@ -309,112 +368,40 @@ def leave(
     conn.execute("DELETE FROM members WHERE grp = ? AND member_id = ?", (group, member))
 
 
-@dataclass(frozen=True, slots=True)
-class HandlingCommit:
-    """Exactly-once: one handling's follow-ups, dedup record and position, atomically.
-
-    Calling it commits one handling and returns ``("fenced" | "duplicate" |
-    "committed", heads written per topic)``. The writer hands a run of them to
-    :meth:`run_many`, which commits them with a few set-wise statements instead
-    of several statements each.
-    """
-
-    group: str
-    member: str
-    update: OffsetUpdate
-    offset: int
-    had_retry: bool
-    dedup_key: str | None
-    outputs: Sequence[tuple[int, int, Sequence[Message]]]
-    now: float
-    rotation: int
-
-    def __call__(self, conn: sqlite3.Connection) -> tuple[str, dict[int, dict[int, int]]]:
-        return HandlingCommit.run_many(conn, [self])[0]
-
-    @staticmethod
-    def run_many(
-        conn: sqlite3.Connection, commits: Sequence[HandlingCommit]
-    ) -> list[tuple[str, dict[int, dict[int, int]]]]:
-        # 1. Position, fenced by lease epoch: one write per partition and epoch.
-        positions: dict[tuple[str, str, int, int, int], OffsetUpdate] = {}
-        for c in commits:
-            u = c.update
-            key = (c.group, c.member, u.topic_id, u.partition, u.epoch)
-            seen = positions.get(key, u)
-            positions[key] = OffsetUpdate(
-                u.topic_id,
-                u.partition,
-                u.epoch,
-                max(u.committed, seen.committed),
-                max(u.delivered, seen.delivered),
-            )
-        owned = {
-            key: _write_position(conn, key[0], key[1], update) for key, update in positions.items()
-        }
-        outcomes = [
-            "committed"
-            if owned[(c.group, c.member, c.update.topic_id, c.update.partition, c.update.epoch)]
-            else "fenced"
-            for c in commits
-        ]
-        live = [c for c, outcome in zip(commits, outcomes, strict=True) if outcome != "fenced"]
-        conn.executemany(
-            "DELETE FROM retries WHERE grp = ? AND topic_id = ? AND partition = ? AND offset = ?",
-            [
-                (c.group, c.update.topic_id, c.update.partition, c.offset)
-                for c in live
-                if c.had_retry
-            ],
-        )
-        # 2. Dedup: records already stored, or earlier in this run, make a duplicate.
-        keyed = [(c.group, c.dedup_key) for c in live if c.dedup_key is not None]
-        stored: set[tuple[str, str]] = set()
-        for group in {g for g, _ in keyed}:
-            wanted = [k for g, k in keyed if g == group]
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                stored.update(
-                    (group, row[0])
-                    for row in conn.execute(
-                        f"SELECT dedup_key FROM processed WHERE grp = ? AND dedup_key IN ({marks})",
-                        (group, *chunk),
-                    )
-                )
-        fresh_records = []
-        for i, c in enumerate(commits):
-            if outcomes[i] == "fenced" or c.dedup_key is None:
-                continue
-            record = (c.group, c.dedup_key)
-            if record in stored:
-                outcomes[i] = "duplicate"
-            else:
-                stored.add(record)
-                fresh_records.append((c.group, c.dedup_key, c.now))
-        conn.executemany(
-            "INSERT INTO processed (grp, dedup_key, processed_at) VALUES (?, ?, ?)",
-            fresh_records,
-        )
-        # 3. Follow-ups of the committed handlings, in order, one append per topic.
-        by_topic: dict[int, tuple[int, list[Message]]] = {}
-        for c, outcome in zip(commits, outcomes, strict=True):
-            if outcome == "committed":
-                for topic_id, partitions, messages in c.outputs:
-                    by_topic.setdefault(topic_id, (partitions, []))[1].extend(messages)
-        rotation = commits[0].rotation
-        heads = {
-            topic_id: append(conn, topic_id, partitions, messages, commits[0].now, rotation)
-            for topic_id, (partitions, messages) in by_topic.items()
-        }
-        return [(outcome, heads if outcome == "committed" else {}) for outcome in outcomes]
+_GROUP_TABLES = ("members", "assignments", "group_offsets", "retries", "processed")
 
 
-def seek_targets(
-    conn: sqlite3.Connection, group: str, topic_id: int, targets: dict[int, int]
+def drop_group(conn: sqlite3.Connection, group: str) -> None:
+    """Delete every row of ``group`` (a group-less reader that closed)."""
+    for table in _GROUP_TABLES:
+        conn.execute(f"DELETE FROM {table} WHERE grp = ?", (group,))
+
+
+def seek(
+    conn: sqlite3.Connection, group: str, topic_id: int, partitions: int, position: Position
 ) -> None:
-    """Move ``group`` on a topic to ``targets`` (partition -> offset) and fence its owners."""
-    for p, target in targets.items():
+    """Move ``group`` on a topic to ``position`` in every partition and fence its owners."""
+    for p in range(partitions):
+        head = int(
+            conn.execute(
+                "SELECT next_offset FROM partition_heads WHERE topic_id = ? AND partition = ?",
+                (topic_id, p),
+            ).fetchone()[0]
+        )
+        if position == "beginning":
+            target = 0
+        elif position == "end":
+            target = head
+        elif isinstance(position, datetime):
+            row = conn.execute(
+                "SELECT MIN(offset) FROM messages WHERE topic_id = ? AND partition = ? "
+                "AND published_at >= ?",
+                (topic_id, p, position.timestamp()),
+            ).fetchone()
+            target = head if row[0] is None else int(row[0])
+        else:
+            assert isinstance(position, int)
+            target = min(max(position, 0), head)
         conn.execute(
             "INSERT INTO group_offsets (grp, topic_id, partition, committed, delivered) "
             "VALUES (?, ?, ?, ?, -1) ON CONFLICT (grp, topic_id, partition) "
@@ -426,71 +413,3 @@ def seek_targets(
         "UPDATE assignments SET epoch = epoch + 1 WHERE grp = ? AND topic_id = ?",
         (group, topic_id),
     )
-
-
-def configure_topic(
-    conn: sqlite3.Connection,
-    name: str,
-    partitions: int,
-    retention_ms: int | None,
-    retention_bytes: int | None,
-    compact: bool,
-    now: float,
-) -> tuple[int, int]:
-    """Create ``name`` or change its retention; the partition count is fixed at creation."""
-    topic_id, existing = ensure_topic(conn, name, partitions, now)
-    if existing != partitions:
-        raise ValueError(
-            f"topic {name!r} has {existing} partitions; the count cannot change "
-            "(keys would move to other partitions)"
-        )
-    conn.execute(
-        "UPDATE topics SET retention_ms = ?, retention_bytes = ?, compact = ? WHERE id = ?",
-        (retention_ms, retention_bytes, int(compact), topic_id),
-    )
-    return topic_id, existing
-
-
-def apply_retention(conn: sqlite3.Connection, now: float, dedup_window: float) -> int:
-    """Delete what each topic's retention no longer keeps; return how many messages went.
-
-    By age: messages older than ``retention_ms``. By size: per partition, the
-    oldest messages beyond ``retention_bytes`` of values. Compaction: all but
-    the newest message of each key (keyless messages are kept). Exactly-once
-    dedup records older than ``dedup_window`` seconds go too.
-    """
-    conn.execute("DELETE FROM processed WHERE processed_at < ?", (now - dedup_window,))
-    removed = 0
-    topics = conn.execute(
-        "SELECT id, partitions, retention_ms, retention_bytes, compact FROM topics "
-        "WHERE retention_ms IS NOT NULL OR retention_bytes IS NOT NULL OR compact != 0"
-    ).fetchall()
-    for topic_id, partitions, retention_ms, retention_bytes, compact in topics:
-        if retention_ms is not None:
-            removed += conn.execute(
-                "DELETE FROM messages WHERE topic_id = ? AND published_at < ?",
-                (topic_id, now - retention_ms / 1000.0),
-            ).rowcount
-        if retention_bytes is not None:
-            for p in range(partitions):
-                row = conn.execute(
-                    "SELECT offset FROM (SELECT offset, SUM(LENGTH(value)) OVER "
-                    "(ORDER BY offset DESC) AS kept FROM messages "
-                    "WHERE topic_id = ? AND partition = ?) WHERE kept > ? "
-                    "ORDER BY offset DESC LIMIT 1",
-                    (topic_id, p, retention_bytes),
-                ).fetchone()
-                if row is not None:
-                    removed += conn.execute(
-                        "DELETE FROM messages WHERE topic_id = ? AND partition = ? AND offset <= ?",
-                        (topic_id, p, row[0]),
-                    ).rowcount
-        if compact:
-            removed += conn.execute(
-                "DELETE FROM messages WHERE topic_id = ? AND key IS NOT NULL AND offset < "
-                "(SELECT MAX(newer.offset) FROM messages AS newer WHERE newer.topic_id = "
-                "messages.topic_id AND newer.partition = messages.partition "
-                "AND newer.key = messages.key)",
-                (topic_id,),
-            ).rowcount
-    return removed

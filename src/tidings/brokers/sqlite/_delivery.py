@@ -1,0 +1,95 @@
+"""A message handed to a member of the embedded broker, settled once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from tidings.brokers._settle import SettleOnce
+from tidings.brokers.sqlite._partition import Partition
+
+if TYPE_CHECKING:
+    from tidings.brokers.sqlite._member import SqliteSubscription
+
+__all__ = ["SqliteDelivery"]
+
+_EMPTY: Mapping[str, str] = {}
+_headers = msgspec.json.Decoder(dict[str, str])
+
+
+class SqliteDelivery(SettleOnce):
+    """A :class:`~tidings.broker.Delivery` of the embedded broker.
+
+    ``id`` is ``"<topic>:<partition>:<offset>"``: offsets are never reused, so
+    every redelivery of a message (to this member or another) has the same id.
+    ``position`` is ``"<partition>@<offset>"``.
+    """
+
+    __slots__ = (
+        "_epoch",
+        "_member",
+        "_part",
+        "attempt",
+        "group",
+        "headers",
+        "id",
+        "key",
+        "offset",
+        "partition",
+        "position",
+        "published_at",
+        "topic",
+        "value",
+    )
+
+    def __init__(
+        self, member: SqliteSubscription, part: Partition, row: Sequence[Any], attempt: int
+    ) -> None:
+        super().__init__()
+        self._member = member
+        self._part = part
+        self._epoch = part.epoch
+        self.topic = part.topic
+        self.partition = part.index
+        self.offset = offset = int(row[0])
+        self.id = f"{part.topic}:{part.index}:{offset}"
+        self.position = f"{part.index}@{offset}"
+        self.key: str | None = row[1]
+        self.value = bytes(row[2])
+        self.headers = _headers.decode(row[3]) if row[3] else _EMPTY
+        self.published_at = float(row[4])
+        self.group = member.group
+        self.attempt = attempt
+
+    def fenced(self) -> bool:
+        member = self._member
+        return (
+            member.closed
+            or member.owned.get((self._part.topic_id, self.partition)) is not self._part
+            or self._part.epoch != self._epoch
+        )
+
+    def _on_ack(self) -> None:
+        self._member.record_ack(self)
+
+    def _on_nack(self, delay: float) -> None:
+        self._member.schedule_redelivery(self, delay)
+
+    def _on_extend(self) -> None:
+        # Nothing to extend: leases are per partition, not per delivery, and the
+        # member's heartbeats renew them for as long as it lives.
+        return None
+
+    async def commit(
+        self, outputs: Sequence[tuple[int, int, Sequence[Any]]], dedup_key: str | None
+    ) -> tuple[str, dict[int, dict[int, int]]]:
+        """Exactly-once: commit ``outputs`` with this delivery's ack (see the member)."""
+        return await self._member.commit(self, outputs, dedup_key)
+
+    def __repr__(self) -> str:
+        return (
+            f"<SqliteDelivery {self.topic}[{self.position}] "
+            f"group={self.group} attempt={self.attempt}>"
+        )
