@@ -284,3 +284,42 @@ async def test_under_exactly_once_the_dead_letter_and_the_ack_are_one_commit() -
     assert broker.commit_failures == 0  # the first commit failed ...
     assert not any(t.endswith(".dlq") for t in broker.published)  # ... and was never split
     assert hub.groups[("g", "t")].marks[0].committed == 1
+
+
+async def test_revoking_an_event_that_had_not_started_frees_its_key() -> None:
+    hub = MemoryHub(default_partitions=2)
+    stays = [f"a{i}" for i in range(100) if partition_for(f"a{i}", 2) == 0][:2]
+    moves = next(f"b{i}" for i in range(100) if partition_for(f"b{i}", 2) == 1)
+    release = asyncio.Event()
+    started: list[str] = []
+    handled: list[tuple[str, str]] = []
+
+    def member(name: str) -> App:
+        app = App(name, broker=MemoryBroker(hub))
+
+        @app.subscribe("t", group="g", concurrency=2)
+        async def handle(data: dict[str, Any]) -> None:
+            started.append(data["n"])
+            if data["n"].startswith("busy"):
+                await release.wait()  # both workers busy: b-1 stays ready, not started
+            handled.append((name, data["n"]))
+
+        return app
+
+    first, second = member("first"), member("second")
+    async with first:
+        for n, key in enumerate(stays):
+            await first.publish({"n": f"busy-{n}"}, type="T", topic="t", key=key)
+        await eventually(lambda: len(started) == 2, 5, "both workers busy")
+        for n in ("b-1", "b-2"):
+            await first.publish({"n": n}, type="T", topic="t", key=moves)
+        await eventually(lambda: first.stats()["first.handle"].received == 4, 5, "intake")
+        async with second:  # takes partition 1 (b-1 ready, b-2 held) from the first
+            await eventually(lambda: len(handled) == 2, 5, "b-1 and b-2 on the second")
+        # The second left: partition 1 comes back to the first member.
+        release.set()
+        await first.publish({"n": "b-3"}, type="T", topic="t", key=moves)
+        await eventually(lambda: len(handled) == 5, 5, "the rest on the first")
+        await eventually(lambda: first.idle, 5, "the first member idle")
+    assert handled[:2] == [("second", "b-1"), ("second", "b-2")]
+    assert sorted(handled[2:]) == [("first", "b-3"), ("first", "busy-0"), ("first", "busy-1")]

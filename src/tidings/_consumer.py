@@ -391,14 +391,20 @@ class Consumer:
         for d in deliveries:
             self.flow.release(d)
             self.timers.cancel(d)
-        if any(item[0] in lost for item in self.ready):
+        lost_ready = [item for item in self.ready if item[0] in lost]
+        if lost_ready:
             self.ready = deque(item for item in self.ready if item[0] not in lost)
-        if self.keys is not None:
+        keys = self.keys
+        if keys is not None:
             lost_ids = {d.id for d in deliveries}
-            _dropped, runnable = self.keys.revoke(
-                lambda item: item[0] in lost, lost_ids.__contains__
-            )
+            _dropped, runnable = keys.revoke(lambda item: item[0] in lost, lost_ids.__contains__)
             self.ready.extend(runnable)
+            # A ready event heads its key's lane: dropping it must free the lane too.
+            for d, _event in lost_ready:
+                if d.key is not None:
+                    following = keys.finish((d.topic, d.key))
+                    if following is not None:
+                        self.ready.append(following)
         log.info("%s: %d unsettled event(s) revoked by the broker", self.sub.name, len(lost))
         if self.sub.concurrency > 1 and self.state == "running":
             self.pump()
