@@ -10,7 +10,8 @@ Rules every adapter keeps (the conformance suite in
   id: a broker with publish deduplication may use it.
 * A :class:`Subscription` is one member of a consumer group (or, with
   ``group=None``, a group-less reader that sees every message published while
-  it is open). Within a group a message is handed to one member at a time;
+  it is open, takes nothing from any group and leaves nothing behind once
+  closed; a broker may reserve a prefix of group names for such readers). Within a group a message is handed to one member at a time;
   every group sees every message. Messages with the same key are handed out in
   publish order, and a message redelivered after a ``nack`` or a lost lease
   comes back before later messages of its key.
@@ -26,8 +27,10 @@ Rules every adapter keeps (the conformance suite in
 * When a member loses deliveries it still holds (a rebalance moved their
   partition, a lease expired), the subscription calls ``on_revoke`` with them,
   and with those it nacked that were not redelivered yet (the member waits for
-  them), before any other member can receive them. Core then forgets them:
-  they will be redelivered to whoever owns them now.
+  them). On a planned rebalance this happens before any other member can
+  receive them; after an expired lease, as soon as the member learns of it
+  (fencing keeps its late settlements harmless meanwhile). Core then forgets
+  them: they will be redelivered to whoever owns them now.
 * ``Delivery.extend()`` asks the broker to keep an unsettled delivery with this
   member longer (an ack deadline, a lease). Core calls it for long handlings
   and for events held behind their key; brokers without deadlines do nothing.
@@ -255,6 +258,9 @@ class Provisioning(Protocol):
         compact: bool = False,
     ) -> None:
         """Create ``name`` if missing, or update its settings.
+
+        ``partitions=None`` keeps an existing topic's count (a new topic gets
+        the broker's default); a different count for an existing topic raises.
 
         ``retention``: seconds to keep messages (None: forever);
         ``retention_bytes``: per partition; ``compact``: keep the newest message
