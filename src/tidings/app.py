@@ -178,11 +178,8 @@ class App:
         """Register ``handler`` on ``topics``; :meth:`subscribe` is the decorator form.
 
         ``group`` defaults to ``<app name>.<handler name>``, so each handler
-        sees every event; handlers sharing a group compete for events.
-        ``ack_wait``: seconds the broker keeps an unsettled event with this
-        member; the app extends it while a handler runs or the event waits
-        behind its key. The other options are described on
-        :class:`~tidings.subscription.Subscription`.
+        sees every event; handlers sharing a group compete for events. The
+        options are described on :class:`~tidings.subscription.Subscription`.
         """
         self._check_not_started("subscriptions")
         topic_list = (topics,) if isinstance(topics, str) else tuple(topics)
@@ -192,12 +189,7 @@ class App:
             raise ConfigurationError(
                 f"a subscription named {sub_name!r} already exists; pass name=..."
             )
-        patterns = [t for t in topic_list if is_pattern(t)]
-        if patterns and not self.broker.capabilities.wildcards:
-            raise ConfigurationError(
-                f"{type(self.broker).__name__} has no wildcard subscriptions, so "
-                f"{patterns[0]!r} cannot be subscribed to; name each topic"
-            )
+        self._check_patterns(topic_list)
         spec = HandlerSpec(handler, _localns)
         if delivery == "exactly_once":
             self._check_exactly_once(sub_name, spec)
@@ -221,6 +213,14 @@ class App:
         self._specs[sub_name] = spec
         self._subscriptions.append(subscription)
         return subscription
+
+    def _check_patterns(self, topics: Sequence[str]) -> None:
+        patterns = [t for t in topics if is_pattern(t)]
+        if patterns and not self.broker.capabilities.wildcards:
+            raise ConfigurationError(
+                f"{type(self.broker).__name__} has no wildcard subscriptions, so "
+                f"{patterns[0]!r} cannot be subscribed to; name each topic"
+            )
 
     def _check_exactly_once(self, name: str, spec: HandlerSpec) -> None:
         if spec.batch:

@@ -33,6 +33,9 @@ class Subscription:
       ``ordering="key"``). ``prefetch``: events taken but not yet settled.
     * ``batch_size``: set for batch handlers (taking a list): up to that many
       events per call, waiting at most ``batch_timeout`` seconds to fill it.
+    * ``ack_wait``: seconds the broker keeps an unsettled event with this
+      member; the app extends it while a handler runs or the event waits
+      behind its key.
     """
 
     handler: Callable[..., Any]
