@@ -11,8 +11,9 @@ Rules every adapter keeps (the conformance suite in
 * A :class:`Subscription` is one member of a consumer group (or, with
   ``group=None``, a group-less reader that sees every message published while
   it is open, takes nothing from any group and leaves nothing behind once
-  closed; a broker may reserve a prefix of group names for such readers). Within a group a message is handed to one member at a time;
-  every group sees every message. Messages with the same key are handed out in
+  closed; a broker may reserve a prefix of group names for such readers).
+  Within a group a message is handed to one member at a time; every group
+  sees every message. Messages with the same key are handed out in
   publish order, and a message redelivered after a ``nack`` or a lost lease
   comes back before later messages of its key.
 * A :class:`Delivery` carries ``id``, the broker's identity of the message: the
