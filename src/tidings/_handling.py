@@ -120,8 +120,12 @@ class Handling:
                 consumer.failures.succeeded(d)
             consumer.stats.handled += 1
         finally:
-            if not committing:
-                consumer.after(d, retry)
+            keys = consumer.keys
+            if not committing and keys is not None and d.key is not None:
+                # Consumer.after, inlined: this runs once per event.
+                following = keys.finish((d.topic, d.key), d.id if retry else None)
+                if following is not None:
+                    consumer.ready.append(following)
 
     async def _at_most_once(self, d: Delivery, event: Event) -> None:
         consumer = self.consumer

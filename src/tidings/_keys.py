@@ -19,10 +19,13 @@ T = TypeVar("T")
 
 
 class _Lane(Generic[T]):
+    """A busy key: what waits behind its running event, and the retry it waits for."""
+
     __slots__ = ("retry_id", "waiting")
 
     def __init__(self) -> None:
-        self.waiting: deque[T] = deque()
+        #: Items waiting, in order (made on the first one: most lanes never queue).
+        self.waiting: deque[T] | None = None
         #: The delivery id of the lane's event that is away for a retry, if any.
         self.retry_id: str | None = None
 
@@ -54,6 +57,8 @@ class KeySequencer(Generic[T]):
         if lane.retry_id is not None and lane.retry_id == self._identify(item):
             lane.retry_id = None
             return True
+        if lane.waiting is None:
+            lane.waiting = deque()
         lane.waiting.append(item)
         return False
 
@@ -89,7 +94,7 @@ class KeySequencer(Generic[T]):
         runnable: list[T] = []
         for key in list(self._lanes):
             lane = self._lanes[key]
-            if any(lost(item) for item in lane.waiting):
+            if lane.waiting and any(lost(item) for item in lane.waiting):
                 dropped.extend(item for item in lane.waiting if lost(item))
                 lane.waiting = deque(item for item in lane.waiting if not lost(item))
             if lane.retry_id is not None and lost_id(lane.retry_id):

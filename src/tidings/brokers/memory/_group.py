@@ -171,7 +171,13 @@ class MemoryDelivery(SettleOnce):
         )
 
     def _on_ack(self) -> None:
-        self._state.settle(self.partition, self.offset)
+        # GroupTopic.settle, inlined: this runs once per event.
+        state, p, offset = self._state, self.partition, self.offset
+        del state.inflight[p][offset]
+        if state.nacked[p]:
+            state.nacked[p].pop(offset, None)
+        state.attempts[p].pop(offset, None)
+        state.marks[p].settle(offset)
 
     def ack_now(self) -> None:
         if not self.settled:
