@@ -323,3 +323,24 @@ async def test_revoking_an_event_that_had_not_started_frees_its_key() -> None:
         await eventually(lambda: first.idle, 5, "the first member idle")
     assert handled[:2] == [("second", "b-1"), ("second", "b-2")]
     assert sorted(handled[2:]) == [("first", "b-3"), ("first", "busy-0"), ("first", "busy-1")]
+
+
+async def test_running_and_held_events_are_extended_while_the_handler_works(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tidings.brokers.memory._group import MemoryDelivery
+
+    extended: list[str] = []
+    monkeypatch.setattr(MemoryDelivery, "_on_extend", lambda self: extended.append(self.id))
+    app = App("svc", broker=MemoryBroker(MemoryHub()))
+    done: list[int] = []
+
+    @app.subscribe("t", ack_wait=0.2)
+    async def slow(data: dict[str, Any]) -> None:
+        await asyncio.sleep(0.5)
+        done.append(data["n"])
+
+    async with app:
+        await app.publish_batch([app.event({"n": n}, type="T", key="k") for n in (1, 2)], topic="t")
+        await eventually(lambda: len(done) == 2, 5, "both handled")
+    assert len(set(extended)) == 2  # the running one, and the one held behind its key

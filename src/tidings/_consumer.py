@@ -23,11 +23,13 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal
 
 from tidings._batch import BatchHandling
+from tidings._delays import Delays
 from tidings._failures import Failures
 from tidings._flow import Flow, Timers
 from tidings._handler import HandlerSpec
 from tidings._handling import Handling, Item
 from tidings._keys import KeySequencer
+from tidings._leases import forget_revoked, keep_extended
 from tidings.broker import Broker, Delivery, SubscribeOptions
 from tidings.broker import Subscription as BrokerSubscription
 from tidings.codec import Codec
@@ -36,7 +38,7 @@ from tidings.event import Event
 from tidings.exactly_once import ExactlyOnce
 from tidings.hooks import Observers
 from tidings.middleware import HandlerMiddleware
-from tidings.publisher import DELIVER_AT_HEADER, Publisher
+from tidings.publisher import Publisher
 from tidings.stats import ConsumerStats
 from tidings.subscription import Subscription
 from tidings.supervision import Supervision, is_transient
@@ -76,6 +78,7 @@ class Consumer:
         self._on_failure = on_failure
         self.flow = Flow(subscription.prefetch)
         self.timers = Timers()
+        self.delays = Delays(self)
         self.ready: deque[Item] = deque()
         ordered = subscription.ordering == "key"
         self.keys: KeySequencer[Item] | None = KeySequencer(_item_id) if ordered else None
@@ -87,7 +90,7 @@ class Consumer:
             self.stats,
             self.observers,
             self.flow,
-            self.retry_later,
+            self.delays.retry_later,
         )
         self.handling = Handling(self, publisher, app_name, exactly_once)
         self.batches = BatchHandling(self, publisher, app_name) if spec.batch else None
@@ -109,7 +112,9 @@ class Consumer:
         self._source = await self._subscribe()
         self.state = "running"
         self._task = asyncio.create_task(self._supervise(), name=f"tidings:{self.sub.name}")
-        self._extender = asyncio.create_task(self._extend(), name=f"tidings-extend:{self.sub.name}")
+        self._extender = asyncio.create_task(
+            keep_extended(self), name=f"tidings-extend:{self.sub.name}"
+        )
 
     async def _subscribe(self) -> BrokerSubscription:
         sub = self.sub
@@ -304,7 +309,7 @@ class Consumer:
         otherwise what :meth:`reject` needs: the decode error, or False for an
         event the subscription skips. (Plain, not async: called per event.)
         """
-        if self._emulate_delay and self._early(d):
+        if self._emulate_delay and self.delays.early(d):
             return True
         try:
             event = self.codec.decode(d.value, d.headers)
@@ -337,30 +342,6 @@ class Consumer:
             if admitted is not True:
                 await self.reject(delivery, admitted)
 
-    def _early(self, d: Delivery) -> bool:
-        """Hold an event published with a delay until its time (broker without delays)."""
-        due = d.headers.get(DELIVER_AT_HEADER)
-        if due is None:
-            return False
-        try:
-            remaining = float(due) - time.time()
-        except ValueError:
-            return False
-        if remaining <= 0:
-            return False
-        self.timers.start(d, remaining, lambda: self.spawn(self._admit_late(d)))
-        return True
-
-    async def _admit_late(self, d: Delivery) -> None:
-        if self.flow.holds(d):
-            await self.take((d,))
-            if self.sub.concurrency > 1:
-                self.pump()
-
-    def retry_later(self, d: Delivery, delay: float) -> None:
-        """Nack ``d`` after ``delay`` seconds (for brokers that cannot delay a redelivery)."""
-        self.timers.start(d, delay, lambda: self.spawn(d.nack(0.0)))
-
     def pump(self) -> None:
         """Start handlers for ready events, up to the concurrency."""
         while self.ready and self.running < self.sub.concurrency and not self._stopping:
@@ -386,39 +367,7 @@ class Consumer:
     # -- revocation and leases ------------------------------------------------
 
     def _revoked(self, deliveries: Sequence[Delivery]) -> None:
-        """The broker took these deliveries back: forget them (another member gets them)."""
-        lost = set(deliveries)
-        for d in deliveries:
-            self.flow.release(d)
-            self.timers.cancel(d)
-        lost_ready = [item for item in self.ready if item[0] in lost]
-        if lost_ready:
-            self.ready = deque(item for item in self.ready if item[0] not in lost)
-        keys = self.keys
-        if keys is not None:
-            lost_ids = {d.id for d in deliveries}
-            _dropped, runnable = keys.revoke(lambda item: item[0] in lost, lost_ids.__contains__)
-            self.ready.extend(runnable)
-            # A ready event heads its key's lane: dropping it must free the lane too.
-            for d, _event in lost_ready:
-                if d.key is not None:
-                    following = keys.finish((d.topic, d.key))
-                    if following is not None:
-                        self.ready.append(following)
-        log.info("%s: %d unsettled event(s) revoked by the broker", self.sub.name, len(lost))
-        if self.sub.concurrency > 1 and self.state == "running":
-            self.pump()
-
-    async def _extend(self) -> None:
-        """Keep unsettled deliveries (running or held behind their key) with this member."""
-        period = self.sub.ack_wait / 2
-        while not self._stopping:
-            await asyncio.sleep(period)
-            for delivery in list(self.flow.unsettled):
-                try:
-                    await delivery.extend()
-                except Exception as exc:
-                    log.warning("%s: extending %s failed: %r", self.sub.name, delivery, exc)
+        forget_revoked(self, deliveries)
 
     def __repr__(self) -> str:
         return f"<Consumer {self.sub.name} topics={self.sub.topics} group={self.sub.group}>"
