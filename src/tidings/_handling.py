@@ -166,7 +166,8 @@ class Handling:
                     consumer.crash(nack_error)
         else:
             consumer.flow.release(d)
-            consumer.failures.succeeded(d)
+            if consumer.failures.first_failure:
+                consumer.failures.succeeded(d)
             consumer.stats.handled += 1
             if consumer.observing:
                 consumer.observers.committed(self.name, d, len(messages))

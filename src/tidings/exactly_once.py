@@ -10,7 +10,7 @@ the same protocol. See SEMANTICS.md, "Exactly-once, precisely".
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Protocol, runtime_checkable
 
 from tidings.broker import Broker, Delivery, Message, Transactional
@@ -27,9 +27,9 @@ class ExactlyOnce(Protocol):
     async def handled_before(self, delivery: Delivery, event: Event) -> bool:
         """True if a handling of ``event`` by ``delivery``'s group was already committed."""
 
-    async def commit(
+    def commit(
         self, delivery: Delivery, event: Event | None, outputs: Sequence[tuple[str, Message]]
-    ) -> bool:
+    ) -> Awaitable[bool]:
         """Store ``outputs`` and ack ``delivery`` in one step; False if ``event`` was
         handled before (then nothing is stored, and the delivery is still acked).
 
@@ -50,11 +50,12 @@ class BrokerTransaction:
     async def handled_before(self, delivery: Delivery, event: Event) -> bool:
         return await self.broker.is_processed(delivery, self._identity(event))
 
-    async def commit(
+    def commit(
         self, delivery: Delivery, event: Event | None, outputs: Sequence[tuple[str, Message]]
-    ) -> bool:
-        identity = None if event is None else self._identity(event)
-        return await self.broker.commit(delivery, outputs, identity)
+    ) -> Awaitable[bool]:
+        # Not a coroutine of its own: the broker's commit is awaited by the caller.
+        identity = None if event is None else f"{event.source}\n{event.id}"
+        return self.broker.commit(delivery, outputs, identity)
 
 
 def for_broker(broker: Broker) -> ExactlyOnce:

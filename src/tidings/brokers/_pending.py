@@ -16,12 +16,13 @@ __all__ = ["PendingQueue"]
 
 
 class PendingQueue:
-    __slots__ = ("_barriers", "heap")
+    __slots__ = ("barriers", "heap")
 
     def __init__(self) -> None:
         #: The ``(due, offset)`` heap (read it to test for emptiness cheaply).
         self.heap: list[tuple[float, int]] = []
-        self._barriers: dict[str, tuple[float, int]] = {}
+        #: Key -> (due, offset) of the redelivery holding it (empty in the common case).
+        self.barriers: dict[str, tuple[float, int]] = {}
 
     def __len__(self) -> int:
         return len(self.heap)
@@ -59,30 +60,30 @@ class PendingQueue:
 
     def clear(self) -> None:
         self.heap.clear()
-        self._barriers.clear()
+        self.barriers.clear()
 
     # -- barriers ------------------------------------------------------------------
 
     def add_barrier(self, key: str, due: float, offset: int) -> None:
         """Hold later messages of ``key`` until the redelivery at ``offset`` (due at ``due``)."""
-        found = self._barriers.get(key)
+        found = self.barriers.get(key)
         if found is not None:
             due, offset = max(due, found[0]), max(offset, found[1])
-        self._barriers[key] = (due, offset)
+        self.barriers[key] = (due, offset)
 
     def barrier(self, key: str | None, offset: int) -> float | None:
         """The time a message of ``key`` at ``offset`` must wait for, if it is behind one."""
-        if key is None or not self._barriers:
+        if key is None or not self.barriers:
             return None
-        found = self._barriers.get(key)
+        found = self.barriers.get(key)
         if found is None or found[1] >= offset:
             return None
         return found[0]
 
     def delivered(self, key: str | None, offset: int) -> None:
         """``offset`` was handed out: lift its key's barrier once the last held one went."""
-        if key is None or not self._barriers:
+        if key is None or not self.barriers:
             return
-        found = self._barriers.get(key)
+        found = self.barriers.get(key)
         if found is not None and found[1] <= offset:
-            del self._barriers[key]
+            del self.barriers[key]

@@ -13,30 +13,31 @@ __all__ = ["Watermark"]
 class Watermark:
     """``committed`` is the first offset not yet known to be settled."""
 
-    __slots__ = ("_done", "_gaps", "committed")
+    __slots__ = ("_gaps", "ahead", "committed")
 
     def __init__(self, committed: int = 0) -> None:
         self.committed = committed
-        self._done: set[int] = set()
+        #: Offsets settled beyond ``committed`` (read it for a cheap membership test).
+        self.ahead: set[int] = set()
         self._gaps: dict[int, int] = {}
 
     def reset(self, committed: int) -> None:
         """Start again at ``committed`` (a seek), forgetting what was settled."""
         self.committed = committed
-        self._done.clear()
+        self.ahead.clear()
         self._gaps.clear()
 
     def is_settled(self, offset: int) -> bool:
-        return offset < self.committed or offset in self._done
+        return offset < self.committed or offset in self.ahead
 
     def settle(self, offset: int) -> None:
         if offset == self.committed:
-            if self._done or self._gaps:
+            if self.ahead or self._gaps:
                 self.committed = self._advance(offset + 1, consume=True)
             else:  # the common case: in order, nothing settled ahead
                 self.committed = offset + 1
         elif offset > self.committed:
-            self._done.add(offset)
+            self.ahead.add(offset)
 
     def skip(self, start: int, end: int) -> None:
         """Offsets ``start`` to ``end`` (exclusive) no longer exist: treat them as settled."""
@@ -52,7 +53,7 @@ class Watermark:
         return self._advance(offset + 1, consume=False)
 
     def _advance(self, committed: int, consume: bool) -> int:
-        done, gaps = self._done, self._gaps
+        done, gaps = self.ahead, self._gaps
         while True:
             if committed in done:
                 if consume:
@@ -65,4 +66,4 @@ class Watermark:
 
     def __len__(self) -> int:
         """Offsets settled beyond ``committed`` (not counting gaps)."""
-        return len(self._done)
+        return len(self.ahead)

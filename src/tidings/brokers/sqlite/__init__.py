@@ -346,11 +346,13 @@ class SqliteBroker:
         for topic, message in outputs:
             grouped.setdefault(topic, []).append(message)
         resolved = []
-        for name, messages in grouped.items():
-            known = self.topics.cached(name)  # no await on the hot path
-            topic_id, partitions = known if known is not None else await self.topic(name)
-            resolved.append((topic_id, partitions, messages))
-        outcome, heads = await delivery.commit(resolved, dedup_key)
+        if grouped:
+            topics = self.topics
+            for name, messages in grouped.items():
+                known = topics.cached(name)  # no await on the hot path
+                topic_id, partitions = known if known is not None else await self.topic(name)
+                resolved.append((topic_id, partitions, messages))
+        outcome, heads = await delivery._member.commit(delivery, resolved, dedup_key)
         self._advance(heads)
         return outcome == "committed"
 

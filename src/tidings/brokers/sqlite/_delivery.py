@@ -34,11 +34,9 @@ class SqliteDelivery(SettleOnce):
         "attempt",
         "group",
         "headers",
-        "id",
         "key",
         "offset",
         "partition",
-        "position",
         "published_at",
         "topic",
         "value",
@@ -47,21 +45,27 @@ class SqliteDelivery(SettleOnce):
     def __init__(
         self, member: SqliteSubscription, part: Partition, row: Sequence[Any], attempt: int
     ) -> None:
-        super().__init__()
+        self.settled = False
         self._member = member
         self._part = part
         self._epoch = part.epoch
         self.topic = part.topic
         self.partition = part.index
-        self.offset = offset = int(row[0])
-        self.id = f"{part.topic}:{part.index}:{offset}"
-        self.position = f"{part.index}@{offset}"
+        self.offset = int(row[0])
         self.key: str | None = row[1]
         self.value = bytes(row[2])
         self.headers = _headers.decode(row[3]) if row[3] else _EMPTY
         self.published_at = float(row[4])
         self.group = member.group
         self.attempt = attempt
+
+    @property
+    def id(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+    @property
+    def position(self) -> str:
+        return f"{self.partition}@{self.offset}"
 
     def fenced(self) -> bool:
         member = self._member
@@ -81,12 +85,6 @@ class SqliteDelivery(SettleOnce):
         # Nothing to extend: leases are per partition, not per delivery, and the
         # member's heartbeats renew them for as long as it lives.
         return None
-
-    async def commit(
-        self, outputs: Sequence[tuple[int, int, Sequence[Any]]], dedup_key: str | None
-    ) -> tuple[str, dict[int, dict[int, int]]]:
-        """Exactly-once: commit ``outputs`` with this delivery's ack (see the member)."""
-        return await self._member.commit(self, outputs, dedup_key)
 
     def __repr__(self) -> str:
         return (

@@ -272,14 +272,15 @@ class SqliteSubscription:
             if offset > part.cursor:
                 part.skip(part.cursor, offset)
             part.cursor = offset + 1
-            if offset in part.retry_rows or part.watermark.is_settled(offset):
+            if offset in part.retry_rows or offset in part.watermark.ahead:
                 continue
             deliver_at = row[5]
             wait = float(deliver_at) if deliver_at is not None and deliver_at > now else None
-            barrier = part.pending.barrier(row[1], offset)
-            if barrier is not None:
-                # An inherited retry of this key waits: this one goes right after it.
-                wait = barrier if wait is None else max(wait, barrier)
+            if part.pending.barriers:
+                barrier = part.pending.barrier(row[1], offset)
+                if barrier is not None:
+                    # An inherited retry of this key waits: this one goes right after it.
+                    wait = barrier if wait is None else max(wait, barrier)
             if wait is not None:
                 part.pending.push(wait, offset)
                 self.wake(wait)
@@ -294,7 +295,8 @@ class SqliteSubscription:
         delivery = SqliteDelivery(self, part, row, previous + 1)
         part.attempts[offset] = previous + 1
         part.inflight[offset] = delivery
-        part.hand_out(delivery.key, offset)
+        if part.nacked or part.barrier_keys:  # Partition.hand_out, only when it has work
+            part.hand_out(delivery.key, offset)
         if offset > part.delivered:
             part.delivered = offset
         return delivery
@@ -303,9 +305,13 @@ class SqliteSubscription:
 
     def record_ack(self, delivery: SqliteDelivery) -> None:
         """An unfenced ack: settle in memory now, write the position soon."""
-        part = delivery._part
-        part.settle(delivery.offset)
-        self._forget_retry(part, delivery.offset)
+        part, offset = delivery._part, delivery.offset
+        # Partition.settle, inlined: this runs once per event.
+        part.inflight.pop(offset, None)
+        part.attempts.pop(offset, None)
+        part.watermark.settle(offset)
+        if offset in part.retry_rows:
+            self._forget_retry(part, offset)
         self._dirty.add(part)
         self._schedule_flush()
 
@@ -405,7 +411,7 @@ class SqliteSubscription:
             if not delivery.fenced():
                 part.settle(delivery.offset)
                 part.retry_rows.discard(delivery.offset)
-                if part.committed > update.committed:
+                if part.watermark.committed > update.committed:
                     # Handlings that finished meanwhile moved the position further than
                     # this transaction could know: write it later, like an ack.
                     self._dirty.add(part)
