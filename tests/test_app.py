@@ -878,3 +878,15 @@ def test_key_order_without_key_affinity_is_announced(caplog: pytest.LogCaptureFi
 
     asyncio.run(start_and_stop())
     assert "does not keep a key on one member of a group" in caplog.text
+
+
+async def test_message_ids_are_set_only_for_brokers_that_deduplicate_publishes() -> None:
+    plain = MemoryBroker()
+    deduplicating = MemoryBroker()
+    deduplicating.capabilities = dataclasses.replace(plain.capabilities, publish_dedup=True)
+    for broker, expect_id in ((plain, False), (deduplicating, True)):
+        app = App("ids", broker=broker)
+        event = await app.publish({"n": 1}, type="T", topic="t")
+        ((_, _, message),) = broker.hub.records("t")
+        assert message.id == (event.id if expect_id else None)
+        await app.stop()

@@ -273,13 +273,14 @@ class Consumer:
                 while self.ready and not self._stopping:
                     await self.handling.process(*self.ready.popleft())
                 continue
-            free = flow.free
+            unsettled = flow.unsettled
+            free = flow.limit - len(unsettled)
             if free <= 0:
                 flow.slot.clear()
                 await flow.slot.wait()
                 continue
             # Background commits and timers may release held events: look again soon.
-            wait = 0.005 if self.commits else 0.05 if self.timers else 0.5
+            wait = 0.005 if self.commits else 0.05 if self.timers.handles else 0.5
             self._in_fetch = True
             try:
                 deliveries = await source.fetch(free, wait)
@@ -287,7 +288,13 @@ class Consumer:
                 self._in_fetch = False
             if not deliveries:
                 continue
-            self.receive(deliveries)
+            # Consumer.receive, inlined: this runs once per fetch.
+            self.stats.received += len(deliveries)
+            for delivery in deliveries:
+                unsettled[delivery] = True
+            if self.observing:
+                for delivery in deliveries:
+                    self.observers.received(self.sub.name, delivery)
             for delivery in deliveries:
                 admitted = self.admit(delivery)
                 if admitted is not True:

@@ -51,30 +51,31 @@ class Flow:
 
 
 class Timers:
-    __slots__ = ("_handles",)
+    __slots__ = ("handles",)
 
     def __init__(self) -> None:
-        self._handles: dict[Delivery, asyncio.TimerHandle] = {}
+        #: The pending timer of each delivery (read it for a cheap emptiness test).
+        self.handles: dict[Delivery, asyncio.TimerHandle] = {}
 
     def __bool__(self) -> bool:
-        return bool(self._handles)
+        return bool(self.handles)
 
     def start(self, delivery: Delivery, delay: float, callback: Callable[[], None]) -> None:
         def fire() -> None:
-            self._handles.pop(delivery, None)
+            self.handles.pop(delivery, None)
             callback()
 
         self.cancel(delivery)
-        self._handles[delivery] = asyncio.get_running_loop().call_later(delay, fire)
+        self.handles[delivery] = asyncio.get_running_loop().call_later(delay, fire)
 
     def cancel(self, delivery: Delivery) -> bool:
-        handle = self._handles.pop(delivery, None)
+        handle = self.handles.pop(delivery, None)
         if handle is None:
             return False
         handle.cancel()
         return True
 
     def cancel_all(self) -> None:
-        for handle in self._handles.values():
+        for handle in self.handles.values():
             handle.cancel()
-        self._handles.clear()
+        self.handles.clear()

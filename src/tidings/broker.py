@@ -7,7 +7,7 @@ Rules every adapter keeps (the conformance suite in
   durability; messages of one key published in sequence are stored in order.
   A publish that cannot complete raises :class:`~tidings.errors.PublishError`
   (or ``ConnectionError``), never drops silently. ``Message.id`` is the event
-  id: a broker with publish deduplication may use it.
+  id on brokers that declare ``publish_dedup``, which may use it.
 * A :class:`Subscription` is one member of a consumer group (or, with
   ``group=None``, a group-less reader that sees every message published while
   it is open, takes nothing from any group and leaves nothing behind once
@@ -85,7 +85,8 @@ class Message(msgspec.Struct, frozen=True, gc=False):
     key: str | None = None
     #: Unix time (seconds) before which the message must not be delivered.
     deliver_at: float | None = None
-    #: The event id, for brokers that deduplicate publishes by message id.
+    #: The event id, set for brokers that declare ``publish_dedup`` (they drop a
+    #: publish whose id they stored already); None elsewhere, to keep logs lean.
     id: str | None = None
 
 
@@ -111,6 +112,9 @@ class Capabilities:
     """``nack(delay)`` is honoured by the broker (else core waits, then nacks)."""
     exactly_once: bool = False
     """Implements :class:`Transactional`."""
+    publish_dedup: bool = False
+    """A publish repeating a stored ``Message.id`` is dropped (JetStream ``Nats-Msg-Id``,
+    SQS FIFO deduplication); the App then sets ``Message.id`` to the event id."""
     headers: bool = True
     """``Message.headers`` survive the trip."""
     wildcards: bool = False

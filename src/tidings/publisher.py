@@ -193,7 +193,9 @@ class Publisher:
         codec = self.codec
         structured = codec.mode == "structured"
         deliver_at = outgoing.deliver_at
-        emulated = deliver_at is not None and not self.broker.capabilities.delayed_publish
+        capabilities = self.broker.capabilities
+        emulated = deliver_at is not None and not capabilities.delayed_publish
+        with_ids = capabilities.publish_dedup
         for event in outgoing.events:
             if structured:  # the common case, without the (body, headers) tuple
                 value = codec.encode_structured(event)
@@ -206,7 +208,9 @@ class Publisher:
                 raise EventTooLargeError(size, limit)
             if emulated:
                 headers = {**headers, DELIVER_AT_HEADER: repr(deliver_at)}
-            messages.append(Message(value, headers, event.key, deliver_at, event.id))
+            messages.append(
+                Message(value, headers, event.key, deliver_at, event.id if with_ids else None)
+            )
         return messages
 
     async def _send(self, outgoing: Outgoing) -> None:
