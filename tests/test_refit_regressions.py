@@ -14,6 +14,7 @@ from tidings.broker import Message
 from tidings.brokers._partitioning import partition_for
 from tidings.brokers.memory import MemoryBroker, MemoryHub
 from tidings.errors import ConfigurationError, SubscriptionFailedError
+from tidings.exactly_once import BrokerTransaction
 from tidings.retry import RetryPolicy
 from tidings.testing.semantics import eventually
 
@@ -344,3 +345,124 @@ async def test_running_and_held_events_are_extended_while_the_handler_works(
         await app.publish_batch([app.event({"n": n}, type="T", key="k") for n in (1, 2)], topic="t")
         await eventually(lambda: len(done) == 2, 5, "both handled")
     assert len(set(extended)) == 2  # the running one, and the one held behind its key
+
+
+# -- found in review: restarts, stops and failures with work in flight -------------------
+
+
+async def test_a_restart_never_runs_two_events_of_a_key_at_once() -> None:
+    hub = MemoryHub(default_partitions=1)
+    app = App("svc", broker=FailingDeadLetters(hub, failures=1))
+    running: dict[str, int] = {}
+    overlaps: list[str] = []
+    seen: list[tuple[str, int]] = []
+
+    @app.subscribe("t", group="g", concurrency=2)
+    async def handle(data: dict[str, Any], ctx: Context) -> None:
+        key = ctx.event.partitionkey or ""
+        if data["n"] == "bad":
+            raise Reject("bad")
+        running[key] = running.get(key, 0) + 1
+        if running[key] > 1:
+            overlaps.append(key)
+        seen.append((data["n"], ctx.attempt))
+        await asyncio.sleep({"e1": 0.3, "e2": 1.0, "e3": 1.0, "e4": 1.0}[data["n"]])
+        running[key] -= 1
+
+    async with app:
+        batch = [("e1", "a"), ("e2", "b"), ("bad", "x"), ("e3", "c"), ("e4", "d")]
+        events = [app.event({"n": n}, type="T", key=k) for n, k in batch]
+        await app.publish_batch(events, topic="t")
+        await asyncio.sleep(3)  # the restart happens while e2 and e3 still run
+        await eventually(lambda: app.idle, 10, "idle")
+    assert {n for n, _ in seen} == {"e1", "e2", "e3", "e4"}
+    assert app.stats()["svc.handle"].restarts == 1
+    assert overlaps == []
+
+
+class SlowTransaction(BrokerTransaction):
+    """A commit with a database round trip; the first one fails when asked to."""
+
+    def __init__(self, broker: MemoryBroker, fail_first: bool = False) -> None:
+        super().__init__(broker)
+        self.fail_first = fail_first
+
+    async def commit(  # type: ignore[override]
+        self, delivery: Any, event: Any, outputs: Sequence[tuple[str, Message]]
+    ) -> bool:
+        await asyncio.sleep(0.2)
+        if self.fail_first:
+            self.fail_first = False
+            raise OSError("database down")
+        return await super().commit(delivery, event, outputs)
+
+
+async def test_a_commit_failing_after_its_event_was_revoked_holds_no_key() -> None:
+    hub = MemoryHub(default_partitions=2)
+    key = next(f"k{i}" for i in range(100) if partition_for(f"k{i}", 2) == 1)
+    handled: list[tuple[str, int]] = []
+
+    def member(name: str, fail_first: bool) -> App:
+        broker = MemoryBroker(hub)
+        app = App(name, broker=broker, exactly_once=SlowTransaction(broker, fail_first))
+
+        @app.subscribe("t", group="g", delivery="exactly_once")
+        async def handle(data: dict[str, Any], ctx: Context) -> None:
+            handled.append((name, ctx.attempt))
+
+        return app
+
+    first, second = member("first", True), member("second", False)
+    async with first:
+        await first.publish({"n": 1}, type="T", topic="t", key=key)
+        await eventually(lambda: bool(handled), 5, "the first handling")
+        async with second:  # takes the key's partition while the commit is in flight
+            await eventually(lambda: ("second", 2) in handled, 5, "the second member's")
+            await eventually(lambda: first.idle and second.idle, 5, "both idle")
+
+
+async def test_a_graceful_stop_commits_a_handler_that_finishes_during_the_drain() -> None:
+    hub = MemoryHub(default_partitions=1)
+    broker = MemoryBroker(hub)
+    app = App("svc", broker=broker, exactly_once=SlowTransaction(broker))
+    started = asyncio.Event()
+
+    @app.subscribe("t", group="g", delivery="exactly_once")
+    async def handle(data: dict[str, Any], ctx: Context) -> None:
+        started.set()
+        await asyncio.sleep(0.2)
+        ctx.emit({"x": 1}, type="Out", topic="out")
+
+    await app.start()
+    await app.publish({"n": 1}, type="T", topic="t")
+    await asyncio.wait_for(started.wait(), 5)
+    await app.stop(timeout=5)  # the handler, then its commit, finish well within it
+    assert len(hub.records("out")) == 1
+    assert hub.groups[("g", "t")].marks[0].committed == 1
+
+
+async def test_a_failed_subscription_gives_its_events_back_to_the_group() -> None:
+    from tidings.supervision import Supervision
+
+    hub = MemoryHub(default_partitions=1)
+    failing = App(
+        "failing",
+        broker=FailingDeadLetters(hub, failures=1000),
+        supervision=Supervision(max_restarts=0),
+    )
+    healthy = App("healthy", broker=MemoryBroker(hub))
+    handled: list[int] = []
+
+    @failing.subscribe("t", group="g")
+    async def reject(data: dict[str, Any]) -> None:
+        raise Reject("never")
+
+    @healthy.subscribe("t", group="g")
+    async def handle(data: dict[str, Any]) -> None:
+        handled.append(data["n"])
+
+    async with failing:
+        await failing.publish({"n": 1}, type="T", topic="t")
+        await eventually(lambda: failing.health.status == "failed", 5, "the failure")
+        async with healthy:  # the failed member left the group: the event is not stuck
+            await eventually(lambda: handled == [1], 5, "the event on the healthy member")

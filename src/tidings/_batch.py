@@ -49,18 +49,22 @@ class BatchHandling:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(consumer.flow.slot.wait(), 0.05)
             return
-        if consumer.ready:
+        if consumer.ready and not consumer.stopping:
             take = min(size, len(consumer.ready))
             await self._handle([consumer.ready.popleft() for _ in range(take)])
 
     async def _fetch(self, source: BrokerSubscription, size: int, patient: bool) -> list[Delivery]:
         consumer = self.consumer
-        first_wait = (0.05 if consumer.timers else 0.5) if patient else 0.0
-        out = list(await source.fetch(size, first_wait))
+        first_wait = (0.05 if consumer.timers.handles else 0.5) if patient else 0.0
+        consumer.in_fetch = True  # a stop may cancel a fetch, never a handling
+        try:
+            out = list(await source.fetch(size, first_wait))
+        finally:
+            consumer.in_fetch = False
         if not out:
             return out
         deadline = time.monotonic() + consumer.sub.batch_timeout
-        while len(out) < size:
+        while len(out) < size and not consumer.stopping:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break

@@ -102,7 +102,7 @@ class Consumer:
         self.commits: set[asyncio.Task[None]] = set()
         self._error: BaseException | None = None
         self._stopping = False
-        self._in_fetch = False
+        self.in_fetch = False
         self.running = 0
 
     # -- lifecycle -----------------------------------------------------------
@@ -120,6 +120,11 @@ class Consumer:
         sub = self.sub
         options = SubscribeOptions(start=sub.start, prefetch=sub.prefetch, ack_wait=sub.ack_wait)
         return await self.broker.subscribe(sub.topics, sub.group, options, self._revoked)
+
+    @property
+    def stopping(self) -> bool:
+        """A stop (or abort) was asked for: nothing new is taken or started."""
+        return self._stopping
 
     @property
     def idle(self) -> bool:
@@ -146,9 +151,9 @@ class Consumer:
             self._extender.cancel()
         task = self._task
         if task is not None:
-            if self._in_fetch or self.state == "restarting":
+            if self.in_fetch or self.state == "restarting":
                 task.cancel()
-            await self._drain([task, *self.workers, *self.commits], timeout)
+            await self._drain([task], timeout)
         self.timers.cancel_all()
         if self._source is not None:
             await self._source.close()
@@ -156,20 +161,29 @@ class Consumer:
         if self.state != "failed":
             self.state = "stopped"
 
-    async def _drain(self, pending: list[asyncio.Task[None]], timeout: float) -> None:
+    async def _drain(self, first: list[asyncio.Task[None]], timeout: float) -> None:
+        """Wait up to ``timeout`` for ``first`` and every handler and commit, including
+        those started meanwhile (a handler that finishes starts its commit); then
+        cancel what still runs (its events are redelivered)."""
+        deadline = time.monotonic() + timeout
+        pending = {t for t in first if not t.done()}
+        while True:
+            pending |= {t for t in (*self.workers, *self.commits) if not t.done()}
+            remaining = deadline - time.monotonic()
+            if not pending or remaining <= 0:
+                break
+            _done, pending = await asyncio.wait(pending, timeout=remaining)
         if not pending:
             return
-        _done, not_done = await asyncio.wait(pending, timeout=timeout)
-        for t in not_done:
+        for t in pending:
             t.cancel()
-        if not_done:
-            log.warning(
-                "%s: %d handler(s) still running after %.1fs; their events will be redelivered",
-                self.sub.name,
-                len(not_done),
-                timeout,
-            )
-            await asyncio.wait(not_done)
+        log.warning(
+            "%s: %d handler(s) still running after %.1fs; their events will be redelivered",
+            self.sub.name,
+            len(pending),
+            timeout,
+        )
+        await asyncio.wait(pending)
 
     # -- supervision ---------------------------------------------------------
 
@@ -194,7 +208,7 @@ class Consumer:
                     failures = 0
                 failures += 1
                 if not is_transient(exc) or failures > self.supervision.max_restarts:
-                    self._fail(exc)
+                    await self._fail(exc)
                     return
                 delay = self.supervision.backoff(failures)
                 log.warning(
@@ -210,17 +224,20 @@ class Consumer:
                 await self._reset()
                 await asyncio.sleep(delay)
 
-    def _fail(self, exc: BaseException) -> None:
+    async def _fail(self, exc: BaseException) -> None:
+        """Fail for good: give everything held back to the broker, then tell the App."""
         self.state = "failed"
         self.failure = exc
         log.error("%s: subscription failed: %r", self.sub.name, exc, exc_info=exc)
+        if self._extender is not None:
+            self._extender.cancel()
+        await self._reset()
         if self._on_failure is not None:
             self._on_failure(self)
 
     async def _reset(self) -> None:
         """Drop everything held and leave the broker: unsettled events are redelivered."""
-        running = [*self.workers, *self.commits]
-        await self._drain(running, self.supervision.drain_timeout)
+        await self._drain([], self.supervision.drain_timeout)
         self.timers.cancel_all()
         self.ready.clear()
         if self.keys is not None:
@@ -281,11 +298,11 @@ class Consumer:
                 continue
             # Background commits and timers may release held events: look again soon.
             wait = 0.005 if self.commits else 0.05 if self.timers.handles else 0.5
-            self._in_fetch = True
+            self.in_fetch = True
             try:
                 deliveries = await source.fetch(free, wait)
             finally:
-                self._in_fetch = False
+                self.in_fetch = False
             if not deliveries:
                 continue
             # Consumer.receive, inlined: this runs once per fetch.
@@ -351,7 +368,9 @@ class Consumer:
 
     def pump(self) -> None:
         """Start handlers for ready events, up to the concurrency."""
-        while self.ready and self.running < self.sub.concurrency and not self._stopping:
+        if self._stopping or self.state != "running":
+            return  # a restart or a stop: nothing new starts
+        while self.ready and self.running < self.sub.concurrency:
             self.running += 1
             self.spawn(self._process_then_pump(*self.ready.popleft()))
 

@@ -153,13 +153,15 @@ class Handling:
         except Exception as exc:
             # Nothing was committed: the event is handled again, and later events of
             # its key keep waiting behind it, as for a retry.
-            failed = True
+            # Held back as for a retry, unless it was revoked meanwhile (then its
+            # new owner has it, and its key must not wait here for it).
+            failed = consumer.flow.release(d)
             log.warning(
                 "%s: exactly-once commit failed (%r); the event will be redelivered",
                 self.name,
                 exc,
             )
-            if consumer.flow.release(d):
+            if failed:
                 try:
                     await d.nack()
                 except Exception as nack_error:  # the broker is gone: restart
