@@ -290,8 +290,7 @@ class Consumer:
                 while self.ready and not self._stopping:
                     await self.handling.process(*self.ready.popleft())
                 continue
-            unsettled = flow.unsettled
-            free = flow.limit - len(unsettled)
+            free = flow.free
             if free <= 0:
                 flow.slot.clear()
                 await flow.slot.wait()
@@ -305,13 +304,7 @@ class Consumer:
                 self.in_fetch = False
             if not deliveries:
                 continue
-            # Consumer.receive, inlined: this runs once per fetch.
-            self.stats.received += len(deliveries)
-            for delivery in deliveries:
-                unsettled[delivery] = True
-            if self.observing:
-                for delivery in deliveries:
-                    self.observers.received(self.sub.name, delivery)
+            self.receive(deliveries)
             for delivery in deliveries:
                 admitted = self.admit(delivery)
                 if admitted is not True:

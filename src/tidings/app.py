@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar, Unpack
 
 from tidings._consumer import Consumer
 from tidings._handler import HandlerSpec
-from tidings.broker import Broker, Capabilities
+from tidings.broker import Broker
 from tidings.brokers import from_url, redact_url
 from tidings.codec import Codec
 from tidings.errors import ConfigurationError, SubscriptionFailedError
@@ -39,15 +39,6 @@ log = logging.getLogger("tidings.app")
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
 _State = Literal["new", "connected", "started", "stopped"]
-
-
-class _NoBroker:
-    """Stands in until ``set_broker`` runs in ``App.__init__``."""
-
-    capabilities = Capabilities()
-
-
-_NOT_SET: Any = _NoBroker()
 
 
 class App:
@@ -84,20 +75,19 @@ class App:
         self.source = source or f"/{name}"
         self.drain_timeout = drain_timeout
         self.router = Router()
-        self.broker: Broker
         self.broker_url: str | None
         self._owns_broker: bool
         self._state: _State = "new"
         self._exactly_once = exactly_once
         self.supervision = supervision or Supervision()
+        self.broker = self._resolve_broker(broker)
         self.publisher = Publisher(
-            _NOT_SET,
+            self.broker,
             source=self.source,
             codec=codec or Codec(),
             router=self.router,
             max_event_size=max_event_size,
         )
-        self.set_broker(broker)
         self._subscriptions: list[Subscription] = []
         self._specs: dict[str, HandlerSpec] = {}
         self._consumers: list[Consumer] = []
@@ -117,12 +107,14 @@ class App:
     def set_broker(self, broker: str | Broker | None) -> None:
         """Use another broker (URL or instance; None = ``TIDINGS_BROKER``). Only before start."""
         self._check_not_started("a broker")
+        self.broker = self.publisher.broker = self._resolve_broker(broker)
+
+    def _resolve_broker(self, broker: str | Broker | None) -> Broker:
         if broker is None:
             broker = default_broker_url()
         self._owns_broker = isinstance(broker, str)
         self.broker_url = redact_url(broker) if isinstance(broker, str) else None
-        self.broker = from_url(broker) if isinstance(broker, str) else broker
-        self.publisher.broker = self.broker
+        return from_url(broker) if isinstance(broker, str) else broker
 
     def __repr__(self) -> str:
         return f"<App {self.name!r} broker={self.broker_url or self.broker!r} {self._state}>"

@@ -54,7 +54,7 @@ class BrokerTransaction:
         self, delivery: Delivery, event: Event | None, outputs: Sequence[tuple[str, Message]]
     ) -> Awaitable[bool]:
         # Not a coroutine of its own: the broker's commit is awaited by the caller.
-        identity = None if event is None else f"{event.source}\n{event.id}"
+        identity = None if event is None else self._identity(event)
         return self.broker.commit(delivery, outputs, identity)
 
 

@@ -10,7 +10,6 @@ of its key overtake it.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
 
 __all__ = ["PendingQueue"]
 
@@ -26,12 +25,6 @@ class PendingQueue:
 
     def __len__(self) -> int:
         return len(self.heap)
-
-    def __bool__(self) -> bool:
-        return bool(self.heap)
-
-    def __iter__(self) -> Iterator[tuple[float, int]]:
-        return iter(self.heap)
 
     def push(self, due: float, offset: int) -> None:
         heapq.heappush(self.heap, (due, offset))
@@ -50,13 +43,6 @@ class PendingQueue:
         while heap and heap[0][0] <= now and len(out) < limit:
             out.append(heapq.heappop(heap)[1])
         return out
-
-    def discard(self, offset: int) -> None:
-        """Forget ``offset`` (it was settled or removed)."""
-        kept = [entry for entry in self.heap if entry[1] != offset]
-        if len(kept) != len(self.heap):
-            heapq.heapify(kept)
-            self.heap = kept
 
     def clear(self) -> None:
         self.heap.clear()

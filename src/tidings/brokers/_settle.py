@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 
-__all__ = ["SettleOnce"]
+__all__ = ["OffsetDelivery", "SettleOnce"]
 
 
 class SettleOnce:
@@ -59,3 +59,27 @@ class SettleOnce:
         pending = self._on_extend()
         if pending is not None:
             await pending
+
+
+class OffsetDelivery(SettleOnce):
+    """A delivery of a log broker, addressed by topic, partition and offset.
+
+    ``id`` is ``"<topic>:<partition>:<offset>"``: offsets are never reused, so
+    every redelivery of a message (to this member or another) has the same id.
+    ``position`` is ``"<partition>@<offset>"``. Both are built on demand: core
+    asks for them only on the rare paths (retries, dead letters, revocation).
+    """
+
+    __slots__ = ()
+
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+    @property
+    def position(self) -> str:
+        return f"{self.partition}@{self.offset}"

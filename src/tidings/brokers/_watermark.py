@@ -27,9 +27,6 @@ class Watermark:
         self.ahead.clear()
         self._gaps.clear()
 
-    def is_settled(self, offset: int) -> bool:
-        return offset < self.committed or offset in self.ahead
-
     def settle(self, offset: int) -> None:
         if offset == self.committed:
             if self.ahead or self._gaps:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from tidings.broker import Delivery, RevokeHandler, StartFrom
 from tidings.brokers._pending import PendingQueue
-from tidings.brokers._settle import SettleOnce
+from tidings.brokers._settle import OffsetDelivery
 from tidings.brokers._timer import WakeTimer
 from tidings.brokers._waiting import wait_until
 from tidings.brokers._watermark import Watermark
@@ -120,7 +120,7 @@ class GroupTopic:
         return total
 
 
-class MemoryDelivery(SettleOnce):
+class MemoryDelivery(OffsetDelivery):
     __slots__ = (
         "_state",
         "attempt",
@@ -156,14 +156,6 @@ class MemoryDelivery(SettleOnce):
         self.attempt = attempt
         self.published_at = record.published_at
         self.settled = False
-
-    @property
-    def id(self) -> str:
-        return f"{self.topic}/{self.partition}/{self.offset}"
-
-    @property
-    def position(self) -> str:
-        return f"{self.partition}@{self.offset}"
 
     def fenced(self) -> bool:
         return (

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from tidings.brokers._settle import SettleOnce
+from tidings.brokers._settle import OffsetDelivery
 from tidings.brokers.sqlite._partition import Partition
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ _EMPTY: Mapping[str, str] = {}
 _headers = msgspec.json.Decoder(dict[str, str])
 
 
-class SqliteDelivery(SettleOnce):
+class SqliteDelivery(OffsetDelivery):
     """A :class:`~tidings.broker.Delivery` of the embedded broker.
 
     ``id`` is ``"<topic>:<partition>:<offset>"``: offsets are never reused, so
@@ -58,14 +58,6 @@ class SqliteDelivery(SettleOnce):
         self.published_at = float(row[4])
         self.group = member.group
         self.attempt = attempt
-
-    @property
-    def id(self) -> str:
-        return f"{self.topic}:{self.partition}:{self.offset}"
-
-    @property
-    def position(self) -> str:
-        return f"{self.partition}@{self.offset}"
 
     def fenced(self) -> bool:
         member = self._member
