@@ -24,6 +24,7 @@ from tidings import (
     exact,
 )
 from tidings.brokers.memory import MemoryBroker, MemoryHub
+from tidings.codec import Codec
 from tidings.middleware import Handle, PublishFn
 from tidings.testing import Harness
 
@@ -890,3 +891,20 @@ async def test_message_ids_are_set_only_for_brokers_that_deduplicate_publishes()
         ((_, _, message),) = broker.hub.records("t")
         assert message.id == (event.id if expect_id else None)
         await app.stop()
+
+
+class _BinaryMemoryBroker(MemoryBroker):
+    """A broker whose protocol binding prefers CloudEvents binary mode."""
+
+    def default_codec(self) -> Codec:
+        return Codec("binary", header_prefix="ce_")
+
+
+async def test_an_app_uses_the_codec_its_broker_prefers(memory_url: Any) -> None:
+    url = memory_url()
+    app = App("wire", broker=_BinaryMemoryBroker.from_url(url))
+    assert app.codec.mode == "binary"
+    assert App("given", broker=_BinaryMemoryBroker.from_url(url), codec=Codec()).codec.mode == (
+        "structured"
+    )
+    assert App("plain", broker=url).codec.mode == "structured"

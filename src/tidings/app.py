@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar, Unpack
 
 from tidings._consumer import Consumer
 from tidings._handler import HandlerSpec
-from tidings.broker import Broker
+from tidings.broker import Broker, WireFormat
 from tidings.brokers import from_url, redact_url
 from tidings.codec import Codec
 from tidings.errors import ConfigurationError, SubscriptionFailedError
@@ -84,7 +84,7 @@ class App:
         self.publisher = Publisher(
             self.broker,
             source=self.source,
-            codec=codec or Codec(),
+            codec=codec or _default_codec(self.broker),
             router=self.router,
             max_event_size=max_event_size,
         )
@@ -480,6 +480,11 @@ class App:
         subscription failed for good (after stopping the app).
         """
         asyncio.run(self.serve())
+
+
+def _default_codec(broker: Broker) -> Codec:
+    """The broker's preferred protocol binding, else CloudEvents structured JSON."""
+    return broker.default_codec() if isinstance(broker, WireFormat) else Codec()
 
 
 def _when(delay: float | None, deliver_at: float | datetime | None) -> float | None:

@@ -40,7 +40,8 @@ Rules every adapter keeps (the conformance suite in
 * Everything is called from the event loop the broker was connected on.
 
 Extra abilities are separate protocols (:class:`Seekable`,
-:class:`Transactional`, :class:`MultiTopicPublisher`, :class:`Provisioning`),
+:class:`Transactional`, :class:`MultiTopicPublisher`, :class:`Provisioning`,
+:class:`WireFormat`),
 announced in :class:`Capabilities`. The App reads the capabilities and emulates
 or refuses what a broker lacks: see ``docs/brokers.md``.
 """
@@ -50,9 +51,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias, runtime_checkable
 
 import msgspec
+
+if TYPE_CHECKING:
+    from tidings.codec import Codec
 
 __all__ = [
     "Broker",
@@ -68,6 +72,7 @@ __all__ = [
     "SubscribeOptions",
     "Subscription",
     "Transactional",
+    "WireFormat",
 ]
 
 StartFrom: TypeAlias = Literal["earliest", "latest"]
@@ -292,3 +297,15 @@ class Transactional(Protocol):
         Returns False (publishing nothing, still acking) if ``dedup_key`` was
         already recorded for the group.
         """
+
+
+@runtime_checkable
+class WireFormat(Protocol):
+    """A broker whose protocol binding prefers an encoding (e.g. Kafka's binary mode).
+
+    An App given no ``codec`` uses :meth:`default_codec`; without this protocol
+    it uses CloudEvents JSON structured mode. Decoding reads both modes anyway.
+    """
+
+    def default_codec(self) -> Codec:
+        """The codec an App uses on this broker unless it is given one."""

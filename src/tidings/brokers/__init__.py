@@ -21,6 +21,8 @@ __all__ = ["from_url", "redact_url", "schemes"]
 _BUILTIN: dict[str, str] = {
     "memory": "tidings.brokers.memory:MemoryBroker.from_url",
     "sqlite": "tidings.brokers.sqlite:SqliteBroker.from_url",
+    "kafka": "tidings.brokers.kafka:KafkaBroker.from_url",
+    "nats": "tidings.brokers.nats:NatsBroker.from_url",
 }
 
 

@@ -1,0 +1,51 @@
+"""What every adapter's tests share: finding a service, or failing loudly in CI.
+
+A test that needs a server calls :func:`service_missing` when it cannot reach
+one: on a laptop the test skips with the reason; with
+``TIDINGS_REQUIRE_SERVICES=1`` (set by ``.ci/run``) it fails instead, so a
+missing server can never hide behind a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import NoReturn
+
+import pytest
+
+REQUIRE_SERVICES = os.environ.get("TIDINGS_REQUIRE_SERVICES") == "1"
+
+
+def service_missing(reason: str) -> NoReturn:
+    """Skip the test (laptop) or fail it (CI) because a service is missing."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"service required by TIDINGS_REQUIRE_SERVICES=1 is missing: {reason}")
+    pytest.skip(reason)
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True if something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(host: str, port: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``host:port`` to accept connections."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(host, port, timeout=0.2):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
