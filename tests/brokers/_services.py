@@ -1,5 +1,6 @@
 """What every adapter's tests share: finding a service, or failing loudly in CI.
 
+Import it as ``from _services import ...`` (pytest puts this folder on the path).
 A test that needs a server calls :func:`service_missing` when it cannot reach
 one: on a laptop the test skips with the reason; with
 ``TIDINGS_REQUIRE_SERVICES=1`` (set by ``.ci/run``) it fails instead, so a
