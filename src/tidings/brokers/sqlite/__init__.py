@@ -83,6 +83,7 @@ class SqliteBroker:
         heartbeat_interval: float | None = None,
         retention_interval: float = 30.0,
         dedup_window: float = 7 * 24 * 3600.0,
+        busy_timeout: float = 30.0,
     ) -> None:
         self.config = SqliteConfig(
             path,
@@ -92,6 +93,7 @@ class SqliteBroker:
             heartbeat_interval=heartbeat_interval,
             retention_interval=retention_interval,
             dedup_window=dedup_window,
+            busy_timeout=busy_timeout,
         )
         self.path = path
         self.durability = durability
@@ -141,6 +143,7 @@ class SqliteBroker:
             return
         config = self.config
         self._reader, conn = await Reader.open(config.path, config.durability)
+        conn.execute(f"PRAGMA busy_timeout = {round(config.busy_timeout * 1000)}")
         wal = self.path + "-wal"
         self._writer = Writer(conn, wal)
         self._topics = TopicRegistry(self._writer, self.default_partitions)

@@ -19,6 +19,7 @@ _URL_OPTIONS = frozenset(
         "heartbeat",
         "retention_interval",
         "dedup_window",
+        "busy_timeout",
     )
 )
 
@@ -32,7 +33,9 @@ class SqliteConfig:
     silent member's partitions move (10); ``heartbeat_interval`` (URL:
     ``heartbeat``): seconds between heartbeats (a third of the session, at most
     1); ``retention_interval``: seconds between retention passes (30);
-    ``dedup_window``: seconds an exactly-once dedup record is kept (7 days).
+    ``dedup_window``: seconds an exactly-once dedup record is kept (7 days);
+    ``busy_timeout``: seconds a write waits for another process's write lock
+    before it fails (30).
     """
 
     path: str
@@ -42,6 +45,7 @@ class SqliteConfig:
     heartbeat_interval: float | None = None
     retention_interval: float = 30.0
     dedup_window: float = 7 * 24 * 3600.0
+    busy_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if self.partitions < 1:
@@ -56,6 +60,8 @@ class SqliteConfig:
             raise ConfigurationError("retention_interval must be > 0")
         if self.dedup_window <= 0:
             raise ConfigurationError("dedup_window must be > 0 seconds")
+        if self.busy_timeout < 0:
+            raise ConfigurationError("busy_timeout must be >= 0 seconds")
 
     @property
     def heartbeat(self) -> float:
@@ -87,6 +93,7 @@ class SqliteConfig:
                 heartbeat_interval=float(query["heartbeat"]) if "heartbeat" in query else None,
                 retention_interval=float(query.get("retention_interval", 30.0)),
                 dedup_window=float(query.get("dedup_window", 7 * 24 * 3600.0)),
+                busy_timeout=float(query.get("busy_timeout", 30.0)),
             )
         except ConfigurationError:
             raise

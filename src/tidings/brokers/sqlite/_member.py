@@ -117,7 +117,8 @@ class SqliteSubscription:
         if self.closed:
             return False
         known = {key: part.epoch for key, part in self.owned.items()}
-        updates = [part.update() for part in self._take_dirty()]
+        dirty = self._take_dirty()
+        updates = [part.update() for part in dirty]
         retries_set, retries_clear = self._take_retries()
         group, member, topics = self.group, self.member_id, self._topic_partitions
         start_latest, timeout = self._start_latest, self.broker.config.session_timeout
@@ -128,7 +129,11 @@ class SqliteSubscription:
                 conn, group, member, topics, known, start_latest, timeout, time.time()
             )
 
-        result: _ops.Rebalanced = await self.broker.writer.submit(operation)
+        try:
+            result: _ops.Rebalanced = await self.broker.writer.submit(operation)
+        except BaseException:
+            self._restore(dirty, retries_set, retries_clear)
+            raise
         self.members_seen = result.members
         self._waiting = result.waiting
         if self.closed:
@@ -360,8 +365,13 @@ class SqliteSubscription:
         self._flushing = asyncio.ensure_future(self.flush())
 
     async def flush(self) -> None:
-        """Write acked positions and retry schedules now."""
-        updates = [part.update() for part in self._take_dirty()]
+        """Write acked positions and retry schedules now.
+
+        If the write fails (disk full, a lock held too long), what it carried is
+        kept for the next flush or heartbeat: a position is never dropped.
+        """
+        dirty = self._take_dirty()
+        updates = [part.update() for part in dirty]
         retries_set, retries_clear = self._take_retries()
         if not (updates or retries_set or retries_clear):
             return
@@ -370,8 +380,22 @@ class SqliteSubscription:
             await self.broker.writer.submit(
                 lambda conn: _ops.flush(conn, group, member, updates, retries_set, retries_clear)
             )
-        except Exception:
-            log.exception("writing progress of group %s failed; events may be redelivered", group)
+        except BaseException as exc:
+            self._restore(dirty, retries_set, retries_clear)
+            if not isinstance(exc, Exception):
+                raise
+            log.warning("writing progress of group %s failed (%s); will retry", group, exc)
+
+    def _restore(
+        self,
+        dirty: list[Partition],
+        retries_set: list[tuple[int, int, int, int, float, int]],
+        retries_clear: list[tuple[int, int, int, int]],
+    ) -> None:
+        """Put back what a failed write carried, ahead of anything newer."""
+        self._dirty.update(dirty)
+        self._retries_set[:0] = retries_set
+        self._retries_clear[:0] = retries_clear
 
     async def commit(
         self,
