@@ -6,8 +6,11 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from tidings.broker import Message, SubscribeOptions
 from tidings.brokers.sqlite import SqliteBroker
+from tidings.cli import main
 from tidings.testing.conformance import collect
 
 
@@ -48,3 +51,36 @@ async def test_positions_are_kept_when_a_progress_write_fails(tmp_path: Path) ->
         assert lags[-1] == 5, lags  # the five acked events are not lag
     finally:
         await broker.close()
+
+
+def test_operations_on_a_corrupted_database_print_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before the fix, ``tidings tail`` printed a 65-line sqlite3 traceback."""
+    path = tmp_path / "corrupt.db"
+
+    async def fill() -> None:
+        broker = SqliteBroker(str(path), partitions=1)
+        await broker.connect()
+        for batch in range(10):
+            body = b'{"specversion":"1.0","id":"%d","source":"/s","type":"T","data":"%s"}'
+            await broker.publish(
+                "t", [Message(body % (batch * 100 + i, b"x" * 200), {}, None) for i in range(100)]
+            )
+        await broker.close()
+
+    asyncio.run(fill())
+    size = path.stat().st_size
+    with path.open("r+b") as file:  # scribble over data pages, not the header
+        for offset in range(4096 * 3, size - 4096, 4096 * 4):
+            file.seek(offset + 100)
+            file.write(bytes(range(256)) * 8)
+    for command in (["tail", "t", "--from-beginning"], ["topics"]):
+        with pytest.raises(SystemExit) as exited:
+            main([*command, "--broker", f"sqlite:///{path}"])
+        out, err = capsys.readouterr()
+        assert exited.value.code == 1, (command, out, err)
+        assert "Traceback" not in err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ")
+        assert "malformed" in lines[0]

@@ -19,6 +19,7 @@ __all__ = [
     "Reject",
     "Retry",
     "SchemaError",
+    "StorageError",
     "SubscriptionFailedError",
     "TidingsError",
     "UnroutableError",
@@ -39,6 +40,10 @@ class ConnectionError(TidingsError):
 
 class BrokerClosedError(ConnectionError):
     """An operation was attempted on a broker or subscription that is closed."""
+
+
+class StorageError(TidingsError):
+    """A broker's own storage failed: a corrupt, unreadable or vanished file."""
 
 
 class PublishError(TidingsError):

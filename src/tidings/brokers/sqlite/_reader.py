@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from tidings.brokers.sqlite._schema import Durability, connect, migrate
-from tidings.errors import BrokerClosedError, ConfigurationError
+from tidings.errors import BrokerClosedError, ConfigurationError, StorageError
 
 __all__ = ["Reader", "Row"]
 
@@ -40,8 +40,9 @@ def _open(path: str, durability: Durability) -> tuple[sqlite3.Connection, sqlite
 class Reader:
     """Runs read queries on a dedicated connection and thread."""
 
-    def __init__(self, conn: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, conn: sqlite3.Connection, executor: ThreadPoolExecutor, path: str) -> None:
         self._conn = conn
+        self._path = path
         self._executor = executor
         self._closed = False
 
@@ -56,13 +57,16 @@ class Reader:
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(reader, executor), conn
+        return cls(reader, executor, path), conn
 
     async def run(self, query: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             raise BrokerClosedError("the embedded broker is not connected (or is closed)")
         conn = self._conn
-        return await asyncio.get_running_loop().run_in_executor(self._executor, query, conn)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, query, conn)
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"reading {self._path} failed: {exc}") from exc
 
     async def close(self) -> None:
         if self._closed:
