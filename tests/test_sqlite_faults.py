@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tidings import App, Event, RetryPolicy
 from tidings.broker import Message, SubscribeOptions
 from tidings.brokers.sqlite import SqliteBroker
 from tidings.cli import main
@@ -84,3 +85,38 @@ def test_operations_on_a_corrupted_database_print_one_error_line(
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ")
         assert "malformed" in lines[0]
+
+
+async def test_a_retry_removed_by_compaction_frees_its_key(tmp_path: Path) -> None:
+    """A nacked event that compaction removes before its redelivery no longer holds its key.
+
+    Before the fix, the broker settled the missing offset but never told the
+    consumer, which kept waiting for the redelivery: the key was stuck for good.
+    """
+    url = f"sqlite:///{tmp_path / 'compact.db'}?partitions=1&retention_interval=0.1"
+    admin = SqliteBroker.from_url(url)
+    await admin.connect()
+    await admin.ensure_topic("t", compact=True)
+    await admin.close()
+    app = App("svc", broker=url)
+    handled: list[int] = []
+    failed = asyncio.Event()
+
+    @app.subscribe(
+        "t", group="g", retry=RetryPolicy(max_attempts=5, initial_delay=1.5, jitter="none")
+    )
+    async def handle(event: Event) -> None:
+        handled.append(event.data["n"])
+        if event.data["n"] == 1:
+            failed.set()
+            raise RuntimeError("fails once, then compaction removes it")
+
+    async with app:
+        await app.publish({"n": 1}, topic="t", key="k", type="T")
+        await asyncio.wait_for(failed.wait(), 10)
+        await app.publish({"n": 2}, topic="t", key="k", type="T")  # compaction drops n=1
+        for _ in range(100):
+            if 2 in handled:
+                break
+            await asyncio.sleep(0.05)
+    assert handled[0] == 1 and 2 in handled, handled

@@ -246,6 +246,7 @@ class SqliteSubscription:
         ]
         results = await self.broker.reader.messages(requests)
         out: list[Delivery] = []
+        gone: list[SqliteDelivery] = []
         for (part, due, fresh), (due_rows, fresh_rows) in zip(plan, results, strict=True):
             if self.closed or self.owned.get((part.topic_id, part.index)) is not part:
                 continue
@@ -256,7 +257,10 @@ class SqliteSubscription:
                 if row[0] not in part.inflight:
                     out.append(self._deliver(part, row))
             for offset in due:
-                if offset not in found:  # removed by retention meanwhile
+                if offset not in found:  # removed by retention or compaction meanwhile
+                    waited_for = part.nacked.get(offset)
+                    if waited_for is not None:
+                        gone.append(waited_for)
                     part.remove(offset)
                     self._forget_retry(part, offset)
             self._take_fresh(part, fresh_rows, now, out)
@@ -264,6 +268,9 @@ class SqliteSubscription:
                 # Fewer rows than the head promised: the rest were removed by retention.
                 part.skip(part.cursor, end)
                 part.cursor = end
+        if gone:
+            # The consumer waits for these to come back (holding their keys): they never will.
+            self._revoke(gone)
         return out
 
     def _take_fresh(
