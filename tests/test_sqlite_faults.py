@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from tidings import App, Event, RetryPolicy
+from tidings import App, Event, RetryPolicy, StorageError, SubscriptionFailedError
 from tidings.broker import Message, SubscribeOptions
 from tidings.brokers.sqlite import SqliteBroker
 from tidings.cli import main
@@ -120,3 +121,38 @@ async def test_a_retry_removed_by_compaction_frees_its_key(tmp_path: Path) -> No
                 break
             await asyncio.sleep(0.05)
     assert handled[0] == 1 and 2 in handled, handled
+
+
+async def test_a_deleted_database_file_fails_loudly(tmp_path: Path) -> None:
+    """Deleting the files under running apps stops them instead of losing events.
+
+    Before the fix, publishes kept being acknowledged into the unlinked file
+    (lost for everyone else) and consumers went on as if nothing happened.
+    """
+    path = tmp_path / "vanishing.db"
+    app = App("svc", broker=f"sqlite:///{path}?heartbeat=0.1")
+    handled: list[int] = []
+
+    @app.subscribe("t", group="g")
+    async def handle(event: Event) -> None:
+        handled.append(event.data["n"])
+
+    serving = asyncio.create_task(app.serve())
+    try:
+        await app.publish({"n": 1}, topic="t", type="T")
+        for _ in range(100):
+            if handled:
+                break
+            await asyncio.sleep(0.05)
+        assert handled == [1]
+        for suffix in ("", "-wal", "-shm"):
+            os.unlink(f"{path}{suffix}")
+        with pytest.raises(StorageError, match="deleted or replaced"):
+            await app.publish({"n": 2}, topic="t", type="T")
+        with pytest.raises(SubscriptionFailedError):
+            await asyncio.wait_for(serving, 10)
+    finally:
+        if not serving.done():
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+    assert handled == [1]

@@ -145,7 +145,7 @@ class SqliteBroker:
         self._reader, conn = await Reader.open(config.path, config.durability)
         conn.execute(f"PRAGMA busy_timeout = {round(config.busy_timeout * 1000)}")
         wal = self.path + "-wal"
-        self._writer = Writer(conn, wal)
+        self._writer = Writer(conn, wal, db_path=config.path)
         self._topics = TopicRegistry(self._writer, self.default_partitions)
         self._watcher = Watcher(
             wal, self._reader, self._writer, self._subscriptions, config.session_timeout

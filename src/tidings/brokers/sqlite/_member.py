@@ -22,7 +22,7 @@ from tidings.brokers.sqlite import _ops
 from tidings.brokers.sqlite._commit import HandlingCommit
 from tidings.brokers.sqlite._delivery import SqliteDelivery
 from tidings.brokers.sqlite._partition import Partition
-from tidings.errors import ConfigurationError
+from tidings.errors import ConfigurationError, StorageError
 
 if TYPE_CHECKING:
     from tidings.brokers.sqlite import SqliteBroker
@@ -99,6 +99,9 @@ class SqliteSubscription:
             await asyncio.sleep(0.05 if self._waiting else self.broker.config.heartbeat)
             try:
                 await self.heartbeat()
+            except StorageError:
+                self.wake()  # a waiting fetch raises it
+                return
             except Exception:  # keep trying: a missed heartbeat only risks the lease
                 log.exception("heartbeat of group %s failed", self.group)
 
@@ -226,6 +229,9 @@ class SqliteSubscription:
         deadline = time.monotonic() + timeout
         event = self._timer.event
         while not self.closed:
+            lost = self.broker.writer.lost
+            if lost is not None:  # the file was deleted or replaced: stop, loudly
+                raise lost
             event.clear()
             now = time.time()
             plan, next_due = self._plan(max_count, now)

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from tidings.errors import BrokerClosedError, PublishError
+from tidings.errors import BrokerClosedError, PublishError, StorageError
 
 __all__ = ["Writer", "wal_stamp"]
 
@@ -33,6 +33,15 @@ def wal_stamp(path: str) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return (stat.st_mtime_ns, stat.st_size)
+
+
+def file_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path`` now, or None if there is none."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (stat.st_dev, stat.st_ino)
 
 
 def _runs(batch: list[_Op]) -> list[list[_Op]]:
@@ -66,9 +75,15 @@ class Writer:
         conn: sqlite3.Connection,
         wal_path: str | None = None,
         name: str = "tidings-sqlite-writer",
+        db_path: str | None = None,
     ) -> None:
         self.conn = conn
         self._wal_path = wal_path
+        self._db_path = db_path
+        self._identity = file_identity(db_path) if db_path is not None else None
+        #: Set once the database file at the path is no longer the one open (it was
+        #: deleted or replaced): every write fails with it from then on.
+        self.lost: StorageError | None = None
         #: The WAL file's (mtime, size) right after this writer's last commit: a
         #: watcher seeing exactly this stamp knows the change was its own.
         self.wal_stamp: tuple[int, int] | None = None
@@ -145,9 +160,23 @@ class Writer:
                 outcomes.append((True, value))
         return outcomes
 
+    def _check_file(self) -> None:
+        """Notice a database file deleted or replaced under us (one ``stat``)."""
+        if self._db_path is None or self.lost is not None:
+            return
+        if file_identity(self._db_path) != self._identity:
+            self.lost = StorageError(
+                f"the database file {self._db_path} was deleted or replaced while open; "
+                "refusing to write to a file nobody else can see (restart to open the "
+                "file now at that path)"
+            )
+
     def _commit(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
         outcomes: list[tuple[bool, Any]] = []
+        self._check_file()
         try:
+            if self.lost is not None:
+                raise self.lost
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for run in _runs(batch):
