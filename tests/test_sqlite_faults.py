@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tidings import App, Event, RetryPolicy, StorageError, SubscriptionFailedError
+from tidings import App, Event, Reject, RetryPolicy, StorageError, SubscriptionFailedError
 from tidings.broker import Message, SubscribeOptions
 from tidings.brokers.sqlite import SqliteBroker
 from tidings.cli import main
@@ -156,3 +156,46 @@ async def test_a_deleted_database_file_fails_loudly(tmp_path: Path) -> None:
             serving.cancel()
             await asyncio.gather(serving, return_exceptions=True)
     assert handled == [1]
+
+
+async def test_a_failed_dead_letter_write_is_retried_not_stalled(tmp_path: Path) -> None:
+    """A dead-letter write that fails (the database locked too long) does not stall.
+
+    The probe found the event neither acked nor nacked and the subscription
+    stopped for good while the app kept its partitions. Since the core refit,
+    supervision restarts the subscription; this checks the whole path on sqlite:
+    the restarted member gets the partition back (after the session timeout,
+    since the failed leave could not be written), dead-letters the event and
+    goes on.
+    """
+    path = tmp_path / "dlq.db"
+    app = App("svc", broker=f"sqlite:///{path}?busy_timeout=0.05&partitions=1&session_timeout=2")
+    handled: list[int] = []
+    first_failure = asyncio.Event()
+
+    @app.subscribe("t", group="g", concurrency=1)
+    async def handle(event: Event) -> None:
+        if event.data["n"] == 1:
+            first_failure.set()
+            await asyncio.sleep(0.2)  # the lock below is taken meanwhile
+            raise Reject("poison")
+        handled.append(event.data["n"])
+
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        async with app:
+            await app.publish({"n": 1}, topic="t", type="T")
+            await app.publish({"n": 2}, topic="t", type="T")
+            await asyncio.wait_for(first_failure.wait(), 10)
+            blocker.execute("BEGIN EXCLUSIVE")  # the dead-letter write fails
+            await asyncio.sleep(1.0)
+            blocker.execute("COMMIT")
+            for _ in range(200):
+                if handled:
+                    break
+                await asyncio.sleep(0.05)
+            assert handled == [2]
+            letters = await app.broker.read("t.dlq")  # type: ignore[attr-defined]
+            assert [letter.message.value for letter in letters] != []
+    finally:
+        blocker.close()
