@@ -5,11 +5,21 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tidings import App, Event, Reject, RetryPolicy, StorageError, SubscriptionFailedError
+from tidings import (
+    App,
+    Context,
+    Event,
+    Reject,
+    RetryPolicy,
+    StorageError,
+    SubscriptionFailedError,
+)
 from tidings.broker import Message, SubscribeOptions
 from tidings.brokers.sqlite import SqliteBroker
 from tidings.cli import main
@@ -199,3 +209,111 @@ async def test_a_failed_dead_letter_write_is_retried_not_stalled(tmp_path: Path)
             assert [letter.message.value for letter in letters] != []
     finally:
         blocker.close()
+
+
+def _attempts_app(url: str, seen: list[tuple[int, int]], started: asyncio.Event) -> App:
+    app = App("svc", broker=url)
+
+    @app.subscribe("t", group="g", concurrency=1, prefetch=50)
+    async def handle(event: Event, ctx: Context) -> None:
+        seen.append((event.data["n"], ctx.attempt))
+        if event.data["n"] == 0:
+            started.set()
+            await asyncio.sleep(0.3)
+
+    return app
+
+
+async def test_events_never_handed_to_a_handler_keep_their_attempt(tmp_path: Path) -> None:
+    """Prefetched events a graceful stop leaves unhandled come back as attempt 1.
+
+    Before the fix they came back as attempt 2 (fetched counted as handled), so
+    with max_attempts=2 a single failure dead-lettered them.
+    """
+    url = f"sqlite:///{tmp_path / 'attempts.db'}?partitions=1"
+    seen: list[tuple[int, int]] = []
+    started = asyncio.Event()
+    producer = App("producer", broker=url)
+    await producer.publish_batch(
+        [producer.event({"n": n}, type="T", key="k") for n in range(10)], topic="t"
+    )
+    await producer.stop()
+    first = _attempts_app(url, seen, started)
+    async with first:  # fetches all ten; the stop comes while the first one runs
+        await asyncio.wait_for(started.wait(), 10)
+    assert seen[0] == (0, 1)
+    handled_first = {n for n, _ in seen}
+    second = _attempts_app(url, seen, asyncio.Event())
+    async with second:
+        for _ in range(200):
+            if {n for n, _ in seen} == set(range(10)):
+                break
+            await asyncio.sleep(0.05)
+    assert {n for n, _ in seen} == set(range(10))
+    assert len(seen) == 10, seen  # nothing handled twice by a graceful stop
+    assert all(attempt == 1 for _, attempt in seen), (handled_first, seen)
+
+
+_KILLER = """
+import asyncio, os, sys
+from tidings import App, Event, RetryPolicy
+
+app = App("killer", broker=sys.argv[1])
+
+@app.subscribe("t", group="g", retry=RetryPolicy(max_attempts=3))
+async def handle(event: Event) -> None:
+    print(f"{event.data['n']} {event.id}", flush=True)
+    if event.data["n"] == 0:
+        os._exit(7)  # the poison event kills its process
+    if event.data["n"] == 1:
+        stop.set()
+
+stop = asyncio.Event()
+
+async def main() -> None:
+    await app.serve(stop)
+
+asyncio.run(main())
+"""
+
+
+def test_an_event_that_kills_its_process_is_dead_lettered_after_max_attempts(
+    tmp_path: Path,
+) -> None:
+    """Attempts are written before the handler runs, so a crash counts as one.
+
+    Before the fix, a handler killing its process saw attempt 1 every time:
+    the event was redelivered forever and its partition never advanced.
+    """
+    url = f"sqlite:///{tmp_path / 'killer.db'}?partitions=1&session_timeout=1&heartbeat=0.2"
+    script = tmp_path / "killer.py"
+    script.write_text(_KILLER, encoding="utf-8")
+
+    async def publish() -> None:
+        app = App("producer", broker=url)
+        await app.publish({"n": 0}, topic="t", type="T")
+        await app.publish({"n": 1}, topic="t", type="T")
+        await app.stop()
+
+    asyncio.run(publish())
+    exits = []
+    for _ in range(6):
+        done = subprocess.run(
+            [sys.executable, str(script), url], capture_output=True, text=True, timeout=60
+        )
+        exits.append(done.returncode)
+        if done.returncode == 0:
+            break
+    assert exits == [7, 7, 7, 0], exits
+
+    async def letters() -> list[Message]:
+        broker = SqliteBroker.from_url(url)
+        await broker.connect()
+        try:
+            return [stored.message for stored in await broker.read("t.dlq")]
+        finally:
+            await broker.close()
+
+    (letter,) = asyncio.run(letters())
+    assert letter.headers["tidings-error-type"] == "tidings.errors.AttemptsExhausted"
+    assert b'"data":{"n":0}' in letter.value

@@ -13,6 +13,7 @@ from tidings.codec import Codec
 from tidings.context import Context
 from tidings.deadletter import DeadLetter
 from tidings.errors import (
+    AttemptsExhausted,
     ConfigurationError,
     DecodeError,
     EventTooLargeError,
@@ -41,6 +42,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "AttemptsExhausted",
     "Broker",
     "Capabilities",
     "Codec",

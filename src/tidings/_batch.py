@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from tidings.broker import Delivery
 from tidings.broker import Subscription as BrokerSubscription
+from tidings.errors import AttemptsExhausted
 from tidings.publisher import Publisher
 
 if TYPE_CHECKING:
@@ -74,6 +75,10 @@ class BatchHandling:
     async def _handle(self, items: list[Item]) -> None:
         consumer = self.consumer
         handling = consumer.handling
+        if consumer.sub.delivery != "at_most_once":
+            items = await self._drop_exhausted(items)
+            if not items:
+                return
         deliveries = [d for d, _ in items]
         events = [event for _, event in items]
         ctx = handling.context(deliveries[0], events[0], events)
@@ -82,6 +87,11 @@ class BatchHandling:
             for d in deliveries:
                 consumer.flow.release(d)
                 await d.ack()
+        else:
+            for d in deliveries:  # CountsAttempts: the starts are recorded first
+                begin = getattr(d, "begin", None)
+                if begin is not None and (written := begin()) is not None:
+                    await written
         try:
             outputs = await handling.handle(ctx)
             await self.publisher.publish_events(outputs, ctx.routes)
@@ -103,3 +113,16 @@ class BatchHandling:
                 consumer.failures.succeeded(d)
             consumer.after(d, False)
         consumer.stats.handled += len(deliveries)
+
+    async def _drop_exhausted(self, items: list[Item]) -> list[Item]:
+        """Dead-letter events delivered beyond ``max_attempts`` (their handlings died)."""
+        consumer = self.consumer
+        limit = consumer.handling.max_attempts
+        keep = []
+        for d, event in items:
+            if d.attempt > limit:
+                await consumer.failures.dead_letter(d, AttemptsExhausted(d.attempt, limit))
+                consumer.after(d, False)
+            else:
+                keep.append((d, event))
+        return keep

@@ -29,7 +29,7 @@ from tidings._flow import Flow, Timers
 from tidings._handler import HandlerSpec
 from tidings._handling import Handling, Item
 from tidings._keys import KeySequencer
-from tidings._leases import forget_revoked, keep_extended
+from tidings._leases import forget_revoked, keep_extended, release_unstarted
 from tidings.broker import Broker, Delivery, SubscribeOptions
 from tidings.broker import Subscription as BrokerSubscription
 from tidings.codec import Codec
@@ -154,6 +154,7 @@ class Consumer:
             if self.in_fetch or self.state == "restarting":
                 task.cancel()
             await self._drain([task], timeout)
+        await release_unstarted(self)
         self.timers.cancel_all()
         if self._source is not None:
             await self._source.close()
@@ -238,6 +239,7 @@ class Consumer:
     async def _reset(self) -> None:
         """Drop everything held and leave the broker: unsettled events are redelivered."""
         await self._drain([], self.supervision.drain_timeout)
+        await release_unstarted(self)
         self.timers.cancel_all()
         self.ready.clear()
         if self.keys is not None:

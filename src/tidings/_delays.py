@@ -23,6 +23,8 @@ __all__ = ["Delays"]
 class Delays:
     def __init__(self, consumer: Consumer) -> None:
         self.consumer = consumer
+        #: Deliveries set aside until their time (never started).
+        self.set_aside: set[Delivery] = set()
 
     def early(self, d: Delivery) -> bool:
         """Set ``d`` aside until its time if it arrived early; False if it is due."""
@@ -36,10 +38,12 @@ class Delays:
         if remaining <= 0:
             return False
         consumer = self.consumer
+        self.set_aside.add(d)
         consumer.timers.start(d, remaining, lambda: consumer.spawn(self._admit_late(d)))
         return True
 
     async def _admit_late(self, d: Delivery) -> None:
+        self.set_aside.discard(d)
         consumer = self.consumer
         if consumer.flow.holds(d):
             await consumer.take((d,))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from tidings.broker import Delivery, Message
 from tidings.context import Context
+from tidings.errors import AttemptsExhausted
 from tidings.event import Event
 from tidings.exactly_once import ExactlyOnce
 from tidings.middleware import Handle, HandlerMiddleware, build_stack
@@ -53,6 +54,7 @@ class Handling:
         self.spec = consumer.spec
         self.handle: Handle = self.invoke
         self.needs_context = True
+        self.max_attempts = consumer.failures.policy.max_attempts
 
     def build(self, middleware: Sequence[HandlerMiddleware]) -> None:
         invoke: Handle = self.invoke
@@ -92,6 +94,15 @@ class Handling:
                 consumer.flow.release(d)
                 await d.ack()
                 return
+            if d.attempt > self.max_attempts:
+                # Every allowed handling died with its process: never run it again.
+                await consumer.failures.dead_letter(
+                    d, AttemptsExhausted(d.attempt, self.max_attempts)
+                )
+                return
+            begin = getattr(d, "begin", None)  # CountsAttempts: the start is recorded first
+            if begin is not None and (written := begin()) is not None:
+                await written
             try:
                 if ctx is None:
                     outputs = self.publisher.follow_ups(event, await self.spec.call(event, None))

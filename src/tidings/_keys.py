@@ -62,6 +62,10 @@ class KeySequencer(Generic[T]):
         lane.waiting.append(item)
         return False
 
+    def waiting(self) -> list[T]:
+        """Every item waiting behind its key (none of them has started)."""
+        return [item for lane in self._lanes.values() if lane.waiting for item in lane.waiting]
+
     def finish(self, key: Hashable, retry_id: str | None = None) -> T | None:
         """The running item of ``key`` is done; return the next one to run, if any.
 

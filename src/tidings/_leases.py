@@ -5,7 +5,8 @@ behind its key) every ``ack_wait / 2`` seconds, so a broker with ack deadlines
 does not hand it to another member meanwhile. ``forget_revoked`` handles the
 broker's revocation: the slots, timers, key holds and ready entries of lost
 deliveries are dropped, and keys they held are freed; the new owner receives
-them, in key order.
+them, in key order. ``release_unstarted`` gives back, at a stop or restart,
+what never reached a handler, so it keeps its attempt count.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from tidings.broker import Delivery
+from tidings.broker import Delivery, Releasable
 
 if TYPE_CHECKING:
     from tidings._consumer import Consumer
 
-__all__ = ["forget_revoked", "keep_extended"]
+__all__ = ["forget_revoked", "keep_extended", "release_unstarted"]
 
 log = logging.getLogger("tidings.consumer")
 
@@ -32,6 +33,7 @@ def forget_revoked(consumer: Consumer, deliveries: Sequence[Delivery]) -> None:
     for d in deliveries:
         consumer.flow.release(d)
         consumer.timers.cancel(d)
+        consumer.delays.set_aside.discard(d)
     lost_ready = [item for item in consumer.ready if item[0] in lost]
     if lost_ready:
         consumer.ready = deque(item for item in consumer.ready if item[0] not in lost)
@@ -61,3 +63,23 @@ async def keep_extended(consumer: Consumer) -> None:
                 await delivery.extend()
             except Exception as exc:
                 log.warning("%s: extending %s failed: %r", consumer.sub.name, delivery, exc)
+
+
+async def release_unstarted(consumer: Consumer) -> None:
+    """Give back deliveries fetched but never handed to a handler (stop, restart).
+
+    A broker that counts attempts durably then redelivers them with the same
+    attempt number: waiting behind a key or in the prefetch is not a handling.
+    """
+    held = [d for d, _event in consumer.ready]
+    if consumer.keys is not None:
+        held.extend(d for d, _event in consumer.keys.waiting())
+    held.extend(consumer.delays.set_aside)
+    consumer.delays.set_aside.clear()
+    for d in held:
+        if isinstance(d, Releasable) and not d.settled:
+            consumer.flow.release(d)
+            try:
+                await d.release()
+            except Exception as exc:  # it is redelivered anyway, one attempt higher
+                log.warning("%s: releasing %s failed: %r", consumer.sub.name, d, exc)

@@ -41,14 +41,15 @@ Rules every adapter keeps (the conformance suite in
 
 Extra abilities are separate protocols (:class:`Seekable`,
 :class:`Transactional`, :class:`MultiTopicPublisher`, :class:`Provisioning`,
-:class:`WireFormat`),
+:class:`WireFormat`, and :class:`Releasable` and :class:`CountsAttempts` for
+deliveries),
 announced in :class:`Capabilities`. The App reads the capabilities and emulates
 or refuses what a broker lacks: see ``docs/brokers.md``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias, runtime_checkable
@@ -61,11 +62,13 @@ if TYPE_CHECKING:
 __all__ = [
     "Broker",
     "Capabilities",
+    "CountsAttempts",
     "Delivery",
     "Message",
     "MultiTopicPublisher",
     "Position",
     "Provisioning",
+    "Releasable",
     "RevokeHandler",
     "Seekable",
     "StartFrom",
@@ -309,3 +312,31 @@ class WireFormat(Protocol):
 
     def default_codec(self) -> Codec:
         """The codec an App uses on this broker unless it is given one."""
+
+
+@runtime_checkable
+class Releasable(Protocol):
+    """A delivery that can be given back unhandled, without counting an attempt.
+
+    The App releases the deliveries it fetched but never handed to a handler
+    (waiting behind their key, or not yet started) when it stops or restarts a
+    subscription, so a broker that counts attempts durably redelivers them
+    with the same ``attempt``. Releasing settles the delivery here.
+    """
+
+    async def release(self) -> None:
+        """Give the delivery back; it comes again with the same attempt number."""
+
+
+@runtime_checkable
+class CountsAttempts(Protocol):
+    """A delivery whose broker records durably that its handling starts.
+
+    The App calls :meth:`begin` right before the handler runs and awaits what
+    it returns, if anything. Then a handling that ends with its process
+    (killed, crashed) still counts as an attempt, and the App dead-letters an
+    event delivered beyond ``max_attempts`` without running it again.
+    """
+
+    def begin(self) -> Awaitable[None] | None:
+        """The handler is about to run; return an awaitable if a write must finish first."""

@@ -7,6 +7,7 @@ user code only ever needs to catch these.
 from __future__ import annotations
 
 __all__ = [
+    "AttemptsExhausted",
     "BrokerClosedError",
     "ConcurrencyError",
     "ConfigurationError",
@@ -87,6 +88,23 @@ class HandlerError(TidingsError):
 
 class Reject(HandlerError):
     """Raise from a handler to dead-letter the event at once, without retries."""
+
+
+class AttemptsExhausted(HandlerError):
+    """An event came back more often than ``max_attempts`` with no outcome recorded.
+
+    Its handlings ended with their process (killed, crashed, out of memory)
+    before they could fail or succeed; it is dead-lettered without running
+    the handler again, so a process-killing event cannot stall its partition.
+    """
+
+    def __init__(self, attempt: int, max_attempts: int) -> None:
+        super().__init__(
+            f"delivered for attempt {attempt} with max_attempts={max_attempts}: "
+            "earlier handlings ended without an outcome (the process died)"
+        )
+        self.attempt = attempt
+        self.max_attempts = max_attempts
 
 
 class Retry(HandlerError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -72,6 +72,18 @@ class SqliteDelivery(OffsetDelivery):
 
     def _on_nack(self, delay: float) -> None:
         self._member.schedule_redelivery(self, delay)
+
+    def begin(self) -> Awaitable[None] | None:
+        """About to be handled (``CountsAttempts``): a redelivery's attempt is written first."""
+        if self.attempt == 1 and not self._part.retry_rows:
+            return None  # the common case, decided without a call
+        return None if self.fenced() else self._member.record_start(self)
+
+    async def release(self) -> None:
+        """Give back unhandled: redelivered with the same attempt (``Releasable``)."""
+        if not self.settled and not self.fenced():
+            self.settled = True
+            self._member.release(self)
 
     def _on_extend(self) -> None:
         # Nothing to extend: leases are per partition, not per delivery, and the

@@ -277,7 +277,48 @@ class SqliteSubscription:
         if gone:
             # The consumer waits for these to come back (holding their keys): they never will.
             self._revoke(gone)
+        if out and not self.ephemeral:
+            await self._record_handout(plan, now)
+            if self.closed:
+                return []
+            # A rebalance during the write may have taken some back (revoked, settled).
+            out = [d for d in out if not d.settled]
         return out
+
+    async def _record_handout(self, plan: _Plan, now: float) -> None:
+        """Write how far each partition was handed out before anyone handles it.
+
+        After a crash, whatever was handed out comes back as attempt 2 or more
+        (the process cannot tell which of its prefetched events had started).
+        One small transaction per fetch, group-committed with the other writes.
+        """
+        updates = [part.update() for part, _, _ in plan if part.delivered > part.durable_delivered]
+        if not updates:
+            return
+        group, member = self.group, self.member_id
+        await self.broker.writer.submit(
+            lambda conn: _ops.flush(conn, group, member, updates, (), ())
+        )
+        for part, _, _ in plan:
+            if part.delivered > part.durable_delivered:
+                part.durable_delivered = part.delivered
+
+    def record_start(self, delivery: SqliteDelivery) -> asyncio.Future[None] | None:
+        """A redelivery is about to be handled: write its attempt first.
+
+        Then a handler that kills its process still counts, and an event that
+        does so every time reaches ``max_attempts``. First deliveries need no
+        write: the handed-out mark (written at fetch) covers them.
+        """
+        part, offset = delivery._part, delivery.offset
+        if delivery.attempt == 1 and offset not in part.retry_rows:
+            return None
+        part.retry_rows.add(offset)
+        row = (part.topic_id, part.index, part.epoch, offset, time.time(), delivery.attempt)
+        group, member = self.group, self.member_id
+        return self.broker.writer.submit(
+            lambda conn: _ops.flush(conn, group, member, (), (row,), ())
+        )
 
     def _take_fresh(
         self, part: Partition, rows: Sequence[Any], now: float, out: list[Delivery]
@@ -331,6 +372,19 @@ class SqliteSubscription:
         if offset in part.retry_rows:
             self._forget_retry(part, offset)
         self._dirty.add(part)
+        self._schedule_flush()
+
+    def release(self, delivery: SqliteDelivery) -> None:
+        """An unfenced release: hand it out again later with the same attempt."""
+        part, offset = delivery._part, delivery.offset
+        part.inflight.pop(offset, None)
+        now = time.time()
+        part.attempts[offset] = delivery.attempt - 1
+        part.pending.push(now, offset)
+        part.retry_rows.add(offset)
+        self._retries_set.append(
+            (part.topic_id, part.index, part.epoch, offset, now, delivery.attempt - 1)
+        )
         self._schedule_flush()
 
     def _forget_retry(self, part: Partition, offset: int) -> None:

@@ -22,6 +22,7 @@ class Partition:
         "barrier_keys",
         "cursor",
         "delivered",
+        "durable_delivered",
         "epoch",
         "index",
         "inflight",
@@ -43,6 +44,8 @@ class Partition:
         #: The next offset to read as new (retries and delayed ones wait in ``pending``).
         self.cursor = state.committed
         self.delivered = state.delivered
+        #: How far handing out is known to be written (attempt counts survive a crash).
+        self.durable_delivered = state.delivered
         self.prior_delivered = state.delivered
         self.inflight: dict[int, SqliteDelivery] = {}
         #: Deliveries nacked here and not handed out again yet: the consumer waits for them.
