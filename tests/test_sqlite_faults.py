@@ -317,3 +317,45 @@ def test_an_event_that_kills_its_process_is_dead_lettered_after_max_attempts(
     (letter,) = asyncio.run(letters())
     assert letter.headers["tidings-error-type"] == "tidings.errors.AttemptsExhausted"
     assert b'"data":{"n":0}' in letter.value
+
+
+async def test_a_graceful_stop_re_handles_nothing_it_acked(tmp_path: Path) -> None:
+    """Events acked beyond an unsettled one are not handled again after a restart.
+
+    Before the fix, events waiting behind a busy key pinned the group position,
+    and everything acked after them was handled a second time.
+    """
+    url = f"sqlite:///{tmp_path / 'rehandle.db'}?partitions=1"
+    producer = App("producer", broker=url)
+    events = [producer.event({"n": 0, "k": "slow"}, type="T", key="slow")]
+    events += [producer.event({"n": n, "k": "slow"}, type="T", key="slow") for n in (1, 2)]
+    events += [producer.event({"n": n, "k": f"k{n}"}, type="T", key=f"k{n}") for n in range(3, 40)]
+    await producer.publish_batch(events, topic="t")
+    await producer.stop()
+    handled: list[int] = []
+
+    def build() -> App:
+        app = App("svc", broker=url)
+
+        @app.subscribe("t", group="g", concurrency=4, prefetch=100)
+        async def handle(event: Event) -> None:
+            handled.append(event.data["n"])
+            if event.data["n"] == 0:
+                await asyncio.sleep(0.5)  # 1 and 2 wait behind it; the rest are acked
+
+        return app
+
+    first = build()
+    async with first:
+        for _ in range(100):
+            if len(handled) >= 38:
+                break
+            await asyncio.sleep(0.02)
+        assert 1 not in handled  # the stop comes while n=0 still runs
+    second = build()
+    async with second:
+        for _ in range(100):
+            if len(set(handled)) == 40:
+                break
+            await asyncio.sleep(0.05)
+    assert sorted(handled) == list(range(40)), sorted(handled)

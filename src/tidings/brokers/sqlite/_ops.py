@@ -15,6 +15,7 @@ import msgspec
 
 from tidings.broker import Message, Position
 from tidings.brokers._partitioning import partition_for
+from tidings.brokers.sqlite import _ahead
 
 __all__ = [
     "READER_PREFIX",
@@ -47,6 +48,8 @@ class OffsetUpdate:
     epoch: int
     committed: int
     delivered: int
+    #: Offsets settled beyond ``committed`` (``_ahead.encode``); None leaves them as stored.
+    ahead: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,7 @@ class Acquired:
     committed: int
     delivered: int
     retries: list[tuple[int, float, int, str | None]]  # (offset, due, attempts, key)
+    ahead: set[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +191,8 @@ def flush(
     ``retries_clear`` rows: (topic_id, partition, epoch, offset).
     """
     for update in offsets:
-        write_position(conn, group, member, update)
+        if write_position(conn, group, member, update) and update.ahead is not None:
+            _ahead.store(conn, group, update.topic_id, update.partition, update.ahead)
     for topic_id, p, epoch, offset, due, attempts in retries_set:
         if _owns(conn, group, member, topic_id, p, epoch):
             conn.execute(
@@ -353,7 +358,8 @@ def _state(
             (group, topic_id, p, committed),
         )
     ]
-    return Acquired(topic_id, p, epoch, committed, delivered, retries)
+    ahead = _ahead.decode(_ahead.load(conn, group, topic_id, p), committed)
+    return Acquired(topic_id, p, epoch, committed, delivered, retries, ahead)
 
 
 def leave(
@@ -368,7 +374,14 @@ def leave(
     conn.execute("DELETE FROM members WHERE grp = ? AND member_id = ?", (group, member))
 
 
-_GROUP_TABLES = ("members", "assignments", "group_offsets", "retries", "processed")
+_GROUP_TABLES = (
+    "members",
+    "assignments",
+    "group_offsets",
+    "retries",
+    "processed",
+    "settled_ahead",
+)
 
 
 def drop_group(conn: sqlite3.Connection, group: str) -> None:
@@ -409,6 +422,7 @@ def seek(
             (group, topic_id, p, target),
         )
     conn.execute("DELETE FROM retries WHERE grp = ? AND topic_id = ?", (group, topic_id))
+    conn.execute("DELETE FROM settled_ahead WHERE grp = ? AND topic_id = ?", (group, topic_id))
     conn.execute(
         "UPDATE assignments SET epoch = epoch + 1 WHERE grp = ? AND topic_id = ?",
         (group, topic_id),

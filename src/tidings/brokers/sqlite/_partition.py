@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from tidings.brokers._pending import PendingQueue
 from tidings.brokers._watermark import Watermark
-from tidings.brokers.sqlite import _ops
+from tidings.brokers.sqlite import _ahead, _ops
 
 if TYPE_CHECKING:
     from tidings.brokers.sqlite._delivery import SqliteDelivery
@@ -18,6 +18,7 @@ class Partition:
     """A held partition, from the lease epoch that acquired it until it is lost."""
 
     __slots__ = (
+        "ahead_stored",
         "attempts",
         "barrier_keys",
         "cursor",
@@ -41,6 +42,9 @@ class Partition:
         self.index = state.partition
         self.epoch = state.epoch
         self.watermark = Watermark(state.committed)
+        self.watermark.ahead.update(state.ahead)  # acked before a restart: skipped
+        #: Whether ``settled_ahead`` may hold offsets for this partition.
+        self.ahead_stored = bool(state.ahead)
         #: The next offset to read as new (retries and delayed ones wait in ``pending``).
         self.cursor = state.committed
         self.delivered = state.delivered
@@ -96,6 +100,14 @@ class Partition:
         self.watermark.skip(start, end)
 
     def update(self) -> _ops.OffsetUpdate:
+        ahead = self.watermark.ahead
+        blob: bytes | None = None
+        if ahead and len(ahead) <= _ahead.MAX_KEPT:
+            blob = _ahead.encode(ahead)
+            self.ahead_stored = True
+        elif self.ahead_stored and not ahead:
+            blob = b""  # what was stored is behind the position now
+            self.ahead_stored = False
         return _ops.OffsetUpdate(
-            self.topic_id, self.index, self.epoch, self.watermark.committed, self.delivered
+            self.topic_id, self.index, self.epoch, self.watermark.committed, self.delivered, blob
         )

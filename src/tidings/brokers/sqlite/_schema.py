@@ -26,6 +26,9 @@ Tables (inspect them with the ``sqlite3`` shell):
     scheduled redeliveries (``due``) and attempt counts of nacked messages.
 ``processed``
     exactly-once dedup records: ``(group, dedup_key)``.
+``settled_ahead`` (version 2)
+    per group and partition, ``ranges`` of offsets settled beyond
+    ``committed`` (64-bit ``[start, end)`` pairs), skipped after a restart.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from tidings.errors import ConfigurationError
 
 __all__ = ["SCHEMA_VERSION", "Durability", "connect", "migrate"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 Durability = Literal["full", "normal"]
 
 _MIGRATIONS: dict[int, str] = {
@@ -107,6 +110,15 @@ _MIGRATIONS: dict[int, str] = {
         dedup_key TEXT NOT NULL,
         processed_at REAL NOT NULL,
         PRIMARY KEY (grp, dedup_key)
+    ) WITHOUT ROWID;
+    """,
+    2: """
+    CREATE TABLE settled_ahead (
+        grp TEXT NOT NULL,
+        topic_id INTEGER NOT NULL,
+        partition INTEGER NOT NULL,
+        ranges BLOB NOT NULL,
+        PRIMARY KEY (grp, topic_id, partition)
     ) WITHOUT ROWID;
     """,
 }
