@@ -314,7 +314,9 @@ def test_an_event_that_kills_its_process_is_dead_lettered_after_max_attempts(
         finally:
             await broker.close()
 
-    (letter,) = asyncio.run(letters())
+    found = asyncio.run(letters())
+    assert len(found) == 1, "\n".join(str((m.headers, m.value)) for m in found)
+    (letter,) = found
     assert letter.headers["tidings-error-type"] == "tidings.errors.AttemptsExhausted"
     assert b'"data":{"n":0}' in letter.value
 

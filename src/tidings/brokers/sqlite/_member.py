@@ -80,6 +80,7 @@ class SqliteSubscription:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._waiting = False
         self._poked: asyncio.Future[None] | None = None
+        self._beating = asyncio.Lock()
         #: Live members of the group at the last heartbeat (the watcher compares).
         self.members_seen = 0
         self._flushing: asyncio.Future[None] | None = None
@@ -112,8 +113,9 @@ class SqliteSubscription:
         this heartbeat revokes its deliveries here (``on_revoke``) while the
         lease still keeps the new owner out; the next one, at once, releases it.
         """
-        if await self._beat() and not self.closed:
-            await self._beat()
+        async with self._beating:  # one at a time: each must see what the last one held
+            if await self._beat() and not self.closed:
+                await self._beat()
 
     async def _beat(self) -> bool:
         """One heartbeat; True if partitions were revoked that the next one releases."""
@@ -147,7 +149,10 @@ class SqliteSubscription:
                 lost.extend(self._lose(key))
         for state in result.acquired:
             key = (state.topic_id, state.partition)
-            if key in self.owned:  # a seek moved it: what was in flight is void
+            held = self.owned.get(key)
+            if held is not None and held.epoch == state.epoch:
+                continue  # the same lease, already held: nothing to redo
+            if held is not None:  # a seek moved it: what was in flight is void
                 lost.extend(self._lose(key))
             self.owned[key] = Partition(self.topics[state.topic_id], state)
         if lost:
@@ -331,7 +336,11 @@ class SqliteSubscription:
             if offset > part.cursor:
                 part.skip(part.cursor, offset)
             part.cursor = offset + 1
-            if offset in part.retry_rows or offset in part.watermark.ahead:
+            if (
+                offset in part.retry_rows
+                or offset in part.watermark.ahead
+                or offset < part.watermark.committed  # a due retry settled before the cursor
+            ):
                 continue
             deliver_at = row[5]
             wait = float(deliver_at) if deliver_at is not None and deliver_at > now else None
