@@ -143,9 +143,10 @@ class SqliteBroker:
             return
         config = self.config
         self._reader, conn = await Reader.open(config.path, config.durability)
-        conn.execute(f"PRAGMA busy_timeout = {round(config.busy_timeout * 1000)}")
+        # The writer waits for the write lock itself, in short steps (see Writer.begin).
+        conn.execute("PRAGMA busy_timeout = 0")
         wal = self.path + "-wal"
-        self._writer = Writer(conn, wal, db_path=config.path)
+        self._writer = Writer(conn, wal, db_path=config.path, busy_timeout=config.busy_timeout)
         self._topics = TopicRegistry(self._writer, self.default_partitions)
         self._watcher = Watcher(
             wal, self._reader, self._writer, self._subscriptions, config.session_timeout
