@@ -6,9 +6,12 @@ run inside a writer transaction.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import msgspec
 
@@ -86,36 +89,34 @@ def read(
     last: int | None,
     limit: int,
 ) -> list[StoredMessage]:
-    row = conn.execute("SELECT id FROM topics WHERE name = ?", (topic,)).fetchone()
+    row = conn.execute("SELECT id, partitions FROM topics WHERE name = ?", (topic,)).fetchone()
     if row is None:
         return []
-    topic_id = row[0]
+    topic_id, partitions = row
     columns = "partition, offset, key, value, headers, published_at, deliver_at"
     if last is not None:
-        rows = conn.execute(
-            f"SELECT {columns} FROM messages WHERE topic_id = ? "
-            "ORDER BY published_at DESC, partition DESC, offset DESC LIMIT ?",
-            (topic_id, min(last, limit)),
-        ).fetchall()
+        newest = min(last, limit)
+        tails = [
+            conn.execute(
+                f"SELECT {columns} FROM messages WHERE topic_id = ? AND partition = ? "
+                "ORDER BY offset DESC LIMIT ?",
+                (topic_id, p, newest),
+            ).fetchall()
+            for p in range(partitions)
+        ]
+        rows = _merge_heads(tails, newest, newest_first=True)
         rows.reverse()
-    elif after:
-        rows = []
-        for partition, offset in sorted(after.items()):
-            rows.extend(
-                conn.execute(
-                    f"SELECT {columns} FROM messages WHERE topic_id = ? AND partition = ? "
-                    "AND offset >= ? ORDER BY offset LIMIT ?",
-                    (topic_id, partition, offset, limit),
-                ).fetchall()
-            )
-        rows.sort(key=lambda r: (r[5], r[0], r[1]))
-        rows = rows[:limit]
     else:
-        rows = conn.execute(
-            f"SELECT {columns} FROM messages WHERE topic_id = ? "
-            "ORDER BY published_at, partition, offset LIMIT ?",
-            (topic_id, limit),
-        ).fetchall()
+        starts = dict(after) if after else dict.fromkeys(range(partitions), 0)
+        heads = [
+            conn.execute(
+                f"SELECT {columns} FROM messages WHERE topic_id = ? AND partition = ? "
+                "AND offset >= ? ORDER BY offset LIMIT ?",
+                (topic_id, p, offset, limit),
+            ).fetchall()
+            for p, offset in sorted(starts.items())
+        ]
+        rows = _merge_heads(heads, limit, newest_first=False)
     return [
         StoredMessage(
             topic,
@@ -160,3 +161,18 @@ def move(
             heads.setdefault(topic_id, {}).update(written)
             moved += 1
     return moved, heads
+
+
+def _merge_heads(runs: list[list[Any]], limit: int, newest_first: bool) -> list[Any]:
+    """Interleave per-partition runs by publish time, always taking a run's head.
+
+    Within a partition, publish times need not rise with offsets (writers take
+    the time before the lock), so sorting a page by time and cutting it would
+    leave holes in a partition: taking heads keeps each partition's part of a
+    page a prefix of its run, so a reader resuming after it misses nothing.
+    """
+    sign = -1.0 if newest_first else 1.0
+    merged = heapq.merge(
+        *(((sign * r[5], sign * r[0], sign * r[1], r) for r in run) for run in runs)
+    )
+    return [item[3] for item in itertools.islice(merged, limit)]

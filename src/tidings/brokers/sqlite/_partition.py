@@ -60,7 +60,14 @@ class Partition:
         self.retry_rows: set[int] = set()
         #: Inherited retries holding their key's later messages back: offset -> key.
         self.barrier_keys: dict[int, str] = {}
-        for offset, due, attempts, key in state.retries:
+        latest: dict[str, float] = {}
+        for offset, stored_due, attempts, key in sorted(state.retries):
+            due = stored_due
+            if key is not None:
+                # Never before an earlier event of its key (rows of one key may carry
+                # any due times: a nack's, a release's, a started handling's).
+                due = max(due, latest.get(key, due))
+                latest[key] = due
             self.pending.push(due, offset)
             self.attempts[offset] = attempts
             self.retry_rows.add(offset)
