@@ -5,7 +5,8 @@ throughput/latency/RSS table, tidings against pyee and blinker; then the
 embedded (SQLite) broker's table against raw ``sqlite3`` baselines
 (``bench_sqlite.py``); each with whether its targets are met. ``--profile``
 profiles the tidings dict-payload case instead; ``--stages`` prints its cost
-per stage; ``--sqlite-profile CASE`` profiles one sqlite case.
+per stage; ``--sqlite-profile CASE`` profiles one sqlite case. ``--suite kafka``
+or ``--suite nats`` runs that adapter's table (its own server; its options after ``--``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import importlib
 import io
 import os
 import platform
@@ -40,6 +42,9 @@ from bench_sqlite import Options as SqliteOptions
 from bench_sqlite import run_cases as run_sqlite_cases
 from rich.console import Console
 from rich.table import Table
+
+#: Suites of broker adapters: their module under bench/, each with main(argv) -> int.
+ADAPTER_SUITES = {"kafka": "bench_kafka", "nats": "bench_nats"}
 
 TARGET_RATE = 150_000
 TARGET_TEXT = "in-memory at-least-once path >= 150,000 events/s with dict payloads on one core"
@@ -225,10 +230,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--suite",
-        choices=("memory", "sqlite", "all"),
+        choices=("memory", "sqlite", "all", *ADAPTER_SUITES),
         default="all",
-        help="which table(s) to print (%(default)s)",
+        help="which table(s) to print (%(default)s; all = memory and sqlite; an adapter "
+        "suite starts its own server and takes its own options after --)",
     )
+    parser.add_argument("adapter_args", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument(
         "--events",
         type=int,
@@ -306,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         run_stages(args.events)
     elif args.sqlite_profile:
         run_sqlite_profile(args.sqlite_profile, sqlite_options)
+    elif args.suite in ADAPTER_SUITES:
+        run_adapter_suite(args.suite, args.adapter_args)
     else:
         if args.suite in ("memory", "all"):
             options = Options(
@@ -318,6 +327,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             run_table(options, cases)
         if args.suite in ("sqlite", "all"):
             run_sqlite_table(sqlite_options, sqlite_cases)
+
+
+def run_adapter_suite(suite: str, argv: list[str]) -> None:
+    """An adapter's table (bench/bench_<suite>.py): ``--suite kafka -- --events N``."""
+    module = importlib.import_module(ADAPTER_SUITES[suite])
+    code = module.main(argv)
+    if code:
+        raise SystemExit(code)
 
 
 def _names(parser: argparse.ArgumentParser, text: str, known: Collection[str]) -> list[str]:
