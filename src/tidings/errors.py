@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "BrokerClosedError",
+    "BrokerUnavailable",
     "ConcurrencyError",
     "ConfigurationError",
     "ConnectionError",
@@ -39,6 +40,10 @@ class ConnectionError(TidingsError):
 
 class BrokerClosedError(ConnectionError):
     """An operation was attempted on a broker or subscription that is closed."""
+
+
+class BrokerUnavailable(ConnectionError):  # noqa: N818 - the name the adapters' docs use
+    """No broker answered at the URL (named without its password) within the connect timeout."""
 
 
 class PublishError(TidingsError):
