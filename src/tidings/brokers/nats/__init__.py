@@ -140,7 +140,7 @@ class NatsBroker:
                 if isinstance(exc, nats.errors.NoRespondersError | nats.js.errors.APIError)
                 else f"no answer within {options.connect_timeout:g}s ({type(exc).__name__})"
             )
-            raise BrokerUnavailable(f"cannot reach NATS at {options.url}: {reason}") from None
+            raise BrokerUnavailable(f"no NATS server at {options.url}: {reason}") from None
         self.client = client
         self._ack_prefix = client.new_inbox() + "."
         await client.subscribe(self._ack_prefix + "*", cb=self._on_ack)
@@ -150,11 +150,13 @@ class NatsBroker:
     def _connect_arguments(self) -> dict[str, Any]:
         options = self.options
 
+        # Before the first connection, connect() reports the failure itself (one error).
         async def on_error(exc: Exception) -> None:
-            log.warning("nats %s: %s", options.url, exc or type(exc).__name__)
+            level = logging.WARNING if self.client is not None else logging.DEBUG
+            log.log(level, "nats %s: %s", options.url, exc or type(exc).__name__)
 
         async def on_disconnect() -> None:
-            if not self._closed:
+            if not self._closed and self.client is not None:
                 log.warning("nats %s: disconnected; reconnecting", options.url)
 
         async def on_reconnect() -> None:

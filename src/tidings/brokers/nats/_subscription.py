@@ -117,22 +117,29 @@ class NatsSubscription:
             if source.acks:
                 await delivery.give_back()
             return
-        if source.nacked:
-            source.nacked.pop(info.sequence, None)
         self.buffer.append(delivery)
         self.arrived.set()
 
     def _take(self, max_count: int) -> list[Delivery]:
         out: list[Delivery] = []
+        kept: list[NatsDelivery] = []
         buffer = self.buffer
         while buffer and len(out) < max_count:
             delivery = buffer.popleft()
+            source = delivery._source
+            if source.releasing:
+                kept.append(delivery)  # handed over once its pull request ends
+                continue
             if delivery.fenced():
                 continue
-            source = delivery._source
             if source.acks:
-                source.held[delivery.offset + 1] = delivery
+                sequence = delivery.offset + 1
+                if source.nacked:
+                    source.nacked.pop(sequence, None)
+                source.held[sequence] = delivery
             out.append(delivery)
+        if kept:
+            buffer.extendleft(reversed(kept))
         return out
 
     # -- fetching ----------------------------------------------------------------
@@ -206,14 +213,16 @@ class NatsSubscription:
             return
         await self.quiesce(source)
         lost = sorted((*source.held.values(), *source.nacked.values()), key=_sequence)
-        buffered = [d for d in self.buffer if d._source is source and not d.fenced()]
+        latest = {d.offset: d for d in lost}
+        for delivery in self.buffer:  # a redelivery replaces the nacked one it repeats
+            if delivery._source is source and not delivery.fenced():
+                latest[delivery.offset] = delivery
         source.fence()
         source.owned = False
         source.releasing = False
         self.buffer = deque(d for d in self.buffer if d._source is not source)
-        back = sorted((*lost, *buffered), key=_sequence)
-        for delivery in back:
-            await delivery.give_back()
+        for offset in sorted(latest):
+            await latest[offset].give_back()
         if revoke and lost and self.on_revoke is not None:
             self.on_revoke(lost)
         await self.client.flush()
