@@ -91,7 +91,8 @@ class Coordinator:
         self._subs: list[object] = []
         self._task: asyncio.Task[None] | None = None
         self._started = 0.0
-        self._last_tick = 0.0
+        self._paused = False
+        self._beats: asyncio.Task[None] | None = None
         self._ticks = 0
         self._kick = asyncio.Event()
 
@@ -108,6 +109,7 @@ class Coordinator:
         await self.client.flush()
         await self.tick()
         self._task = asyncio.create_task(self._run(), name=f"tidings-nats-group:{self.group}")
+        self._beats = asyncio.create_task(self._beat(), name=f"tidings-nats-beat:{self.group}")
 
     def _make_listener(self, stream: str) -> object:
         seen = self.seen[stream]
@@ -138,6 +140,21 @@ class Coordinator:
         for stream in self.streams:
             await self.client.publish(self._subject(stream), sign + self._me)
 
+    async def _beat(self) -> None:
+        """Announce this member every heartbeat, whatever a rebalance step is waiting for."""
+        last = time.monotonic()
+        while not self.member.closed:
+            await asyncio.sleep(self.heartbeat)
+            now = time.monotonic()
+            if now - last > self.session_timeout * 0.8:
+                self._paused = True  # the others may have written this member off
+                self._kick.set()
+            last = now
+            try:
+                await self._announce(b"+")
+            except Exception as exc:  # a reconnect in progress: next beat
+                log.debug("group %s: heartbeat failed: %r", self.group, exc)
+
     async def _run(self) -> None:
         while not self.member.closed:
             with contextlib.suppress(TimeoutError):
@@ -146,7 +163,6 @@ class Coordinator:
             if self.member.closed:
                 return
             try:
-                await self._announce(b"+")
                 await self.tick()
             except asyncio.CancelledError:
                 raise
@@ -162,8 +178,7 @@ class Coordinator:
 
     async def tick(self) -> None:
         now = time.monotonic()
-        paused = self._last_tick and now - self._last_tick > self.session_timeout * 0.8
-        self._last_tick = now
+        paused, self._paused = self._paused, False
         self._ticks += 1
         verify = self._ticks % _VERIFY_EVERY == 0
         for stream, sources in self.streams.items():
@@ -229,11 +244,12 @@ class Coordinator:
 
     async def stop(self) -> None:
         """Hand every partition back, delete the leases, tell the others."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._task, self._beats):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._beats = None
         if self.client.is_closed:
             return
         owned = [s for sources in self.streams.values() for s in sources if s.owned]
