@@ -42,7 +42,7 @@ class BrokerClosedError(ConnectionError):
     """An operation was attempted on a broker or subscription that is closed."""
 
 
-class BrokerUnavailable(ConnectionError):  # noqa: N818 - the name the adapters' docs use
+class BrokerUnavailable(ConnectionError):
     """No broker answered at the URL (named without its password) within the connect timeout."""
 
 

@@ -48,7 +48,9 @@ CLI = [sys.executable, "-m", "tidings.cli"]
 SOURCE = str(Path(tidings.__file__).resolve().parents[1])
 
 
-def _cli(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def _cli(
+    *args: str, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     path = os.pathsep.join(p for p in (SOURCE, os.environ.get("PYTHONPATH")) if p)
     return subprocess.run(
         [*CLI, *args],
@@ -151,3 +153,26 @@ def test_demo_runs_headless_and_its_invariants_hold(tmp_path: Path) -> None:
         server.stop()
     assert done.returncode == 0, done.stdout + done.stderr
     assert "every invariant holds" in done.stdout
+
+
+def test_the_docs_page_example_runs(tmp_path: Path) -> None:
+    url = system_url().split("?", 1)[0]
+    page = Path(__file__).resolve().parents[2] / "docs" / "brokers" / "nats.md"
+    blocks = page.read_text().split("```python\n")[1:]
+    assert blocks, "the page has no python example"
+    for number, block in enumerate(blocks):
+        code = block.split("```", 1)[0].replace("nats://127.0.0.1:4222", url)
+        script = tmp_path / f"example{number}.py"
+        script.write_text(code)
+        path = os.pathsep.join(p for p in (SOURCE, os.environ.get("PYTHONPATH")) if p)
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            check=False,
+            env={**os.environ, "PYTHONPATH": path},
+        )
+        assert done.returncode == 0, done.stderr
+    asyncio.run(delete_streams(url, "invoices"))

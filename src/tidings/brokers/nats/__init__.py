@@ -41,9 +41,7 @@ try:
     from nats.js.errors import NotFoundError
     from nats.js.manager import JetStreamManager
 except ImportError:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "the nats:// broker needs nats-py: pip install 'tidings[nats]'"
-    ) from None
+    raise ImportError("the nats:// broker needs nats-py: pip install 'tidings[nats]'") from None
 
 from tidings.brokers.nats import _admin
 from tidings.brokers.nats._binding import to_wire
@@ -229,7 +227,9 @@ class NatsBroker:
                     duplicate_window=self.options.duplicate_window,
                 )
         except (TimeoutError, nats.errors.Error) as exc:
-            raise PublishError(f"cannot reach the stream of {name!r} on {self.options.url}: {exc!r}") from exc
+            raise PublishError(
+                f"cannot reach the stream of {name!r} on {self.options.url}: {exc!r}"
+            ) from exc
         if found is not None:
             self._topics[name] = found
         return found
@@ -430,7 +430,7 @@ class NatsBroker:
     async def _member_sources(
         self, topics: Sequence[Topic], group: str, options: SubscribeOptions
     ) -> list[Source]:
-        sources = []
+        sources: list[Source] = []
         start = api.DeliverPolicy.ALL if options.start == "earliest" else api.DeliverPolicy.NEW
         for topic in topics:
             for partition in range(topic.partitions):

@@ -28,7 +28,9 @@ from tidings.inspection import GroupInfo, PartitionLag, StoredMessage, TopicInfo
 __all__ = ["delete", "list_groups", "list_topics", "read"]
 
 
-async def _topics(jsm: JetStreamManager, default_partitions: int) -> list[tuple[Topic, api.StreamInfo]]:
+async def _topics(
+    jsm: JetStreamManager, default_partitions: int
+) -> list[tuple[Topic, api.StreamInfo]]:
     found = []
     for info in await jsm.streams_info():
         topic = topic_of(info, default_partitions)

@@ -24,6 +24,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -111,7 +112,7 @@ class Coordinator:
         self._task = asyncio.create_task(self._run(), name=f"tidings-nats-group:{self.group}")
         self._beats = asyncio.create_task(self._beat(), name=f"tidings-nats-beat:{self.group}")
 
-    def _make_listener(self, stream: str) -> object:
+    def _make_listener(self, stream: str) -> Callable[[Msg], Awaitable[None]]:
         seen = self.seen[stream]
 
         async def listen(msg: Msg) -> None:

@@ -17,6 +17,7 @@ next owner receives a key's retried message before its later ones.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -90,9 +91,10 @@ class NatsSubscription:
                 source.backlog = int(headers.get("Nats-Pending-Messages", 0) or 0)
                 self.arrived.set()
             return
-        source = self.by_consumer.get((info.stream, info.consumer))
-        if source is None:
+        found = self.by_consumer.get((info.stream, info.consumer))
+        if found is None:
             return
+        source = found
         if source.outstanding > 0:
             source.outstanding -= 1
         source.backlog = info.pending
@@ -157,10 +159,8 @@ class NatsSubscription:
                 return []
             self.arrived.clear()
             await self._request(max_count, remaining)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.arrived.wait(), remaining)
-            except TimeoutError:
-                pass
 
     async def _request(self, max_count: int, timeout: float) -> None:
         now = time.monotonic()
@@ -204,8 +204,11 @@ class NatsSubscription:
         """Stop asking ``source`` for messages and wait for the request in flight to end."""
         source.releasing = True
         while source.outstanding and time.monotonic() < source.deadline:
-            await asyncio.sleep(0.01)
+            self.arrived.clear()  # set by every delivery and by the request's end
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.arrived.wait(), source.deadline - time.monotonic())
         source.outstanding = 0
+        self.arrived.set()  # a fetch waiting meanwhile looks again
 
     async def release(self, source: Source, *, revoke: bool) -> None:
         """Give up ``source``: core is told what it lost, JetStream gets all of it back."""
