@@ -163,40 +163,50 @@ class NatsSubscription:
                 await asyncio.wait_for(self.arrived.wait(), remaining)
 
     async def _request(self, max_count: int, timeout: float) -> None:
+        """Send pull requests within ``max_count``, less what is buffered or asked for.
+
+        A drained partition (its consumer had nothing left at its last delivery)
+        always gets a request for one message, outside the count: it waits for new
+        messages without holding back the others (so a member may take one message
+        per drained partition beyond its prefetch). The credit is shared among the
+        others, each asked for no more than its consumer has.
+        """
         now = time.monotonic()
         credit = max_count - len(self.buffer)
-        ready = []
+        idle: list[Source] = []
+        busy: list[Source] = []
         for source in self.sources:
             if source.outstanding and now > source.deadline:
                 source.outstanding = 0  # its end was lost (a reconnect): ask again
             if source.backlog != 0:
-                # A drained partition's request (one message) waits for new ones: it
-                # does not hold back the others (at most one message per partition over).
                 credit -= source.outstanding
             if source.owned and not source.releasing and not source.outstanding:
-                ready.append(source)
-        if credit <= 0 or not ready:
-            return
-        self._turn = (self._turn + 1) % len(ready)
-        ready = ready[self._turn :] + ready[: self._turn]
+                (idle if source.backlog == 0 else busy).append(source)
         expires = min(max(timeout, 0.05), _MAX_EXPIRES)
-        for i, source in enumerate(ready):
+        for source in idle:
+            await self._pull(source, 1, expires, now)
+        if credit <= 0 or not busy:
+            return
+        self._turn = (self._turn + 1) % len(busy)
+        busy = busy[self._turn :] + busy[: self._turn]
+        for i, source in enumerate(busy):
             if credit <= 0:
                 break
-            batch = max(1, credit // (len(ready) - i))
+            batch = max(1, credit // (len(busy) - i))
             if source.backlog is not None:
-                # Ask for no more than the consumer has: a request waiting for messages
-                # that do not come would hold credit other partitions could use.
                 batch = min(batch, max(source.backlog, len(source.nacked), 1))
             credit -= batch
-            source.outstanding = batch
-            source.deadline = now + expires + 1.0
-            body = b'{"batch":%d,"expires":%d}' % (batch, int(expires * 1e9))
-            await self.client.publish(
-                f"$JS.API.CONSUMER.MSG.NEXT.{source.stream}.{source.consumer}",
-                body,
-                reply=f"{self.inbox}.{source.index}",
-            )
+            await self._pull(source, batch, expires, now)
+
+    async def _pull(self, source: Source, batch: int, expires: float, now: float) -> None:
+        source.outstanding = batch
+        source.deadline = now + expires + 1.0
+        body = b'{"batch":%d,"expires":%d}' % (batch, int(expires * 1e9))
+        await self.client.publish(
+            f"$JS.API.CONSUMER.MSG.NEXT.{source.stream}.{source.consumer}",
+            body,
+            reply=f"{self.inbox}.{source.index}",
+        )
 
     # -- hand-over -----------------------------------------------------------------
 
