@@ -6,6 +6,7 @@ handling, line-buffered, so a kill loses no line of a handling that finished.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -20,4 +21,5 @@ _log = open(LOG, "a", buffering=1)  # noqa: SIM115 - lives with the process
 
 @app.subscribe(TOPIC, group="faults", concurrency=8, ack_wait=3.0)
 async def handle(data: dict[str, Any], ctx: Context) -> None:
+    await asyncio.sleep(0.001)
     _log.write(f"{data['seq']} {ctx.attempt} {os.getpid()}\n")

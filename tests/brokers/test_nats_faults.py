@@ -43,9 +43,9 @@ def _worker(url: str, topic: str, log: Path) -> subprocess.Popen[bytes]:
         "NATS_FAULTS_TOPIC": topic,
         "NATS_FAULTS_LOG": str(log),
     }
+    command = [sys.executable, "-m", "tidings.cli", "run", "_nats_worker:app"]
     return subprocess.Popen(
-        [sys.executable, "-m", "tidings.cli", "run", "_nats_worker:app", "--broker", url]
-        + ["--log-level", "warning"],
+        [*command, "--broker", url, "--log-level", "warning"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -86,7 +86,7 @@ async def _eventually(condition: Any, timeout: float) -> bool:
 async def test_workers_killed_with_sigkill_lose_no_published_event(
     server: OwnServer, tmp_path: Path
 ) -> None:
-    topic, log, count = "faults.kill", tmp_path / "handled.log", 3000
+    topic, log, count = "faults.kill", tmp_path / "handled.log", 4000
     producer = App("producer", broker=server.url)
     workers = [_worker(server.url, topic, log) for _ in range(2)]
     try:
@@ -95,7 +95,8 @@ async def test_workers_killed_with_sigkill_lose_no_published_event(
             assert await _eventually(lambda: -1 in _handled(log), 30), "workers never started"
 
             async def chaos(published: int) -> None:
-                if published in (1000, 2000):
+                await asyncio.sleep(0.1)  # a flow over seconds, so kills land mid-stream
+                if published in (1000, 2500):
                     victim = workers.pop(0)
                     victim.send_signal(signal.SIGKILL)
                     victim.wait()
@@ -105,6 +106,8 @@ async def test_workers_killed_with_sigkill_lose_no_published_event(
         handled = await _eventually(lambda: set(range(count)) <= _handled(log), 60)
         missing = set(range(count)) - _handled(log)
         assert handled, f"{len(missing)} published events never handled, e.g. {sorted(missing)[:5]}"
+        pids = {line.split()[2] for line in log.read_text().splitlines()}
+        assert len(pids) >= 3, "the killed workers and their replacements all handled events"
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
@@ -127,9 +130,11 @@ async def test_a_broker_restart_during_the_flow_loses_nothing(server: OwnServer)
 
     producer = App("producer", broker=server.url)
     async with consumer, producer:
+        restarted: list[int] = []
 
         async def restart(published: int) -> None:
             if published == 3000:
+                restarted.append(len(seen))
                 await asyncio.to_thread(server.stop)
                 await asyncio.sleep(1.0)
                 await asyncio.to_thread(server.start)
@@ -137,3 +142,4 @@ async def test_a_broker_restart_during_the_flow_loses_nothing(server: OwnServer)
         await _publish_all(producer, topic, count, 200, restart)
         done = await _eventually(lambda: len(seen) == count, 90)
         assert done, f"{count - len(seen)} events not handled after the restart"
+        assert restarted and restarted[0] < count, "the server restarted mid-flow"
