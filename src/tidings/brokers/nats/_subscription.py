@@ -42,6 +42,7 @@ log = logging.getLogger("tidings.brokers.nats")
 #: Longest a pull request waits at the server (a hand-over or close waits for it).
 _MAX_EXPIRES = 1.0
 _STATUS = "Status"
+_TRACE = False
 
 
 class NatsSubscription:
@@ -98,6 +99,16 @@ class NatsSubscription:
         if source.outstanding > 0:
             source.outstanding -= 1
         source.backlog = info.pending
+        if _TRACE:
+            log.debug(
+                "%s got %s seq %d count %d owned %s releasing %s",
+                id(self) % 1000,
+                info.consumer,
+                info.sequence,
+                info.delivered,
+                source.owned,
+                source.releasing,
+            )
         own, key = from_wire(msg.headers)
         partition = source.partition
         if partition < 0:
@@ -236,11 +247,20 @@ class NatsSubscription:
         self.buffer = deque(d for d in self.buffer if d._source is not source)
         for offset in sorted(latest):
             await latest[offset].give_back()
+        log.debug(
+            "%s: handed partition %d of %s over (%d back, %d revoked)",
+            self.group,
+            source.partition,
+            source.topic,
+            len(latest),
+            len(lost),
+        )
         if revoke and lost and self.on_revoke is not None:
             self.on_revoke(lost)
         await self.client.flush()
 
     def own(self, source: Source, revision: int | None) -> None:
+        log.debug("%s: owns partition %d of %s", self.group, source.partition, source.topic)
         source.revision = revision
         source.owned = True
         source.releasing = False
