@@ -92,7 +92,7 @@ async def _tidings_consume(url: str, n: int, batch: bool) -> tuple[int, float]:
             if seen >= n:
                 done.set()
 
-        app.add_subscription(handle_batch, topic, group="bench", batch_size=500)
+        app.add_subscription(handle_batch, topic, group="bench", batch_size=500, prefetch=1000)
     else:
 
         async def handle(data: dict[str, Any]) -> None:
@@ -126,14 +126,30 @@ async def tidings_consume_batch(url: str, n: int) -> tuple[int, float]:
 # -- the raw nats-py client ---------------------------------------------------------------
 
 
+def _same_messages(n: int, topic: str) -> list[tuple[str, bytes, dict[str, str]]]:
+    """What tidings publishes: binary CloudEvents, the event id as Nats-Msg-Id, the key."""
+    app = App("bench-raw")
+    codec = NatsBroker.from_url("nats://127.0.0.1:1").default_codec()
+    out = []
+    for i in range(n):
+        event = app.event({"i": i}, type="Tick", key=f"k{i % 64}")
+        body, headers = codec.encode(event)
+        headers["Nats-Msg-Id"] = event.id
+        headers["Tidings-Key"] = f"k{i % 64}"
+        out.append((f"{topic}.{i % 4}", body, headers))
+    return out
+
+
 async def raw_publish_one(url: str, n: int) -> tuple[int, float]:
+    """js.publish, awaiting each acknowledgement (the same messages tidings publishes)."""
     topic = _topic("rawpub1")
+    messages = _same_messages(n, topic)
     client = await nats.connect(url)
     js = client.jetstream()
     await js.add_stream(name=stream_name(topic), subjects=[f"{topic}.*"])
     started = time.perf_counter()
-    for i in range(n):
-        await js.publish(f"{topic}.{i % 4}", b'{"i": %d}' % i)
+    for subject, body, headers in messages:
+        await js.publish(subject, body, headers=headers)
     elapsed = time.perf_counter() - started
     await client.jsm().delete_stream(stream_name(topic))
     await client.close()
@@ -141,13 +157,15 @@ async def raw_publish_one(url: str, n: int) -> tuple[int, float]:
 
 
 async def raw_publish_async(url: str, n: int) -> tuple[int, float]:
+    """js.publish_async with up to 4000 acknowledgements pending (the same messages)."""
     topic = _topic("rawpub")
+    messages = _same_messages(n, topic)
     client = await nats.connect(url)
     js = client.jetstream(publish_async_max_pending=4000)
     await js.add_stream(name=stream_name(topic), subjects=[f"{topic}.*"])
     started = time.perf_counter()
-    for i in range(n):
-        await js.publish_async(f"{topic}.{i % 4}", b'{"i": %d}' % i)
+    for subject, body, headers in messages:
+        await js.publish_async(subject, body, headers=headers)
     await js.publish_async_completed()
     elapsed = time.perf_counter() - started
     await client.jsm().delete_stream(stream_name(topic))

@@ -28,23 +28,30 @@ _ENCODED_PREFIX = "Tidings-Pct-"
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: Printable ASCII but '%' stays as is in the key header (most keys go through unchanged).
 _KEY_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%") + " "
-_PLAIN_VALUE = re.compile(r"[\x20-\x7e]*")
+
+
+_TOKENS: dict[str, bool] = {}
 
 
 def _plain(name: str, value: str) -> bool:
-    return _TOKEN.fullmatch(name) is not None and _PLAIN_VALUE.fullmatch(value) is not None
+    token = _TOKENS.get(name)
+    if token is None:
+        token = _TOKENS[name] = _TOKEN.fullmatch(name) is not None
+        if len(_TOKENS) > 4096:  # names come from code, rarely from data: stay small
+            _TOKENS.clear()
+    return token and value.isascii() and (value.isprintable() or not value)
 
 
 def to_wire(message: Message) -> dict[str, str] | None:
     """The NATS headers of ``message`` (None when there are none: a lighter frame)."""
     if not message.headers and message.key is None and message.id is None:
         return None
-    headers = {
-        name if _plain(name, value) else _ENCODED_PREFIX + quote(name, safe=""): (
-            value if _plain(name, value) else quote(value, safe="")
-        )
-        for name, value in message.headers.items()
-    }
+    headers: dict[str, str] = {}
+    for name, value in message.headers.items():
+        if _plain(name, value):
+            headers[name] = value
+        else:
+            headers[_ENCODED_PREFIX + quote(name, safe="")] = quote(value, safe="")
     if message.key is not None:
         headers[KEY_HEADER] = quote(message.key, safe=_KEY_SAFE)
     if message.id is not None:
