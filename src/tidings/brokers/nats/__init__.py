@@ -45,6 +45,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 from tidings.brokers.nats import _admin
 from tidings.brokers.nats._binding import to_wire
+from tidings.brokers.nats._client import FastHeaderClient
 from tidings.brokers.nats._delivery import Source
 from tidings.brokers.nats._group import Coordinator, lease_bucket
 from tidings.brokers.nats._seek import seek_group
@@ -123,7 +124,7 @@ class NatsBroker:
         if self._closed:
             raise BrokerClosedError(f"nats broker {self.options.url} is closed")
         options = self.options
-        client = Client()
+        client = FastHeaderClient()
         try:
             await asyncio.wait_for(
                 client.connect(**self._connect_arguments()), options.connect_timeout
@@ -177,6 +178,8 @@ class NatsBroker:
             "disconnected_cb": on_disconnect,
             "reconnected_cb": on_reconnect,
             "name": options.name or "tidings",
+            # Topics are checked when their stream is made; replies come from the server.
+            "skip_subject_validation": True,
         }
         if options.user is not None:
             arguments["user"] = options.user

@@ -39,7 +39,14 @@ def _plain(name: str, value: str) -> bool:
         token = _TOKENS[name] = _TOKEN.fullmatch(name) is not None
         if len(_TOKENS) > 4096:  # names come from code, rarely from data: stay small
             _TOKENS.clear()
-    return token and value.isascii() and (value.isprintable() or not value)
+    # nats-py strips values: spaces at either end must travel encoded too.
+    return (
+        token
+        and value.isascii()
+        and (value.isprintable() or not value)
+        and value[:1] != " "
+        and value[-1:] != " "
+    )
 
 
 def to_wire(message: Message) -> dict[str, str] | None:
@@ -68,7 +75,9 @@ def from_wire(headers: Mapping[str, str] | None) -> tuple[dict[str, str], str | 
         key = unquote(key)
     own: dict[str, str] = {}
     for name, value in headers.items():
-        if name.startswith(_ENCODED_PREFIX):
+        if name[:1] not in "NT":  # ce-..., content-type...: the common case, one check
+            own[name] = value
+        elif name.startswith(_ENCODED_PREFIX):
             own[unquote(name[len(_ENCODED_PREFIX) :])] = unquote(value)
         elif name != KEY_HEADER and not name.startswith(_SERVER_PREFIX):
             own[name] = value
