@@ -42,7 +42,6 @@ log = logging.getLogger("tidings.brokers.nats")
 #: Longest a pull request waits at the server (a hand-over or close waits for it).
 _MAX_EXPIRES = 1.0
 _STATUS = "Status"
-_TRACE = False
 
 
 class NatsSubscription:
@@ -99,16 +98,6 @@ class NatsSubscription:
         if source.outstanding > 0:
             source.outstanding -= 1
         source.backlog = info.pending
-        if _TRACE:
-            log.debug(
-                "%s got %s seq %d count %d owned %s releasing %s",
-                id(self) % 1000,
-                info.consumer,
-                info.sequence,
-                info.delivered,
-                source.owned,
-                source.releasing,
-            )
         own, key = from_wire(msg.headers)
         partition = source.partition
         if partition < 0:
