@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "AttemptsExhausted",
     "BrokerClosedError",
+    "BrokerUnavailable",
     "ConcurrencyError",
     "ConfigurationError",
     "ConnectionError",
@@ -41,6 +42,10 @@ class ConnectionError(TidingsError):
 
 class BrokerClosedError(ConnectionError):
     """An operation was attempted on a broker or subscription that is closed."""
+
+
+class BrokerUnavailable(ConnectionError):
+    """No broker answered at the URL (named without its password) within the connect timeout."""
 
 
 class StorageError(TidingsError):
