@@ -14,6 +14,7 @@ from tidings.context import Context
 from tidings.deadletter import DeadLetter
 from tidings.errors import (
     AttemptsExhausted,
+    BrokerUnavailable,
     ConfigurationError,
     DecodeError,
     EventTooLargeError,
@@ -44,6 +45,7 @@ __all__ = [
     "App",
     "AttemptsExhausted",
     "Broker",
+    "BrokerUnavailable",
     "Capabilities",
     "Codec",
     "ConfigurationError",
