@@ -66,6 +66,7 @@ class TestNatsBrokerNativeDelay(BrokerConformance):
 
     rebalance_delay = 1.0
 
+    # Collect only the delay tests here: every other inherited test name is masked.
     locals().update(
         {name: None for name in dir(BrokerConformance) if name.startswith("test_")}
         | {name: getattr(BrokerConformance, name) for name in _NATIVE_DELAY}
