@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "BrokerClosedError",
+    "BrokerUnavailable",
     "ConcurrencyError",
     "ConfigurationError",
     "ConnectionError",
@@ -35,6 +36,13 @@ class ConfigurationError(TidingsError, ValueError):
 
 class ConnectionError(TidingsError):
     """The broker could not be reached or the connection was lost."""
+
+
+class BrokerUnavailable(ConnectionError):
+    """The broker could not be reached (within the connect timeout) or went away.
+
+    The message names the broker URL without its password.
+    """
 
 
 class BrokerClosedError(ConnectionError):
