@@ -1,0 +1,48 @@
+"""aiokafka, imported in one place: the extra's hint, client settings, error translation."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from tidings.brokers.kafka._url import KafkaConfig
+from tidings.errors import BrokerUnavailable, ConfigurationError
+
+__all__ = ["aiokafka_module", "client_settings", "unavailable"]
+
+_HINT = "the kafka:// broker needs aiokafka: pip install 'tidings[kafka]'"
+
+
+def aiokafka_module() -> Any:
+    try:
+        import aiokafka
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ConfigurationError(_HINT) from None
+    return aiokafka
+
+
+def client_settings(config: KafkaConfig) -> dict[str, Any]:
+    """Keyword arguments every aiokafka client of this config shares (bootstrap, security)."""
+    settings: dict[str, Any] = {
+        "bootstrap_servers": list(config.bootstrap),
+        "client_id": config.client_id,
+        "security_protocol": config.security_protocol,
+        "request_timeout_ms": max(int(config.connect_timeout * 1000), 1000),
+        "retry_backoff_ms": 100,
+    }
+    if config.tls:
+        context = ssl.create_default_context(cafile=config.ca_file)
+        if config.cert_file is not None:
+            context.load_cert_chain(config.cert_file, config.key_file)
+        settings["ssl_context"] = context
+    if config.user is not None:
+        settings["sasl_mechanism"] = config.sasl_mechanism
+        settings["sasl_plain_username"] = config.user
+        settings["sasl_plain_password"] = config.password or ""
+    return settings
+
+
+def unavailable(config: KafkaConfig, exc: BaseException | None, what: str) -> BrokerUnavailable:
+    """A :class:`BrokerUnavailable` naming the URL (password redacted) and the cause."""
+    cause = f": {type(exc).__name__}: {exc}" if exc is not None and str(exc) else ""
+    return BrokerUnavailable(f"kafka broker {config.url} unreachable ({what}){cause}")
