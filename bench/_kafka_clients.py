@@ -18,8 +18,7 @@ def confluent(bootstrap: str, n: int) -> tuple[float, float]:
 
     topic = f"cmp-ck-{uuid.uuid4().hex[:6]}"
     producer = Producer(
-        {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": False,
-         "linger.ms": 5}
+        {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": False, "linger.ms": 5}
     )
     started = time.perf_counter()
     for i in range(n):
@@ -33,8 +32,13 @@ def confluent(bootstrap: str, n: int) -> tuple[float, float]:
     producer.flush()
     publish = n / (time.perf_counter() - started)
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": topic, "auto.offset.reset": "earliest",
-         "enable.auto.commit": False, "fetch.wait.max.ms": 10}
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": topic,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+        }
     )
     consumer.subscribe([topic])
     got = 0
@@ -60,7 +64,10 @@ async def aiokafka(bootstrap: str, n: int) -> tuple[float, float]:
     publish = n / (time.perf_counter() - started)
     await producer.stop()
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=topic, auto_offset_reset="earliest",
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=topic,
+        auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
     await consumer.start()

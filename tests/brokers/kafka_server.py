@@ -18,10 +18,12 @@ from pathlib import Path
 import pytest
 from _services import free_port, service_missing, wait_for_port
 
-__all__ = ["Tansu", "tansu", "tansu_binary"]
+__all__ = ["TEST_OPTIONS", "Tansu", "tansu", "tansu_binary"]
 
 #: URL options every test client uses: tansu refuses InitProducerId (no idempotent producer).
 CLIENT_OPTIONS = "idempotence=false"
+#: tansu holds a JoinGroup for half the session timeout: short sessions keep joins ~1.5 s.
+TEST_OPTIONS = "session_timeout=2&heartbeat_interval=0.25"
 
 
 def tansu_binary() -> str | None:

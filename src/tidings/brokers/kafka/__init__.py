@@ -111,9 +111,7 @@ class KafkaBroker:
         except BaseException:
             await self._stop_clients()
             raise
-        self._admin = KafkaAdmin(
-            config, aiokafka, self._admin_client, self._client, self._producer
-        )
+        self._admin = KafkaAdmin(config, aiokafka, self._admin_client, self._client, self._producer)
 
     async def _start(self, starting: Any, what: str) -> None:
         from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -141,7 +139,7 @@ class KafkaBroker:
                 continue
             try:
                 await asyncio.wait_for(stop(), self.config.connect_timeout)
-            except Exception as exc:  # noqa: BLE001 - closing is best effort
+            except Exception as exc:
                 log.debug("kafka: closing a client failed: %s", exc)
 
     @property
@@ -162,7 +160,7 @@ class KafkaBroker:
         if self._admin is not None:
             try:
                 await self._admin.close()
-            except Exception as exc:  # noqa: BLE001 - closing is best effort
+            except Exception as exc:
                 log.debug("kafka: closing the inspector failed: %s", exc)
         await self._stop_clients()
 
@@ -208,7 +206,7 @@ class KafkaBroker:
         self,
         topics: Sequence[str],
         group: str | None,
-        options: SubscribeOptions = SubscribeOptions(),
+        options: SubscribeOptions = SubscribeOptions(),  # noqa: B008 - frozen
         on_revoke: RevokeHandler | None = None,
     ) -> KafkaSubscription:
         admin = self.admin
@@ -273,6 +271,14 @@ class KafkaBroker:
 
         await self._start(consumer.start(), f"joining group {group}")
         consumer.subscribe(list(topics), listener=Listener())
+        # Subscribed means consuming: wait for the first assignment (a join takes the
+        # coordinator's rebalance delay), so events published next are this member's.
+        try:
+            await asyncio.wait_for(
+                sub.assigned.wait(), config.connect_timeout + config.session_timeout
+            )
+        except TimeoutError:
+            log.warning("kafka: group %s has not assigned partitions yet; reading on", group)
         sub.start_committing()
         return sub
 

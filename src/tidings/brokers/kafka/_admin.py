@@ -103,7 +103,9 @@ class KafkaAdmin:
         from aiokafka.admin import ConfigResource, ConfigResourceType
 
         try:
-            await self._admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs)])
+            await self._admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, name, configs)]
+            )
         except Exception as exc:
             raise ConfigurationError(
                 f"kafka could not update the settings of topic {name!r}: {exc}"
@@ -212,9 +214,7 @@ class KafkaAdmin:
 
     async def list_groups(self) -> list[GroupInfo]:
         listed = await self._admin.list_consumer_groups()
-        names = sorted(
-            {str(row[0]) for row in listed if not str(row[0]).startswith(SHADOW_PREFIX)}
-        )
+        names = sorted({str(row[0]) for row in listed if not str(row[0]).startswith(SHADOW_PREFIX)})
         cluster = await self._client.fetch_all_metadata()
         every = [
             (topic, p)
@@ -228,22 +228,28 @@ class KafkaAdmin:
             committed = await self.offsets.fetch(name, every)
             lags: list[PartitionLag] = []
             heads: dict[str, dict[int, tuple[int, int]]] = {}
-            for (topic, p), offset in sorted(committed.items()):
+            # The group reads a topic if it committed or owns any of its partitions
+            # (some servers, tansu among them, describe no assignments); its other
+            # partitions, not committed yet, count from their first record.
+            topics = {topic for topic, _ in committed} | {topic for topic, _ in owners}
+            partitions = {(topic, p) for topic, p in every if topic in topics}
+            for topic, p in sorted(partitions | set(committed)):
                 if topic not in heads:
                     heads[topic] = await self.bounds(topic)
-                head = heads[topic].get(p, (0, offset))[1]
-                lags.append(PartitionLag(topic, p, offset, head, owners.get((topic, p))))
+                begin, head = heads[topic].get(p, (0, 0))
+                position = committed.get((topic, p), begin)
+                lags.append(PartitionLag(topic, p, position, head, owners.get((topic, p))))
             out.append(GroupInfo(name=name, members=members, partitions=lags))
         return out
 
     async def _members(self, group: str) -> tuple[list[str], dict[tuple[str, int], str]]:
-        from aiokafka.protocol.group import ConsumerProtocolMemberAssignment
+        from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
         members: list[str] = []
         owners: dict[tuple[str, int], str] = {}
         try:
             responses = await self._admin.describe_consumer_groups([group])
-        except Exception:  # noqa: BLE001 - members are informative; lag still shows
+        except Exception:
             return members, owners
         for response in responses:
             for described in response.groups:
@@ -252,7 +258,7 @@ class KafkaAdmin:
                     members.append(member_id)
                     try:
                         decoded = ConsumerProtocolMemberAssignment.decode(assignment)
-                    except Exception:  # noqa: BLE001, S112 - foreign protocol: no owners
+                    except Exception:
                         continue
                     for topic, parts in decoded.assignment:
                         for p in parts:
@@ -271,6 +277,8 @@ class KafkaAdmin:
         hidden = await self._hidden(topic) if topic != DELETED_TOPIC else set()
         starts: dict[int, int] = {}
         for p, (begin, end) in bounds.items():
+            if after is not None and p not in after:
+                continue  # ``after`` names the partitions to read
             start = max(begin, (after or {}).get(p, begin))
             if last is not None:
                 start = max(start, end - last - len([o for q, o in hidden if q == p]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 from typing import Any
 
@@ -11,6 +12,10 @@ from tidings.errors import BrokerUnavailable, ConfigurationError
 __all__ = ["aiokafka_module", "client_settings", "unavailable"]
 
 _HINT = "the kafka:// broker needs aiokafka: pip install 'tidings[kafka]'"
+
+# aiokafka logs connection failures itself; tidings raises them as typed errors, so
+# without a logging setup they must not reach stderr through logging's last resort.
+logging.getLogger("aiokafka").addHandler(logging.NullHandler())
 
 
 def aiokafka_module() -> Any:
@@ -44,5 +49,6 @@ def client_settings(config: KafkaConfig) -> dict[str, Any]:
 
 def unavailable(config: KafkaConfig, exc: BaseException | None, what: str) -> BrokerUnavailable:
     """A :class:`BrokerUnavailable` naming the URL (password redacted) and the cause."""
-    cause = f": {type(exc).__name__}: {exc}" if exc is not None and str(exc) else ""
+    text = str(exc) if exc is not None else ""
+    cause = f": {text or type(exc).__name__}" if exc is not None else ""
     return BrokerUnavailable(f"kafka broker {config.url} unreachable ({what}){cause}")

@@ -30,7 +30,7 @@ class HandedMarks:
     async def load(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         try:
             return await self._offsets.fetch(self.group, partitions)
-        except Exception as exc:  # noqa: BLE001 - attempts then start at 1, logged
+        except Exception as exc:
             log.warning("kafka: could not read handed-out marks of %s: %s", self.group, exc)
             return {}
 
@@ -38,7 +38,7 @@ class HandedMarks:
         """Store the marks; a failure is logged (a later redelivery may then read attempt 1)."""
         try:
             error = await self._offsets.commit(self.group, marks)
-        except Exception as exc:  # noqa: BLE001 - the handing goes on without its mark
+        except Exception as exc:
             log.warning("kafka: could not store handed-out marks of %s: %s", self.group, exc)
             return
         if error:

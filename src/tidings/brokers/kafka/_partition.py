@@ -64,8 +64,13 @@ class Partition:
     def admit(self, record: Any) -> KafkaDelivery | None:
         """A record read from Kafka: a delivery to hand out, or None if held behind its key."""
         offset = record.offset
-        if self.mark is None:
+        if self.mark is None or offset < self.fetched:
+            # First record, or the log went back (an offset reset: the server lost
+            # or truncated the partition): settle from here.
             self.mark = Watermark(offset)
+            if offset < self.fetched:
+                self.committed = -1
+                self.seen_until = self.handed = 0
         self.fetched = offset + 1
         key = message_key(record.key)
         delivery = KafkaDelivery(

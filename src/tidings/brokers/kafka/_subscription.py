@@ -90,7 +90,7 @@ class KafkaSubscription:
             part.lose()
         try:
             await asyncio.wait_for(self.consumer.stop(), self.config.session_timeout)
-        except Exception as exc:  # noqa: BLE001 - leaving is best effort; the group times out
+        except Exception as exc:
             log.warning("kafka: member of %s did not leave cleanly: %s", self.group, exc)
 
     # -- rebalancing (called by aiokafka's coordinator) ----------------------------------
@@ -153,13 +153,13 @@ class KafkaSubscription:
                 return
             try:
                 await self.consumer.commit(offsets)
-            except Exception as exc:  # noqa: BLE001 - a rebalance or outage: next round retries
+            except Exception as exc:
                 log.debug("kafka: commit for %s deferred: %s", self.group, exc)
                 return
             for tp, offset in offsets.items():
-                part = self._parts.get(tp)
-                if part is not None:
-                    part.committed = max(part.committed, offset)
+                kept = self._parts.get(tp)
+                if kept is not None:
+                    kept.committed = max(kept.committed, offset)
 
     async def seek(self, topic: str, offsets: dict[int, int]) -> None:
         """Read ``topic``'s owned partitions from ``offsets`` next (fencing what was handed out)."""
