@@ -11,16 +11,19 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _services import service_missing
 from kafka_server import TEST_OPTIONS, Tansu, tansu, tansu_binary  # noqa: F401 - fixture
 
 import tidings
+from tidings import App, Reject
 from tidings.broker import Broker, Message
 from tidings.brokers.kafka import KafkaBroker, KafkaConfig
 from tidings.errors import ConfigurationError
 from tidings.testing.conformance import BrokerConformance
+from tidings.testing.semantics import eventually
 
 #: This tree's sources, first on the path of every process the tests start.
 SRC = os.pathsep.join([str(Path(tidings.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])
@@ -196,3 +199,42 @@ def test_docs_page_examples_run(tansu: Tansu, tmp_path: Path) -> None:  # noqa: 
             env={**os.environ, "PYTHONPATH": SRC},
         )
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_replay_and_dead_letters_from_the_cli(tansu: Tansu) -> None:  # noqa: F811
+    topic, group = f"cli-{uuid.uuid4().hex[:8]}", f"cli-g-{uuid.uuid4().hex[:8]}"
+    url = tansu.url(TEST_OPTIONS)
+    handled: list[int] = []
+
+    async def consume() -> None:
+        app = App("cli-replay", broker=url)
+
+        @app.subscribe(topic, group=group)
+        async def handle(data: dict[str, Any]) -> None:
+            if data["n"] == 0:
+                raise Reject("poison")
+            handled.append(data["n"])
+
+        async with app:
+            for n in range(3):
+                await app.publish({"n": n}, topic=topic, type="T", key=f"k{n}")
+            await eventually(lambda: len(handled) == 2, 15, "two handled")
+            await eventually(lambda: app.idle, 15, "idle")
+            await asyncio.sleep(0.5)  # one commit interval and more
+
+    asyncio.run(consume())
+    listed = _cli("dlq", "list", topic, "--json", "--broker", url)
+    assert listed.returncode == 0, listed.stderr
+    assert len(listed.stdout.splitlines()) == 1
+    replayed = _cli(
+        "replay", "--group", group, "--topic", topic, "--from-beginning", "--broker", url
+    )
+    assert replayed.returncode == 0, replayed.stderr
+    groups = _cli("groups", "--json", "--broker", url)
+    assert groups.returncode == 0, groups.stderr
+    (info,) = [g for g in map(json.loads, groups.stdout.splitlines()) if g.get("name") == group]
+    assert info["lag"] == 3
+    redriven = _cli("dlq", "redrive", topic, "--broker", url)
+    assert redriven.returncode == 0, redriven.stderr
+    after = _cli("dlq", "list", topic, "--json", "--broker", url)
+    assert after.returncode == 0 and after.stdout.strip() == "", after.stdout + after.stderr

@@ -16,6 +16,7 @@ docs/brokers/kafka.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
@@ -29,7 +30,7 @@ from tidings.broker import (
     SubscribeOptions,
 )
 from tidings.brokers.kafka._admin import KafkaAdmin
-from tidings.brokers.kafka._binding import codec_for
+from tidings.brokers.kafka._binding import STRUCTURED_CONTENT_TYPE, codec_for
 from tidings.brokers.kafka._client import aiokafka_module, client_settings, unavailable
 from tidings.brokers.kafka._marks import HandedMarks
 from tidings.brokers.kafka._subscription import KafkaSubscription
@@ -41,6 +42,9 @@ from tidings.inspection import GroupInfo, StoredMessage, TopicInfo
 __all__ = ["KafkaBroker", "KafkaConfig"]
 
 log = logging.getLogger("tidings.kafka")
+
+_UNKNOWN_MEMBER_ID = 25
+_ILLEGAL_GENERATION = 22
 
 #: Largest record value tidings publishes (Kafka's default ``message.max.bytes`` is ~1 MiB).
 MAX_MESSAGE_SIZE = 1_000_000
@@ -175,11 +179,15 @@ class KafkaBroker:
         except Exception as exc:
             raise PublishError(f"kafka publish to {topic!r} failed: {exc}") from exc
         send = self._producer.send
+        structured = self.config.binding == "structured"
         futures = []
         try:
             for message in messages:
                 key = message.key
                 headers = message.headers
+                if structured and "content-type" not in headers:
+                    # The binding's mark of a structured record, for other Kafka clients.
+                    headers = {**headers, "content-type": STRUCTURED_CONTENT_TYPE}
                 futures.append(
                     await send(
                         topic,
@@ -315,11 +323,42 @@ class KafkaBroker:
         if not rest:
             return
         error = await admin.offsets.commit(group, {(topic, p): o for p, o in rest.items()})
+        if error in (_UNKNOWN_MEMBER_ID, _ILLEGAL_GENERATION):
+            # Some servers (tansu) refuse member-less commits once a group had members:
+            # join it briefly, as its only member, and commit as that member.
+            error = await self._commit_as_member(topic, group, rest)
         if error:
             raise ConfigurationError(
                 f"kafka refused to move group {group!r} (error {error}): Kafka moves only a "
                 "group without live members; stop its workers, seek, then start them"
             )
+
+    async def _commit_as_member(self, topic: str, group: str, offsets: dict[int, int]) -> int:
+        from aiokafka import ConsumerRebalanceListener
+
+        consumer = self._consumer(group, "earliest", 1)
+        await self._start(consumer.start(), f"joining group {group}")
+        try:
+            assigned = asyncio.Event()
+
+            class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+                async def on_partitions_revoked(self, revoked: Any) -> None:
+                    pass
+
+                async def on_partitions_assigned(self, partitions: Any) -> None:
+                    assigned.set()
+
+            consumer.subscribe([topic], listener=Listener())
+            with contextlib.suppress(TimeoutError):
+                wait = self.config.connect_timeout + self.config.session_timeout
+                await asyncio.wait_for(assigned.wait(), wait)
+            owned = {tp.partition: tp for tp in consumer.assignment()}
+            if set(offsets) - set(owned):
+                return _UNKNOWN_MEMBER_ID  # others own some partitions: the group is live
+            await consumer.commit({owned[p]: offset for p, offset in offsets.items()})
+            return 0
+        finally:
+            await consumer.stop()
 
     async def ensure_topic(
         self,

@@ -13,7 +13,17 @@ from collections.abc import Mapping, Sequence
 
 from tidings.codec import Codec
 
-__all__ = ["codec_for", "message_headers", "message_key", "record_headers", "record_key"]
+__all__ = [
+    "STRUCTURED_CONTENT_TYPE",
+    "codec_for",
+    "message_headers",
+    "message_key",
+    "record_headers",
+    "record_key",
+]
+
+#: The ``content-type`` header of a structured-mode record (the Kafka protocol binding).
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 
 
 def codec_for(binding: str) -> Codec:
@@ -42,4 +52,7 @@ def message_headers(raw: Sequence[tuple[str, bytes | None]]) -> Mapping[str, str
     """Record headers as text; a repeated name keeps its last value (as Kafka clients read)."""
     if not raw:
         return _NO_HEADERS
-    return {name: (value or b"").decode("utf-8", "replace") for name, value in raw}
+    try:
+        return {name: value.decode() for name, value in raw}  # type: ignore[union-attr]
+    except (AttributeError, UnicodeDecodeError):  # a null or non-UTF-8 value: keep going
+        return {name: (value or b"").decode("utf-8", "replace") for name, value in raw}

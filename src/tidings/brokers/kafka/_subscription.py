@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,9 @@ from tidings.errors import ConfigurationError
 __all__ = ["KafkaSubscription"]
 
 log = logging.getLogger("tidings.kafka")
+
+#: Records read from Kafka at a time (one handed-out mark stored for each read).
+READ_AHEAD = 2048
 
 
 class KafkaSubscription:
@@ -59,6 +63,8 @@ class KafkaSubscription:
         self._latest = latest
         self._parts: dict[Any, Partition] = {}
         self._parked: dict[Any, Partition] = {}
+        #: Records read from Kafka (their marks stored), not yet handed out.
+        self._buffer: deque[tuple[Partition, Any]] = deque()
         self._timer = WakeTimer()
         self.wake = self._timer.wake
         self.assigned = asyncio.Event()
@@ -97,6 +103,12 @@ class KafkaSubscription:
 
     async def partitions_revoked(self, revoked: Any) -> None:
         await self.commit()
+        # Unhanded records of revoked partitions are read again from where the
+        # partition was handed up to, if it comes back (or by its next owner).
+        gone = {(tp.topic, tp.partition) for tp in revoked}
+        self._buffer = deque(
+            (part, record) for part, record in self._buffer if (part.topic, part.index) not in gone
+        )
         for tp in revoked:
             part = self._parts.pop(tp, None)
             if part is not None:
@@ -193,20 +205,55 @@ class KafkaSubscription:
             out: list[KafkaDelivery] = []
             next_due = self._take_due(max_count, out)
             if len(out) < max_count:
-                self._admit(await self._read(0, max_count - len(out)), out)
+                if not self._buffer:
+                    await self._buffer_records(await self._read(0, READ_AHEAD))
+                self._admit(max_count, out)
             if out:
-                await self._record_handed(out)
                 return out
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
             if next_due is not None:
                 remaining = min(remaining, max(next_due - time.time(), 0.001))
-            self._admit(await self._wait(remaining, max_count), out)
+            await self._buffer_records(await self._wait(remaining, READ_AHEAD))
+            self._admit(max_count, out)
             if out:
-                await self._record_handed(out)
                 return out
         return []
+
+    async def _buffer_records(self, batches: dict[Any, list[Any]]) -> None:
+        """Keep records read from Kafka, once their handed-out marks are stored."""
+        if not batches:
+            return
+        parts = self._parts
+        buffer = self._buffer
+        ahead: dict[tuple[str, int], int] = {}
+        for tp, records in batches.items():
+            part = parts.get(tp)
+            if part is None or not records:
+                continue
+            buffer.extend([(part, record) for record in records])
+            end = records[-1].offset + 1
+            if end > part.handed:
+                ahead[(tp.topic, tp.partition)] = end
+        if ahead and self._marks is not None:
+            # Marked before any of them is handed out: a crash after this point gives
+            # them attempt >= 2 at the next owner (read ahead but unhandled ones too).
+            await self._marks.store(ahead)
+        for tp in batches:
+            part = parts.get(tp)
+            if part is not None and (tp.topic, tp.partition) in ahead:
+                part.handed = max(part.handed, ahead[(tp.topic, tp.partition)])
+
+    def _admit(self, limit: int, out: list[KafkaDelivery]) -> None:
+        buffer = self._buffer
+        while buffer and len(out) < limit:
+            part, record = buffer.popleft()
+            if part.lost:
+                continue
+            delivery = part.admit(record)
+            if delivery is not None:
+                out.append(delivery)
 
     def _take_due(self, limit: int, out: list[KafkaDelivery]) -> float | None:
         next_due: float | None = None
@@ -219,18 +266,6 @@ class KafkaSubscription:
                 if due is not None and (next_due is None or due < next_due):
                     next_due = due
         return next_due
-
-    def _admit(self, batches: dict[Any, list[Any]], out: list[KafkaDelivery]) -> None:
-        parts = self._parts
-        for tp, records in batches.items():
-            part = parts.get(tp)
-            if part is None:
-                continue
-            admit = part.admit
-            for record in records:
-                delivery = admit(record)
-                if delivery is not None:
-                    out.append(delivery)
 
     async def _read(self, wait: float, max_records: int) -> dict[Any, list[Any]]:
         try:
@@ -257,23 +292,6 @@ class KafkaSubscription:
         if not reading.done() or reading.cancelled():
             return {}
         return reading.result()
-
-    async def _record_handed(self, out: list[KafkaDelivery]) -> None:
-        marks = self._marks
-        if marks is None:
-            return
-        ahead: dict[tuple[str, int], int] = {}
-        parts: dict[tuple[str, int], Partition] = {}
-        for delivery in out:
-            part = delivery._part
-            if delivery.offset >= part.handed:
-                where = (part.topic, part.index)
-                ahead[where] = max(ahead.get(where, 0), delivery.offset + 1)
-                parts[where] = part
-        if ahead:
-            await marks.store(ahead)
-            for where, mark in ahead.items():
-                parts[where].handed = max(parts[where].handed, mark)
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
