@@ -30,9 +30,10 @@ from tidings.broker import (
     SubscribeOptions,
 )
 from tidings.brokers.kafka._admin import KafkaAdmin
-from tidings.brokers.kafka._binding import STRUCTURED_CONTENT_TYPE, codec_for
+from tidings.brokers.kafka._binding import codec_for
 from tidings.brokers.kafka._client import aiokafka_module, client_settings, unavailable
 from tidings.brokers.kafka._marks import HandedMarks
+from tidings.brokers.kafka._producer import RecordProducer
 from tidings.brokers.kafka._subscription import KafkaSubscription
 from tidings.brokers.kafka._url import KafkaConfig
 from tidings.codec import Codec
@@ -77,6 +78,7 @@ class KafkaBroker:
         self._admin_client: Any = None
         self._client: Any = None
         self._admin: KafkaAdmin | None = None
+        self._records: RecordProducer | None = None
         self._subscriptions: list[KafkaSubscription] = []
         self._closed = False
 
@@ -115,6 +117,7 @@ class KafkaBroker:
         except BaseException:
             await self._stop_clients()
             raise
+        self._records = RecordProducer(self._producer, config.binding == "structured")
         self._admin = KafkaAdmin(config, aiokafka, self._admin_client, self._client, self._producer)
 
     async def _start(self, starting: Any, what: str) -> None:
@@ -178,32 +181,10 @@ class KafkaBroker:
             raise
         except Exception as exc:
             raise PublishError(f"kafka publish to {topic!r} failed: {exc}") from exc
-        send = self._producer.send
-        structured = self.config.binding == "structured"
-        futures = []
+        assert self._records is not None
         try:
-            for message in messages:
-                key = message.key
-                headers = message.headers
-                if structured and "content-type" not in headers:
-                    # The binding's mark of a structured record, for other Kafka clients.
-                    headers = {**headers, "content-type": STRUCTURED_CONTENT_TYPE}
-                futures.append(
-                    await send(
-                        topic,
-                        message.value,
-                        key=None if key is None else key.encode(),
-                        headers=[(k, v.encode()) for k, v in headers.items()] if headers else None,
-                    )
-                )
-            for future in futures:
-                await future
+            await self._records.publish(topic, messages)
         except Exception as exc:
-            for future in futures:
-                if not future.done():
-                    future.cancel()
-                elif not future.cancelled():
-                    future.exception()
             raise PublishError(
                 f"kafka publish to {topic!r} failed (stored or not): {type(exc).__name__}: {exc}"
             ) from exc
