@@ -153,6 +153,27 @@ async def tidings_consume(bootstrap: str, topic: str, n: int, batch: bool) -> fl
     return elapsed
 
 
+async def adapter_consume(bootstrap: str, topic: str, n: int) -> float:
+    """The adapter alone (no App, no codec): fetch and ack every delivery."""
+    from tidings.brokers.kafka import KafkaBroker
+
+    broker = KafkaBroker.from_url(f"kafka://{bootstrap}?{OPTIONS}")
+    await broker.connect()
+    try:
+        sub = await broker.subscribe([topic], f"adapter-{uuid.uuid4().hex[:6]}")
+        got = 0
+        started = time.perf_counter()
+        while got < n:
+            deliveries = await sub.fetch(256, 1.0)
+            for delivery in deliveries:
+                await delivery.ack()
+            got += len(deliveries)
+        await sub.commit()
+        return time.perf_counter() - started
+    finally:
+        await broker.close()
+
+
 async def _raw_consumer(bootstrap: str, topic: str) -> Any:
     from aiokafka import AIOKafkaConsumer
 
@@ -245,6 +266,7 @@ async def _measure(bootstrap: str, n: int, only: set[str] | None) -> dict[str, f
             "tidings consume, batch (structured)",
             lambda: tidings_consume(bootstrap, f"{topic}-s", n, True),
         ),
+        ("tidings adapter alone (fetch + ack)", lambda: adapter_consume(bootstrap, topic, n)),
         ("aiokafka getone (one at a time)", lambda: raw_getone(bootstrap, topic, n)),
         ("aiokafka getmany (batched)", lambda: raw_getmany(bootstrap, topic, n)),
         ("FastStream KafkaBroker", lambda: faststream_consume(bootstrap, topic, n)),
