@@ -115,16 +115,14 @@ def test_tail_prints_what_other_clients_wrote_in_both_modes(tansu: Tansu) -> Non
     ]
 
 
-def test_operational_commands_work_against_kafka(tansu: Tansu) -> None:  # noqa: F811
-    topic = f"ops-{uuid.uuid4().hex[:8]}"
-    url = tansu.url()
-    published = _cli("publish", topic, "--type", "T", "--data", '{"n": 1}', "--broker", url)
-    assert published.returncode == 0, published.stderr
-    topics = _cli("topics", "--broker", url)
-    assert topics.returncode == 0, topics.stderr
-    assert topic in topics.stdout
-    groups = _cli("groups", "--broker", url)
-    assert groups.returncode == 0, groups.stderr
+async def test_idempotence_is_on_by_default_and_a_refusal_says_what_to_do(
+    tansu: Tansu,  # noqa: F811
+) -> None:
+    broker = KafkaBroker.from_url(f"kafka://{tansu.bootstrap}")
+    assert broker.config.idempotence and broker.config.acks == "all"
+    with pytest.raises(ConfigurationError, match="idempotence=false"):
+        await broker.connect()  # tansu grants no producer ids
+    await broker.close()
 
 
 def test_url_options_are_typed_and_the_password_never_shows() -> None:
@@ -201,7 +199,7 @@ def test_docs_page_examples_run(tansu: Tansu, tmp_path: Path) -> None:  # noqa: 
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_replay_and_dead_letters_from_the_cli(tansu: Tansu) -> None:  # noqa: F811
+def test_topics_groups_replay_and_dead_letters_from_the_cli(tansu: Tansu) -> None:  # noqa: F811
     topic, group = f"cli-{uuid.uuid4().hex[:8]}", f"cli-g-{uuid.uuid4().hex[:8]}"
     url = tansu.url(TEST_OPTIONS)
     handled: list[int] = []
@@ -223,6 +221,8 @@ def test_replay_and_dead_letters_from_the_cli(tansu: Tansu) -> None:  # noqa: F8
             await asyncio.sleep(0.5)  # one commit interval and more
 
     asyncio.run(consume())
+    topics = _cli("topics", "--broker", url)
+    assert topics.returncode == 0 and topic in topics.stdout, topics.stderr
     listed = _cli("dlq", "list", topic, "--json", "--broker", url)
     assert listed.returncode == 0, listed.stderr
     assert len(listed.stdout.splitlines()) == 1
