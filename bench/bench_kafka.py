@@ -34,6 +34,8 @@ from typing import Any
 
 TOPIC_PREFIX = "bench-kafka"
 BATCH = 1_000
+#: Seconds between the raw batched consumer's commits (tidings' default commit_interval).
+COMMIT_INTERVAL = 0.2
 KEYS = tuple(f"device-{i:02d}" for i in range(16))
 OPTIONS = "idempotence=false&session_timeout=3&heartbeat_interval=0.5"
 
@@ -209,13 +211,17 @@ async def raw_getmany(bootstrap: str, topic: str, n: int) -> float:
     try:
         got = 0
         started = time.perf_counter()
+        committed = started
         while got < n:
             batches = await consumer.getmany(timeout_ms=1000, max_records=1000)
             for records in batches.values():
                 for record in records:
                     json.loads(record.value)
                 got += len(records)
-            await consumer.commit()
+            if time.perf_counter() - committed >= COMMIT_INTERVAL:  # as tidings commits
+                await consumer.commit()
+                committed = time.perf_counter()
+        await consumer.commit()
         return time.perf_counter() - started
     finally:
         await consumer.stop()
