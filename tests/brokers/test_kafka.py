@@ -238,3 +238,10 @@ def test_topics_groups_replay_and_dead_letters_from_the_cli(tansu: Tansu) -> Non
     assert redriven.returncode == 0, redriven.stderr
     after = _cli("dlq", "list", topic, "--json", "--broker", url)
     assert after.returncode == 0 and after.stdout.strip() == "", after.stdout + after.stderr
+
+
+async def test_unusable_tls_files_are_a_configuration_error() -> None:
+    broker = KafkaBroker.from_url("kafka://127.0.0.1:1?tls=true&ca_file=/nonexistent/ca.pem")
+    with pytest.raises(ConfigurationError, match="TLS"):
+        await broker.connect()
+    await broker.close()

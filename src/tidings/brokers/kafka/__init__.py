@@ -95,6 +95,10 @@ class KafkaBroker:
     # -- connections -----------------------------------------------------------------
 
     async def connect(self) -> None:
+        if self._closed:
+            raise BrokerClosedError(f"kafka broker {self.config.url} is closed")
+        if self._admin is not None:
+            return
         aiokafka = self._aiokafka = aiokafka_module()
         from aiokafka.admin import AIOKafkaAdminClient
         from aiokafka.client import AIOKafkaClient

@@ -36,9 +36,12 @@ def client_settings(config: KafkaConfig) -> dict[str, Any]:
         "retry_backoff_ms": 100,
     }
     if config.tls:
-        context = ssl.create_default_context(cafile=config.ca_file)
-        if config.cert_file is not None:
-            context.load_cert_chain(config.cert_file, config.key_file)
+        try:
+            context = ssl.create_default_context(cafile=config.ca_file)
+            if config.cert_file is not None:
+                context.load_cert_chain(config.cert_file, config.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(f"kafka URL {config.url}: TLS files unusable: {exc}") from None
         settings["ssl_context"] = context
     if config.user is not None:
         settings["sasl_mechanism"] = config.sasl_mechanism
