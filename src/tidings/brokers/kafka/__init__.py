@@ -11,6 +11,13 @@ Records are CloudEvents in binary mode (``ce_`` headers) unless the URL says
 
 Options: see :class:`~tidings.brokers.kafka._url.KafkaConfig` and
 docs/brokers/kafka.md.
+
+Modules: ``_url`` (options), ``_binding`` (records <-> messages), ``_producer``
+(publishing), ``_subscription`` (the group member) with ``_partition`` (one
+assigned partition: deliveries, watermark, local redelivery) and ``_marks``
+(handed-out marks for attempts), ``_offsets`` (group offsets without
+joining), ``_admin`` (inspection, provisioning, seek positions), ``_client``
+(aiokafka settings and errors).
 """
 
 from __future__ import annotations
