@@ -18,7 +18,7 @@ from _services import service_missing
 from kafka_server import TEST_OPTIONS, Tansu, tansu, tansu_binary  # noqa: F401 - fixture
 
 import tidings
-from tidings import App, Reject
+from tidings import App, Event, Reject
 from tidings.broker import Broker, Message
 from tidings.brokers.kafka import KafkaBroker, KafkaConfig
 from tidings.errors import ConfigurationError
@@ -80,32 +80,51 @@ async def _raw_publish(
         await producer.stop()
 
 
+_BINARY = (
+    b'{"price": 1}',
+    [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", b"bin-1"),
+        ("ce_source", b"/other"),
+        ("ce_type", b"BarOpened"),
+        ("content-type", b"application/json"),
+    ],
+)
+_STRUCTURED = (
+    json.dumps(
+        {
+            "specversion": "1.0",
+            "id": "struct-1",
+            "source": "/other",
+            "type": "BarClosed",
+            "datacontenttype": "application/json",
+            "data": {"price": 2},
+        }
+    ).encode(),
+    [("content-type", b"application/cloudevents+json")],
+)
+
+
+async def test_handlers_receive_what_other_clients_wrote_in_both_modes(
+    tansu: Tansu,  # noqa: F811
+) -> None:
+    topic = f"bars-{uuid.uuid4().hex[:8]}"
+    app = App("bars", broker=tansu.url(TEST_OPTIONS))
+    seen: list[tuple[str, str, Any]] = []
+
+    @app.subscribe(topic, group="bars")
+    async def handle(event: Event) -> None:
+        seen.append((event.id, event.type, event.data))
+
+    async with app:
+        await _raw_publish(tansu.bootstrap, topic, [_BINARY, _STRUCTURED])
+        await eventually(lambda: len(seen) == 2, 15, "both records")
+    assert seen == [("bin-1", "BarOpened", {"price": 1}), ("struct-1", "BarClosed", {"price": 2})]
+
+
 def test_tail_prints_what_other_clients_wrote_in_both_modes(tansu: Tansu) -> None:  # noqa: F811
     topic = f"bars-{uuid.uuid4().hex[:8]}"
-    binary = (
-        b'{"price": 1}',
-        [
-            ("ce_specversion", b"1.0"),
-            ("ce_id", b"bin-1"),
-            ("ce_source", b"/other"),
-            ("ce_type", b"BarOpened"),
-            ("content-type", b"application/json"),
-        ],
-    )
-    structured = (
-        json.dumps(
-            {
-                "specversion": "1.0",
-                "id": "struct-1",
-                "source": "/other",
-                "type": "BarClosed",
-                "datacontenttype": "application/json",
-                "data": {"price": 2},
-            }
-        ).encode(),
-        [("content-type", b"application/cloudevents+json")],
-    )
-    asyncio.run(_raw_publish(tansu.bootstrap, topic, [binary, structured]))
+    asyncio.run(_raw_publish(tansu.bootstrap, topic, [_BINARY, _STRUCTURED]))
     result = _cli("tail", topic, "--from-beginning", "--json", "--broker", tansu.url())
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
