@@ -30,8 +30,8 @@ SRC = os.pathsep.join([str(Path(tidings.__file__).parents[1]), os.environ.get("P
 
 
 class TestKafkaBroker(BrokerConformance):
-    patience = 15.0
-    rebalance_delay = 1.0
+    patience = 10.0
+    rebalance_delay = 0.5
 
     @pytest.fixture
     async def broker_factory(self, tansu: Tansu) -> AsyncIterator[Callable[[], Broker]]:  # noqa: F811
