@@ -40,6 +40,13 @@ class ConnectionError(TidingsError):
     """The broker could not be reached or the connection was lost."""
 
 
+class BrokerUnavailable(ConnectionError):
+    """The broker could not be reached (within the connect timeout) or went away.
+
+    The message names the broker URL without its password.
+    """
+
+
 class BrokerClosedError(ConnectionError):
     """An operation was attempted on a broker or subscription that is closed."""
 
