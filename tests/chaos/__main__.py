@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet-timeout", type=float, default=120.0)
     parser.add_argument("--workdir", type=Path, help="logs and database (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the workdir after a pass")
+    parser.add_argument("--verbose", action="store_true", help="list every nemesis action")
     return parser
 
 
@@ -82,6 +83,11 @@ def main() -> None:
     console = Console()
     console.print(f"chaos: seed {config.seed}, {config.seconds:g} s, logs in {workdir}")
     result = asyncio.run(run(config))
+    if args.verbose:
+        for action in result.actions:
+            console.print(
+                f"{action.at:7.2f} s  {action.kind:15} {action.victim}  {action.seconds:.2f} s"
+            )
     console.print(table(result))
     for problem in result.problems():
         console.print(f"[red]problem:[/red] {problem}", markup=True, highlight=False)
