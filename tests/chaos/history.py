@@ -112,17 +112,20 @@ async def _partitions(broker: Inspectable, topic: str) -> int:
 
 
 async def read_topic(broker: Broker, topic: str) -> list[StoredMessage]:
-    """Every message stored in ``topic``, partition by partition, in offset order."""
+    """Every message stored in ``topic``, partition by partition, in offset order.
+
+    One partition per ``read``: a page over several partitions is ordered by
+    publish time and cut at ``limit``, which is not a prefix of each
+    partition when publish times and offsets disagree (several processes
+    publishing make them disagree).
+    """
     assert isinstance(broker, Inspectable)
-    after = dict.fromkeys(range(await _partitions(broker, topic)), 0)
     stored: list[StoredMessage] = []
-    while after:
-        page = await broker.read(topic, after=after, limit=1000)
-        if not page:
-            break
-        stored.extend(page)
-        for message in page:
-            after[message.partition] = max(after[message.partition], message.offset + 1)
+    for partition in range(await _partitions(broker, topic)):
+        position = 0
+        while page := await broker.read(topic, after={partition: position}, limit=1000):
+            stored.extend(m for m in page if m.partition == partition)
+            position = max(m.offset for m in page) + 1
     stored.sort(key=lambda m: (m.partition, m.offset))
     return stored
 

@@ -57,7 +57,7 @@ def rows(result: Result) -> list[tuple[str, str]]:
 def table(result: Result) -> Table:
     out = Table(title=f"chaos run {result.names.run}", show_header=False)
     out.add_column(style="bold")
-    out.add_column()
+    out.add_column(overflow="fold")
     for what, value in rows(result):
         style = ""
         if what == "verdict":
