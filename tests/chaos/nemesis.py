@@ -39,7 +39,7 @@ class Nemesis:
     rng: random.Random
     actions: list[Action] = field(default_factory=list)
     _deck: list[ActionKind] = field(default_factory=list)
-    _paused: list[tuple[float, Worker]] = field(default_factory=list)
+    _waking: set[asyncio.Task[None]] = field(default_factory=set)
 
     def _draw(self) -> ActionKind | None:
         if not self._deck:
@@ -58,20 +58,24 @@ class Nemesis:
         try:
             while time.monotonic() < until:
                 now = time.monotonic()
-                self._resume(now)
                 self.workers.reap()
                 if now >= due and (limit is None or len(self.actions) < limit):
                     await self._strike(start)
                     due = now + self._interval()
                 await asyncio.sleep(0.02)
         finally:
-            self._resume(float("inf"))
+            for task in list(self._waking):
+                task.cancel()
+            await asyncio.gather(*self._waking, return_exceptions=True)
 
-    def _resume(self, now: float) -> None:
-        for entry in [p for p in self._paused if p[0] <= now]:
-            self._paused.remove(entry)
-            if entry[1].alive:
-                self.workers.resume(entry[1])
+    async def _wake(self, worker: Worker, after: float) -> None:
+        # A task of its own: a paused worker may hold a lock that a graceful stop
+        # the nemesis is waiting for needs, so waking must not wait for the nemesis.
+        try:
+            await asyncio.sleep(after)
+        finally:
+            if worker.alive and worker.paused:
+                self.workers.resume(worker)
 
     async def _strike(self, start: float) -> None:
         kind = self._draw()
@@ -100,5 +104,7 @@ class Nemesis:
             low, high = self.config.pause_factor
             seconds = self.config.session_timeout * self.rng.uniform(low, high)
             self.workers.pause(victim)
-            self._paused.append((at + seconds, victim))
+            task = asyncio.create_task(self._wake(victim, seconds))
+            self._waking.add(task)
+            task.add_done_callback(self._waking.discard)
         self.actions.append(Action(at - start, kind, victim.name, seconds))

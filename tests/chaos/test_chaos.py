@@ -35,6 +35,7 @@ def chaos(tmp_path: Path, delivery: Delivery, seed: int) -> Result:
 
 def describe(result: Result) -> str:
     lines = [f"{what}: {value}" for what, value in rows(result)]
+    lines += [f"{a.at:.2f} s {a.kind} {a.victim} ({a.seconds:.2f} s)" for a in result.actions]
     return "\n".join([*lines, *result.problems(), f"logs in {result.config.workdir}"])
 
 
