@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--keys", type=int, default=27)
     parser.add_argument("--rate", type=float, default=40.0, help="events/s per producer (40)")
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--work", type=float, default=0.002, help="seconds per handling (0.002)")
     parser.add_argument("--quiet-timeout", type=float, default=120.0)
     parser.add_argument("--workdir", type=Path, help="logs and database (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the workdir after a pass")
@@ -78,6 +79,7 @@ def main() -> None:
         keys=args.keys,
         rate=args.rate,
         concurrency=args.concurrency,
+        work=args.work,
         quiet_timeout=args.quiet_timeout,
     )
     console = Console()
@@ -86,7 +88,8 @@ def main() -> None:
     if args.verbose:
         for action in result.actions:
             console.print(
-                f"{action.at:7.2f} s  {action.kind:15} {action.victim}  {action.seconds:.2f} s"
+                f"{action.at:7.2f} s  {action.kind:15} {action.victim:7} {action.seconds:5.2f} s"
+                f"  (unix {action.wall:.3f}, pid {action.pid})"
             )
     console.print(table(result))
     for problem in result.problems():

@@ -30,6 +30,9 @@ class Action:
     victim: str
     seconds: float = 0.0
     """How long the victim was paused, or took to stop gracefully."""
+    wall: float = 0.0
+    """Unix time of the action (to match the workers' logs)."""
+    pid: int = 0
 
 
 @dataclass
@@ -90,7 +93,7 @@ class Nemesis:
         if not candidates:
             return
         victim = self.rng.choice(candidates)
-        at = time.monotonic()
+        at, wall = time.monotonic(), time.time()
         seconds = 0.0
         if kind.startswith("kill"):
             self.workers.kill(victim)
@@ -107,4 +110,5 @@ class Nemesis:
             task = asyncio.create_task(self._wake(victim, seconds))
             self._waking.add(task)
             task.add_done_callback(self._waking.discard)
-        self.actions.append(Action(at - start, kind, victim.name, seconds))
+        pid = victim.process.pid
+        self.actions.append(Action(at - start, kind, victim.name, seconds, wall, pid))
