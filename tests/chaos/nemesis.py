@@ -29,7 +29,8 @@ class Action:
     kind: ActionKind
     victim: str
     seconds: float = 0.0
-    """How long the victim was paused, or took to stop gracefully."""
+    """How long the victim was to stay paused (cut short when the chaos phase ends),
+    or took to stop gracefully."""
     wall: float = 0.0
     """Unix time of the action (to match the workers' logs)."""
     pid: int = 0
