@@ -28,6 +28,12 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
+# The long chaos run (5 minutes by default); CHAOS_ARGS passes options, e.g.
+# make chaos CHAOS_ARGS="--seconds 300 --seed 7 --delivery exactly_once"
+.PHONY: chaos
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
+
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
