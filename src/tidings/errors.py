@@ -51,10 +51,6 @@ class BrokerClosedError(ConnectionError):
     """An operation was attempted on a broker or subscription that is closed."""
 
 
-class BrokerUnavailable(ConnectionError):
-    """No broker answered at the URL (named without its password) within the connect timeout."""
-
-
 class StorageError(TidingsError):
     """A broker's own storage failed: a corrupt, unreadable or vanished file."""
 
