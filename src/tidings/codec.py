@@ -35,6 +35,10 @@ STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 
 _OPTIONAL_STRINGS = ("subject", "datacontenttype", "dataschema")
 _KNOWN_STRING_EXTENSIONS = tuple(n for n in KNOWN_EXTENSIONS if n != "schemaversion")
+_STRING_ATTRIBUTES = frozenset(_OPTIONAL_STRINGS + _KNOWN_STRING_EXTENSIONS)
+_REQUIRED = frozenset(("id", "source", "specversion", "type"))
+#: Binary-mode attributes that go to the Event as they are (all strings in headers).
+_BINARY_FAST = _REQUIRED | {"time"} | _STRING_ATTRIBUTES
 #: The HTTP binding (and the NATS one) percent-encode ``ce-`` header values.
 _PERCENT_PREFIX = "ce-"
 # HTTP binding 3.1.3.2: printable ASCII except space, '"' and '%' stays as is.
@@ -126,6 +130,7 @@ class Codec:
             )
         self.mode = mode
         self.header_prefix = header_prefix
+        self._own_prefix = header_prefix.lower()
         self._encoder = msgspec.json.Encoder(enc_hook=to_jsonable)
         self._decoder = msgspec.json.Decoder()
         self._envelope_decoder = msgspec.json.Decoder(_Envelope)
@@ -226,9 +231,12 @@ class Codec:
         (UTF-8). Raises DecodeError for anything that is not a valid CloudEvent.
         """
         if headers:
+            own = self._own_prefix
+            if own + "specversion" in headers:  # the common case: written by tidings
+                return self._decode_binary(body, headers, own)
             # Header names are case-insensitive in HTTP; CloudEvents names are lower case.
             lowered = {k.lower(): v for k, v in headers.items() if isinstance(k, str)}
-            for prefix in (self.header_prefix.lower(), "ce_", "ce-"):
+            for prefix in (own, "ce_", "ce-"):
                 if prefix + "specversion" in lowered:
                     return self._decode_binary(body, lowered, prefix)
         return self.decode_structured(body)
@@ -282,8 +290,8 @@ class Codec:
             raise DecodeError(f"unsupported specversion {attrs['specversion']!r}; expected '1.0'")
         time = obj.pop("time", None)
         attrs["time"] = None if time is None else _parse_time(time)
-        for name in _OPTIONAL_STRINGS + _KNOWN_STRING_EXTENSIONS:
-            value = obj.pop(name, None)
+        for name in _STRING_ATTRIBUTES.intersection(obj):
+            value = obj.pop(name)
             if value is not None:
                 if not isinstance(value, str):
                     raise DecodeError(f"attribute {name!r} must be a string, got {_kind(value)}")
@@ -318,19 +326,30 @@ class Codec:
             raise DecodeError(f"invalid event attributes: {exc}") from exc
 
     def _decode_binary(self, body: bytes, headers: Mapping[str, Any], prefix: str) -> Event:
-        """``headers`` have lower-case names; ``prefix`` is lower case too."""
+        """``prefix`` is lower case; header names are compared in lower case."""
         percent = prefix == _PERCENT_PREFIX
+        start = len(prefix)
         obj: dict[str, Any] = {}
-        for header, value in headers.items():
+        content_types: dict[str, Any] = {}
+        for original, value in headers.items():
+            header = original.lower()  # header names are case-insensitive
             if header.startswith(prefix):
-                name = header[len(prefix) :]
-                if name in ("data", "data_base64"):
+                name = header[start:]
+                if name == "data" or name == "data_base64":
                     raise DecodeError(f"header {header!r} is not a context attribute")
-                text = _header_text(header, value)
-                obj[name] = _percent_decode(header, text) if percent else text
+                kind = value.__class__
+                if kind is str:
+                    text = value
+                elif kind is bytes and value.isascii():  # Kafka and NATS give bytes
+                    text = value.decode("ascii")
+                else:
+                    text = _header_text(header, value)
+                obj[name] = _percent_decode(header, text) if percent and "%" in text else text
+            elif header == "content-type" or header == "content_type":
+                content_types[header] = value
         for header in ("content-type", "content_type"):
-            if header in headers:
-                obj["datacontenttype"] = _header_text(header, headers[header])
+            if header in content_types:
+                obj["datacontenttype"] = _header_text(header, content_types[header])
                 break
         content_type = obj.get("datacontenttype")
         data: Any = None
@@ -350,6 +369,14 @@ class Codec:
                     raise DecodeError(f"event data is not text in {content_type!r}: {exc}") from exc
             else:
                 data = bytes(body)
+        if _REQUIRED.issubset(obj) and _BINARY_FAST.issuperset(obj):
+            # The common shape (every value a string, no unknown extension): straight
+            # to the Event, whose own checks cover what _from_attributes would.
+            time = obj.pop("time", None)
+            try:
+                return Event(data=data, time=None if time is None else _parse_time(time), **obj)
+            except InvalidEventError as exc:
+                raise DecodeError(str(exc)) from exc
         return self._from_attributes(obj, data)
 
 
