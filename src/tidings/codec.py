@@ -130,7 +130,11 @@ class Codec:
             )
         self.mode = mode
         self.header_prefix = header_prefix
-        self._own_prefix = header_prefix.lower()
+        self._own_prefix = own = header_prefix.lower()
+        self._own_percent = own == _PERCENT_PREFIX
+        #: Header name -> attribute, for the attributes the fast path takes as they are.
+        self._own_names = {own + name: name for name in _BINARY_FAST}
+        self._own_names["content-type"] = "datacontenttype"
         self._encoder = msgspec.json.Encoder(enc_hook=to_jsonable)
         self._decoder = msgspec.json.Decoder()
         self._envelope_decoder = msgspec.json.Decoder(_Envelope)
@@ -233,7 +237,7 @@ class Codec:
         if headers:
             own = self._own_prefix
             if own + "specversion" in headers:  # the common case: written by tidings
-                return self._decode_binary(body, headers, own)
+                return self._decode_own(body, headers)
             # Header names are case-insensitive in HTTP; CloudEvents names are lower case.
             lowered = {k.lower(): v for k, v in headers.items() if isinstance(k, str)}
             for prefix in (own, "ce_", "ce-"):
@@ -325,6 +329,57 @@ class Codec:
         except TypeError as exc:  # pragma: no cover - defensive: unexpected attribute
             raise DecodeError(f"invalid event attributes: {exc}") from exc
 
+    def _decode_own(self, body: bytes, headers: Mapping[str, Any]) -> Event:
+        """Binary mode as tidings writes it: known attributes only, text values.
+
+        Anything else (bytes, upper case, percent-escapes, unknown extensions)
+        takes the general path, which checks and reports every detail.
+        """
+        names = self._own_names
+        percent = self._own_percent
+        attrs: dict[str, Any] = {}
+        for header, value in headers.items():
+            name = names.get(header)
+            if value.__class__ is bytes and value.isascii():
+                value = value.decode("ascii")
+            if name is None or value.__class__ is not str or (percent and "%" in value):
+                return self._decode_binary(body, headers, self._own_prefix)
+            attrs[name] = value
+        if attrs.get("specversion") != "1.0" or not _REQUIRED.issubset(attrs):
+            return self._decode_binary(body, headers, self._own_prefix)
+        content_type = attrs.get("datacontenttype")
+        if content_type == "application/json" and body:
+            try:
+                data = self._decoder.decode(body)
+            except msgspec.DecodeError as exc:
+                raise DecodeError(f"event data is not valid JSON: {exc}") from exc
+        else:
+            data = self._binary_data(body, content_type)
+        time = attrs.pop("time", None)
+        try:
+            return Event(data=data, time=None if time is None else _parse_time(time), **attrs)
+        except InvalidEventError as exc:
+            raise DecodeError(str(exc)) from exc
+
+    def _binary_data(self, body: bytes, content_type: str | None) -> Any:
+        """The data of a binary-mode message, by its content type."""
+        if not body:
+            return None
+        if is_json_content_type(content_type):
+            try:
+                return self._decoder.decode(body)
+            except msgspec.DecodeError as exc:
+                if content_type is not None:
+                    raise DecodeError(f"event data is not valid JSON: {exc}") from exc
+                # No declared type (as the CloudEvents SDKs send bytes): keep the bytes.
+                return bytes(body)
+        if (charset := _text_charset(content_type)) is not None:
+            try:
+                return bytes(body).decode(charset)
+            except (LookupError, UnicodeError) as exc:
+                raise DecodeError(f"event data is not text in {content_type!r}: {exc}") from exc
+        return bytes(body)
+
     def _decode_binary(self, body: bytes, headers: Mapping[str, Any], prefix: str) -> Event:
         """``prefix`` is lower case; header names are compared in lower case."""
         percent = prefix == _PERCENT_PREFIX
@@ -351,24 +406,7 @@ class Codec:
             if header in content_types:
                 obj["datacontenttype"] = _header_text(header, content_types[header])
                 break
-        content_type = obj.get("datacontenttype")
-        data: Any = None
-        if body:
-            if is_json_content_type(content_type):
-                try:
-                    data = self._decoder.decode(body)
-                except msgspec.DecodeError as exc:
-                    if content_type is not None:
-                        raise DecodeError(f"event data is not valid JSON: {exc}") from exc
-                    # No declared type (as the CloudEvents SDKs send bytes): keep the bytes.
-                    data = bytes(body)
-            elif (charset := _text_charset(content_type)) is not None:
-                try:
-                    data = bytes(body).decode(charset)
-                except (LookupError, UnicodeError) as exc:
-                    raise DecodeError(f"event data is not text in {content_type!r}: {exc}") from exc
-            else:
-                data = bytes(body)
+        data = self._binary_data(body, obj.get("datacontenttype"))
         if _REQUIRED.issubset(obj) and _BINARY_FAST.issuperset(obj):
             # The common shape (every value a string, no unknown extension): straight
             # to the Event, whose own checks cover what _from_attributes would.
