@@ -40,6 +40,8 @@ from _sqlite_data import (
     url,
 )
 
+from tidings.context import Context
+
 __all__ = ["group", "idle", "latency"]
 
 _TIMEOUT = 300.0
@@ -101,12 +103,16 @@ class _Child:
         self._stderr.close()
 
 
-def group(n: int, members: int, heartbeat: float | None = None) -> Run:
+def group(n: int, members: int, heartbeat: float | None = None, exactly_once: bool = False) -> Run:
     """``members`` processes of one group drain ``n`` pre-published events.
 
     ``heartbeat``: the members' heartbeat interval (None: the broker's default).
+    ``exactly_once``: members handle exactly once with concurrency 4, a 0.5 ms
+    handler and one follow-up event each (defect 7 of the faults issue).
     """
-    options = () if heartbeat is None else ("--heartbeat", str(heartbeat))
+    options: tuple[str, ...] = () if heartbeat is None else ("--heartbeat", str(heartbeat))
+    if exactly_once:
+        options += ("--exactly-once",)
     with scratch_db() as path:
         prepublish(path, encoded_messages(n))
         children = [_Child("member", path, *options) for _ in range(members)]
@@ -208,7 +214,7 @@ def _report(**values: Any) -> None:
     print(json.dumps({**values, "rss_mib": peak_rss_mib()}), flush=True)
 
 
-def _member(path: str, heartbeat: float | None) -> None:
+def _member(path: str, heartbeat: float | None, exactly_once: bool) -> None:
     """A group member: joins on "go", consumes until SIGUSR1, then drains and leaves."""
     from tidings import App
 
@@ -220,7 +226,23 @@ def _member(path: str, heartbeat: float | None) -> None:
         nonlocal handled
         handled += 1
 
-    app.add_subscription(on_tick, TOPIC, group=GROUP, name="bench.member")
+    async def on_tick_once(data: dict[str, Any], ctx: Context) -> None:
+        nonlocal handled
+        await asyncio.sleep(0.0005)
+        ctx.emit(data, type="TickSeen", topic=f"{TOPIC}.seen")
+        handled += 1
+
+    if exactly_once:
+        app.add_subscription(
+            on_tick_once,
+            TOPIC,
+            group=GROUP,
+            name="bench.member",
+            delivery="exactly_once",
+            concurrency=4,
+        )
+    else:
+        app.add_subscription(on_tick, TOPIC, group=GROUP, name="bench.member")
     print("ready", flush=True)
     sys.stdin.readline()
     cpu = time.process_time()
@@ -354,9 +376,10 @@ def _child(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--heartbeat", type=float, default=None)
+    parser.add_argument("--exactly-once", action="store_true")
     args = parser.parse_args(argv)
     if args.role == "member":
-        _member(args.db, args.heartbeat)
+        _member(args.db, args.heartbeat, args.exactly_once)
     elif args.role == "latency-consumer":
         asyncio.run(_latency_consumer(args.db, args.count))
     elif args.role == "latency-producer":

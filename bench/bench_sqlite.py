@@ -206,6 +206,21 @@ CASES: dict[str, Case] = {
         target=_FASTER,
         in_process=False,
     ),
+    "eo-group-1": Case(
+        "exactly-once, one consumer process (concurrency 4, a 0.5 ms handler, one "
+        "follow-up each) drains pre-published events",
+        _tenth,
+        lambda n, o, m: procs.group(n, 1, exactly_once=True),
+        in_process=False,
+    ),
+    "eo-group-2": Case(
+        "the same with two consumer processes of the group (they share the write lock)",
+        _tenth,
+        lambda n, o, m: procs.group(n, 2, exactly_once=True),
+        baseline="eo-group-1",
+        target=_FASTER,
+        in_process=False,
+    ),
     "latency": Case(
         "publish (producer process, fixed rate, send time in the data) -> handler start "
         "(consumer process)",
