@@ -16,6 +16,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from tidings._handling import begin
 from tidings.broker import Delivery
 from tidings.broker import Subscription as BrokerSubscription
 from tidings.errors import AttemptsExhausted
@@ -89,8 +90,7 @@ class BatchHandling:
                 await d.ack()
         else:
             for d in deliveries:  # CountsAttempts: the starts are recorded first
-                begin = getattr(d, "begin", None)
-                if begin is not None and (written := begin()) is not None:
+                if (written := begin(d)) is not None:
                     await written
         try:
             outputs = await handling.handle(ctx)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
 from tidings.broker import Delivery, Message
@@ -29,10 +29,19 @@ from tidings.publisher import Publisher
 if TYPE_CHECKING:
     from tidings._consumer import Consumer
 
-__all__ = ["Handling", "Item"]
+__all__ = ["Handling", "Item", "begin"]
 
 log = logging.getLogger("tidings.consumer")
 Item = tuple[Delivery, Event]
+
+
+def begin(d: Delivery) -> Awaitable[None] | None:
+    """Tell a broker that counts attempts (``CountsAttempts``) that ``d``'s handling starts.
+
+    Returns what must be awaited before the handler runs, if anything.
+    """
+    start = getattr(d, "begin", None)
+    return None if start is None else start()
 
 
 class Handling:
@@ -100,8 +109,7 @@ class Handling:
                     d, AttemptsExhausted(d.attempt, self.max_attempts)
                 )
                 return
-            begin = getattr(d, "begin", None)  # CountsAttempts: the start is recorded first
-            if begin is not None and (written := begin()) is not None:
+            if (written := begin(d)) is not None:  # CountsAttempts: recorded first
                 await written
             try:
                 if ctx is None:

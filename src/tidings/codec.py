@@ -355,11 +355,7 @@ class Codec:
                 raise DecodeError(f"event data is not valid JSON: {exc}") from exc
         else:
             data = self._binary_data(body, content_type)
-        time = attrs.pop("time", None)
-        try:
-            return Event(data=data, time=None if time is None else _parse_time(time), **attrs)
-        except InvalidEventError as exc:
-            raise DecodeError(str(exc)) from exc
+        return _text_event(attrs, data)
 
     def _binary_data(self, body: bytes, content_type: str | None) -> Any:
         """The data of a binary-mode message, by its content type."""
@@ -410,12 +406,17 @@ class Codec:
         if _REQUIRED.issubset(obj) and _BINARY_FAST.issuperset(obj):
             # The common shape (every value a string, no unknown extension): straight
             # to the Event, whose own checks cover what _from_attributes would.
-            time = obj.pop("time", None)
-            try:
-                return Event(data=data, time=None if time is None else _parse_time(time), **obj)
-            except InvalidEventError as exc:
-                raise DecodeError(str(exc)) from exc
+            return _text_event(obj, data)
         return self._from_attributes(obj, data)
+
+
+def _text_event(attrs: dict[str, Any], data: Any) -> Event:
+    """An Event from attributes that are all known names with text values."""
+    time = attrs.pop("time", None)
+    try:
+        return Event(data=data, time=None if time is None else _parse_time(time), **attrs)
+    except InvalidEventError as exc:
+        raise DecodeError(str(exc)) from exc
 
 
 def _header_value(value: Any, percent: bool) -> str:

@@ -75,9 +75,9 @@ class SqliteDelivery(OffsetDelivery):
 
     def begin(self) -> Awaitable[None] | None:
         """About to be handled (``CountsAttempts``): a redelivery's attempt is written first."""
-        if self.attempt == 1 and not self._part.retry_rows:
-            return None  # the common case, decided without a call
-        return None if self.fenced() else self._member.record_start(self)
+        if (self.attempt == 1 and self.offset not in self._part.retry_rows) or self.fenced():
+            return None  # a first delivery: the handed-out mark written at fetch covers it
+        return self._member.record_start(self)
 
     async def release(self) -> None:
         """Give back unhandled: redelivered with the same attempt (``Releasable``)."""

@@ -283,14 +283,14 @@ class SqliteSubscription:
             # The consumer waits for these to come back (holding their keys): they never will.
             self._revoke(gone)
         if out and not self.ephemeral:
-            await self._record_handout(plan, now)
+            await self._record_handout(plan)
             if self.closed:
                 return []
             # A rebalance during the write may have taken some back (revoked, settled).
             out = [d for d in out if not d.settled]
         return out
 
-    async def _record_handout(self, plan: _Plan, now: float) -> None:
+    async def _record_handout(self, plan: _Plan) -> None:
         """Write how far each partition was handed out before anyone handles it.
 
         After a crash, whatever was handed out comes back as attempt 2 or more
@@ -308,16 +308,14 @@ class SqliteSubscription:
             if part.delivered > part.durable_delivered:
                 part.durable_delivered = part.delivered
 
-    def record_start(self, delivery: SqliteDelivery) -> asyncio.Future[None] | None:
+    def record_start(self, delivery: SqliteDelivery) -> asyncio.Future[None]:
         """A redelivery is about to be handled: write its attempt first.
 
         Then a handler that kills its process still counts, and an event that
-        does so every time reaches ``max_attempts``. First deliveries need no
-        write: the handed-out mark (written at fetch) covers them.
+        does so every time reaches ``max_attempts``. (First deliveries need no
+        write: the handed-out mark, written at fetch, covers them.)
         """
         part, offset = delivery._part, delivery.offset
-        if delivery.attempt == 1 and offset not in part.retry_rows:
-            return None
         part.retry_rows.add(offset)
         row = (part.topic_id, part.index, part.epoch, offset, time.time(), delivery.attempt)
         group, member = self.group, self.member_id
