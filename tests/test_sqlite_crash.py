@@ -23,12 +23,13 @@ KEYS = 50
 
 
 def start_consumer(db: Path, mode: str, log: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, WORKER, "consume", str(db), mode, str(log)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    with log.with_suffix(".stderr").open("a") as errors:  # kept for a failure's report
+        proc = subprocess.Popen(
+            [sys.executable, WORKER, "consume", str(db), mode, str(log)],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
     return proc
@@ -45,15 +46,31 @@ def stop(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
         proc.stdout.close()
 
 
-def group_done(db: Path) -> bool:
+def group_progress(db: Path) -> list[tuple[int, int, int]]:
+    """(partition, head, committed) of group "crash" on "crash.in"."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
-        rows = conn.execute(
-            "SELECT h.next_offset, COALESCE(o.committed, 0) FROM partition_heads h "
+        return conn.execute(
+            "SELECT h.partition, h.next_offset, COALESCE(o.committed, 0) FROM partition_heads h "
             "JOIN topics t ON t.id = h.topic_id AND t.name = 'crash.in' "
             "LEFT JOIN group_offsets o ON o.topic_id = h.topic_id "
             "AND o.partition = h.partition AND o.grp = 'crash'"
         ).fetchall()
-    return bool(rows) and all(head == committed for head, committed in rows)
+
+
+def group_done(db: Path) -> bool:
+    rows = group_progress(db)
+    return bool(rows) and all(head == committed for _, head, committed in rows)
+
+
+def stuck_report(db: Path, logs: list[Path]) -> str:
+    """What a run that did not finish left behind: lagging partitions, workers' stderr."""
+    behind = [row for row in group_progress(db) if row[1] != row[2]]
+    parts = [f"partitions behind (partition, head, committed): {behind}"]
+    for log in logs:
+        errors = log.with_suffix(".stderr")
+        tail = errors.read_text()[-3000:] if errors.exists() else ""
+        parts.append(f"--- {errors.name} ---\n{tail}")
+    return "\n".join(parts)
 
 
 async def publish_all(db: Path) -> None:
@@ -85,7 +102,8 @@ def run_with_kills(tmp_path: Path, mode: str) -> list[tuple[str, int, int, int]]
             kills += 1
             procs[victim] = start_consumer(db, mode, logs[victim])
         while not group_done(db):
-            assert time.monotonic() < deadline, "the group did not finish in time"
+            if time.monotonic() > deadline:
+                raise AssertionError("the group did not finish in time\n" + stuck_report(db, logs))
             time.sleep(0.2)
     finally:
         for proc in procs:

@@ -255,3 +255,30 @@ async def test_unusable_tls_files_are_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="TLS"):
         await broker.connect()
     await broker.close()
+
+
+async def test_a_member_whose_stop_is_given_up_closes_its_connections(
+    tansu: Tansu,  # noqa: F811
+) -> None:
+    """aiokafka closes a consumer's sockets only once a rebalance in progress has ended;
+    a stop given up past its timeout must still close them (they leaked under load)."""
+    import aiokafka
+
+    from tidings.brokers.kafka._client import stop_consumer
+
+    topic, group = f"stop-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    broker = KafkaBroker.from_url(tansu.url(TEST_OPTIONS))
+    await broker.connect()
+    await broker.ensure_topic(topic, partitions=2)
+    await broker.close()
+    consumer = aiokafka.AIOKafkaConsumer(
+        group_id=group, bootstrap_servers=tansu.bootstrap, enable_auto_commit=False
+    )
+    await consumer.start()
+    consumer.subscribe([topic])
+    await eventually(lambda: bool(consumer.assignment()), 10.0, "an assignment")
+    connections = list(consumer._client._conns.values())
+    assert connections
+    await stop_consumer(consumer, 1e-4, "a member")  # far too short for a leave
+    assert not any(conn.connected() for conn in connections)
+    assert not any(conn.connected() for conn in consumer._client._conns.values())

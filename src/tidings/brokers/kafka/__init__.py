@@ -38,7 +38,12 @@ from tidings.broker import (
 )
 from tidings.brokers.kafka._admin import KafkaAdmin
 from tidings.brokers.kafka._binding import codec_for
-from tidings.brokers.kafka._client import aiokafka_module, client_settings, unavailable
+from tidings.brokers.kafka._client import (
+    aiokafka_module,
+    client_settings,
+    stop_consumer,
+    unavailable,
+)
 from tidings.brokers.kafka._marks import HandedMarks
 from tidings.brokers.kafka._producer import RecordProducer
 from tidings.brokers.kafka._subscription import KafkaSubscription
@@ -242,7 +247,6 @@ class KafkaBroker:
         from aiokafka import ConsumerRebalanceListener
 
         config = self.config
-        consumer = self._consumer(group, options.start, options.prefetch)
         assert self._admin is not None
         marks = HandedMarks(self._admin.offsets, group) if config.track_attempts else None
         latest: dict[Any, int] | None = None
@@ -251,6 +255,7 @@ class KafkaBroker:
             for topic in topics:
                 for p, (_, end) in (await self._admin.bounds(topic)).items():
                     latest[self._aiokafka.TopicPartition(topic, p)] = end
+        consumer = self._consumer(group, options.start, options.prefetch)
         sub = KafkaSubscription(
             config,
             consumer,
@@ -269,16 +274,19 @@ class KafkaBroker:
             async def on_partitions_assigned(self, assigned: Any) -> None:
                 await sub.partitions_assigned(assigned)
 
-        await self._start(consumer.start(), f"joining group {group}")
-        consumer.subscribe(list(topics), listener=Listener())
-        # Subscribed means consuming: wait for the first assignment (a join takes the
-        # coordinator's rebalance delay), so events published next are this member's.
         try:
+            await self._start(consumer.start(), f"joining group {group}")
+            consumer.subscribe(list(topics), listener=Listener())
+            # Subscribed means consuming: wait for the first assignment (a join takes the
+            # coordinator's rebalance delay), so events published next are this member's.
             await asyncio.wait_for(
                 sub.assigned.wait(), config.connect_timeout + config.session_timeout
             )
         except TimeoutError:
             log.warning("kafka: group %s has not assigned partitions yet; reading on", group)
+        except BaseException:
+            await stop_consumer(consumer, config.session_timeout, f"a member of {group}")
+            raise
         sub.start_committing()
         return sub
 
@@ -287,17 +295,21 @@ class KafkaBroker:
         consumer = self._consumer(None, "latest", 256)
         name = f"~reader-{uuid.uuid4().hex[:12]}"
         sub = KafkaSubscription(config, consumer, name, grouped=False, marks=None, on_revoke=None)
-        await self._start(consumer.start(), "starting a reader")
-        tps = [
-            self._aiokafka.TopicPartition(topic, p)
-            for topic in topics
-            for p in await self.admin.partitions(topic)
-        ]
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        for tp in tps:
-            await consumer.position(tp)
-            sub.add(tp)
+        try:
+            await self._start(consumer.start(), "starting a reader")
+            tps = [
+                self._aiokafka.TopicPartition(topic, p)
+                for topic in topics
+                for p in await self.admin.partitions(topic)
+            ]
+            consumer.assign(tps)
+            await consumer.seek_to_end(*tps)
+            for tp in tps:
+                await consumer.position(tp)
+                sub.add(tp)
+        except BaseException:
+            await stop_consumer(consumer, config.connect_timeout, "a reader")
+            raise
         return sub
 
     # -- replay, provisioning, inspection --------------------------------------------
@@ -329,8 +341,8 @@ class KafkaBroker:
         from aiokafka import ConsumerRebalanceListener
 
         consumer = self._consumer(group, "earliest", 1)
-        await self._start(consumer.start(), f"joining group {group}")
         try:
+            await self._start(consumer.start(), f"joining group {group}")
             assigned = asyncio.Event()
 
             class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -350,7 +362,7 @@ class KafkaBroker:
             await consumer.commit({owned[p]: offset for p, offset in offsets.items()})
             return 0
         finally:
-            await consumer.stop()
+            await stop_consumer(consumer, self.config.session_timeout, f"a member of {group}")
 
     async def ensure_topic(
         self,

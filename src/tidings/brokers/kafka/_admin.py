@@ -18,7 +18,7 @@ from typing import Any
 
 from tidings.broker import Message, Position
 from tidings.brokers.kafka._binding import message_headers, message_key, record_headers
-from tidings.brokers.kafka._client import client_settings
+from tidings.brokers.kafka._client import client_settings, stop_consumer
 from tidings.brokers.kafka._marks import SHADOW_PREFIX
 from tidings.brokers.kafka._offsets import GroupOffsets
 from tidings.brokers.kafka._url import KafkaConfig
@@ -48,8 +48,8 @@ class KafkaAdmin:
 
     async def close(self) -> None:
         if self._inspector is not None:
-            await self._inspector.stop()
-            self._inspector = None
+            inspector, self._inspector = self._inspector, None
+            await stop_consumer(inspector, self.config.connect_timeout, "the offset inspector")
 
     # -- topics ----------------------------------------------------------------------
 
@@ -118,7 +118,11 @@ class KafkaAdmin:
             consumer = self._aiokafka.AIOKafkaConsumer(
                 group_id=None, enable_auto_commit=False, **client_settings(self.config)
             )
-            await consumer.start()
+            try:
+                await consumer.start()
+            except BaseException:
+                await stop_consumer(consumer, self.config.connect_timeout, "the offset inspector")
+                raise
             self._inspector = consumer
         return self._inspector
 
@@ -309,9 +313,9 @@ class KafkaAdmin:
         consumer = aiokafka.AIOKafkaConsumer(
             group_id=None, enable_auto_commit=False, **client_settings(self.config)
         )
-        await consumer.start()
         out: list[tuple[int, Any]] = []
         try:
+            await consumer.start()
             tps = {aiokafka.TopicPartition(topic, p): r for p, r in ranges.items()}
             consumer.assign(list(tps))
             for tp, (start, _) in tps.items():
@@ -332,7 +336,7 @@ class KafkaAdmin:
                     if await consumer.position(tp) >= open_ranges[tp][1]:
                         del open_ranges[tp]
         finally:
-            await consumer.stop()
+            await stop_consumer(consumer, self.config.connect_timeout, "a topic scan")
         return out
 
     async def _hidden(self, topic: str) -> set[tuple[int, int]]:

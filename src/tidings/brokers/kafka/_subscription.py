@@ -22,7 +22,7 @@ from typing import Any
 
 from tidings.broker import Delivery, RevokeHandler
 from tidings.brokers._timer import WakeTimer
-from tidings.brokers.kafka._client import unavailable
+from tidings.brokers.kafka._client import stop_consumer, unavailable
 from tidings.brokers.kafka._marks import HandedMarks
 from tidings.brokers.kafka._offsets import GroupOffsets
 from tidings.brokers.kafka._partition import KafkaDelivery, Partition
@@ -94,10 +94,7 @@ class KafkaSubscription:
             await self.commit()
         for part in [*self._parts.values(), *self._parked.values()]:
             part.lose()
-        try:
-            await asyncio.wait_for(self.consumer.stop(), self.config.session_timeout)
-        except Exception as exc:
-            log.warning("kafka: member of %s did not leave cleanly: %s", self.group, exc)
+        await stop_consumer(self.consumer, self.config.session_timeout, f"member of {self.group}")
 
     # -- rebalancing (called by aiokafka's coordinator) ----------------------------------
 
