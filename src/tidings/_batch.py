@@ -102,8 +102,8 @@ class BatchHandling:
                 for d in deliveries:
                     consumer.after(d, False)
                 return
-            for d in deliveries:
-                retry = await consumer.failures.failed(d, exc)
+            for d, event in items:
+                retry = await consumer.failures.failed(d, exc, event)
                 consumer.after(d, retry)
             return
         for d in deliveries:
@@ -121,7 +121,7 @@ class BatchHandling:
         keep = []
         for d, event in items:
             if d.attempt > limit:
-                await consumer.failures.dead_letter(d, AttemptsExhausted(d.attempt, limit))
+                await consumer.failures.dead_letter(d, AttemptsExhausted(d.attempt, limit), event)
                 consumer.after(d, False)
             else:
                 keep.append((d, event))

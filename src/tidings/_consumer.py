@@ -91,6 +91,7 @@ class Consumer:
             self.observers,
             self.flow,
             self.delays.retry_later,
+            publisher,
         )
         self.handling = Handling(self, publisher, app_name, exactly_once)
         self.batches = BatchHandling(self, publisher, app_name) if spec.batch else None

@@ -16,10 +16,13 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from tidings._flow import Flow
+from tidings._replies import failure_reply, reply_address
 from tidings.broker import Broker, Delivery
 from tidings.deadletter import dead_letter_message, dead_letter_topic
+from tidings.event import Event
 from tidings.exactly_once import ExactlyOnce
 from tidings.hooks import Observers
+from tidings.publisher import Publisher
 from tidings.retry import RetryPolicy
 from tidings.stats import ConsumerStats
 
@@ -42,6 +45,7 @@ class Failures:
         observers: Observers,
         flow: Flow,
         wait: Callable[[Delivery, float], None],
+        publisher: Publisher | None = None,
     ) -> None:
         self.name = name
         self.policy = policy
@@ -54,17 +58,21 @@ class Failures:
         #: Nacks a delivery later, for brokers that cannot delay a redelivery.
         self.wait = wait
         self.delayed_redelivery = broker.capabilities.delayed_redelivery
+        #: Sends the failure reply of a request that is dead-lettered.
+        self.publisher = publisher
         #: First failure time per delivery id, for the dead-letter record.
         self.first_failure: dict[str, float] = {}
 
-    async def failed(self, delivery: Delivery, error: BaseException) -> bool:
+    async def failed(
+        self, delivery: Delivery, error: BaseException, event: Event | None = None
+    ) -> bool:
         """Apply the policy to a failed attempt; True if the delivery will come back."""
         self.stats.failed += 1
         if not self.flow.holds(delivery):
             return False  # lost to a rebalance meanwhile: its new owner handles it
         decision = self.policy.decide(error, delivery.attempt)
         if decision.action == "dead_letter":
-            await self.dead_letter(delivery, error)
+            await self.dead_letter(delivery, error, event)
             return False
         self.flow.release(delivery)
         now = time.time()
@@ -89,8 +97,13 @@ class Failures:
         if self.first_failure:
             self.first_failure.pop(delivery.id, None)
 
-    async def dead_letter(self, delivery: Delivery, error: BaseException) -> None:
-        """Store ``delivery`` in its DLQ, then ack it (one commit under exactly-once)."""
+    async def dead_letter(
+        self, delivery: Delivery, error: BaseException, event: Event | None = None
+    ) -> None:
+        """Store ``delivery`` in its DLQ, then ack it (one commit under exactly-once).
+
+        A request (``event`` with ``replyto``) is then answered with a failure reply.
+        """
         now = time.time()
         first = self.first_failure.get(delivery.id, now)
         message = dead_letter_message(delivery, error, first, now, self.name)
@@ -114,3 +127,16 @@ class Failures:
         self.stats.dead_lettered += 1
         if self.observing:
             self.observers.dead_lettered(self.name, delivery, error, topic)
+        if event is not None and event.extensions and self.publisher is not None:
+            await self._answer_failure(event, error)
+
+    async def _answer_failure(self, request: Event, error: BaseException) -> None:
+        publisher = self.publisher
+        assert publisher is not None
+        address = reply_address(request, publisher.native_replies)
+        if address is None:
+            return
+        try:
+            await publisher.send_reply(address, failure_reply(request, error, publisher.source))
+        except Exception as exc:  # dead-lettered already: the caller times out instead
+            log.warning("%s: the failure reply to %s was not sent: %r", self.name, request.id, exc)

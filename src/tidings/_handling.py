@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
+from tidings._replies import has_type, reply_address
 from tidings.broker import Delivery, Message
 from tidings.context import Context
 from tidings.errors import AttemptsExhausted
@@ -73,7 +74,28 @@ class Handling:
 
     async def invoke(self, ctx: Context) -> list[Event]:
         result = await self.spec.call(ctx.event, ctx)
+        if (
+            result is not None
+            and ctx._reply is None
+            and not self.spec.batch  # a batch's result answers no single request
+            and ctx.replyto is not None
+        ):
+            ctx._reply = (result, None, {})  # a request: the return value is the reply
+            result = None
         return self.publisher.follow_ups(ctx.event, result, ctx._outputs, ctx.routes)
+
+    def reply(self, ctx: Context | None) -> tuple[str, Event] | None:
+        """The reply a handling queued, with its address; None if there is none to send."""
+        if ctx is None or ctx._reply is None:
+            return None
+        address = reply_address(ctx.event, self.publisher.native_replies)
+        if address is None:
+            return None
+        payload, _, attributes = ctx._reply
+        if "type" not in attributes and not has_type(payload):
+            # A plain value (dict, list, number): typed after the request.
+            attributes = {**attributes, "type": ctx.event.type + ".reply"}
+        return address, self.publisher.follow_ups(ctx.event, None, [(payload, None, attributes)])[0]
 
     def context(self, d: Delivery, event: Event, events: list[Event] | None = None) -> Context:
         return Context(self.app_name, self.name, d, event, events)
@@ -84,7 +106,8 @@ class Handling:
             await self._at_most_once(d, event)
             consumer.after(d, False)
             return
-        ctx = self.context(d, event) if self.needs_context else None
+        # A request (an event with extensions) gets a context, for its reply.
+        ctx = self.context(d, event) if self.needs_context or event.extensions else None
         retry = False
         committing = False
         observing = consumer.observing
@@ -106,7 +129,7 @@ class Handling:
             if d.attempt > self.max_attempts:
                 # Every allowed handling died with its process: never run it again.
                 await consumer.failures.dead_letter(
-                    d, AttemptsExhausted(d.attempt, self.max_attempts)
+                    d, AttemptsExhausted(d.attempt, self.max_attempts), event
                 )
                 return
             if (written := begin(d)) is not None:  # CountsAttempts: recorded first
@@ -118,12 +141,20 @@ class Handling:
                 else:
                     outputs = await self.handle(ctx)
                     routes = ctx.routes
+                reply = self.reply(ctx)
                 if exactly_once is not None:
+                    if reply is not None and not self.publisher.native_replies:
+                        # Committed with the follow-ups and the ack: one reply, at most.
+                        outputs = [*outputs, reply[1]]
+                        routes = {**(routes or {}), reply[1].id: reply[0]}
+                        reply = None
                     messages = await self.publisher.prepare_commit(outputs, routes)
                 elif outputs:
                     await self.publisher.publish_events(outputs, routes)
+                if reply is not None:
+                    await self.publisher.send_reply(*reply)
             except Exception as exc:
-                retry = await consumer.failures.failed(d, exc)
+                retry = await consumer.failures.failed(d, exc, event)
                 return
             if observing:
                 consumer.observers.handled(self.name, d, event, time.perf_counter() - started)
@@ -153,6 +184,8 @@ class Handling:
         try:
             ctx = self.context(d, event)
             await self.publisher.publish_events(await self.handle(ctx), ctx.routes)
+            if (reply := self.reply(ctx)) is not None:
+                await self.publisher.send_reply(*reply)
             consumer.stats.handled += 1
         except Exception as exc:
             consumer.stats.failed += 1

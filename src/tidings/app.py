@@ -25,7 +25,9 @@ from tidings.health import Health
 from tidings.hooks import Observer, Observers
 from tidings.middleware import HandlerMiddleware, Outgoing, PublishMiddleware
 from tidings.options import EventAttributes, SubscriptionOptions
+from tidings.payload import decode_payload
 from tidings.publisher import Publisher
+from tidings.requests import Requests
 from tidings.retry import RetryPolicy
 from tidings.routing import Router, is_pattern
 from tidings.settings import default_broker_url
@@ -37,6 +39,7 @@ __all__ = ["DEFAULT_MAX_EVENT_SIZE", "App"]
 
 log = logging.getLogger("tidings.app")
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
 _State = Literal["new", "connected", "started", "stopped"]
 
@@ -95,6 +98,7 @@ class App:
         self._observers: list[Observer] = []
         self._failed = asyncio.Event()
         self._connect_lock = asyncio.Lock()
+        self._requests: Requests | None = None
 
     @property
     def codec(self) -> Codec:
@@ -288,6 +292,50 @@ class App:
         await self.publisher.send(Outgoing(target, (event,), when))
         return event
 
+    async def request(
+        self,
+        payload: Any,
+        *,
+        topic: str | None = None,
+        key: str | None = None,
+        reply_type: type[Any] | None = None,
+        timeout: float = 5.0,
+        type: str | None = None,
+        **attributes: Unpack[EventAttributes],
+    ) -> Event:
+        """Publish a request and return the reply event; see ``docs/request-reply.md``.
+
+        The request carries the ``replyto`` extension (where this App receives
+        replies); a handler answers by returning a value or with
+        ``ctx.reply``. ``reply_type`` decodes ``reply.data`` into a class, as
+        a handler's payload is. ``timeout`` counts from the broker accepting
+        the request. Raises :class:`~tidings.errors.RequestTimeout`, or
+        :class:`~tidings.errors.RequestFailed` when the handler failed for good.
+        """
+        if timeout <= 0:
+            raise ConfigurationError("a request's timeout must be > 0 seconds")
+        if topic is not None:
+            self.publisher.check_topic(topic)
+        if self._state != "started" and self._state != "connected":
+            await self._ensure_connected()
+        requests = self.requests
+        address = await requests.address()
+        attributes["extensions"] = {**attributes.get("extensions", {}), "replyto": address}
+        event = self.publisher.event(payload, key=key, type=type, **attributes)
+        target = topic or self.router.topic_for(payload, event)
+        outgoing = Outgoing(target, (event,))
+        reply = await requests.ask(event, target, timeout, lambda: self.publisher.send(outgoing))
+        if reply_type is not None:
+            reply = reply.replace(data=decode_payload(reply.data, reply_type))
+        return reply
+
+    @property
+    def requests(self) -> Requests:
+        """This App's requests: counts of answered, timed-out, late and outstanding ones."""
+        if self._requests is None:
+            self._requests = Requests(self.name, self.broker, self.codec)
+        return self._requests
+
     async def publish_batch(
         self, payloads: Iterable[Any], *, topic: str | None = None
     ) -> list[Event]:
@@ -378,6 +426,8 @@ class App:
             return
         wait = self.drain_timeout if timeout is None else timeout
         await asyncio.gather(*(c.stop(wait) for c in self._consumers))
+        if self._requests is not None:
+            await self._requests.close()
         self._state = "stopped"
         if self._owns_broker:
             await self.broker.close()

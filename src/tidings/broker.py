@@ -41,8 +41,8 @@ Rules every adapter keeps (the conformance suite in
 
 Extra abilities are separate protocols (:class:`Seekable`,
 :class:`Transactional`, :class:`MultiTopicPublisher`, :class:`Provisioning`,
-:class:`WireFormat`, and :class:`Releasable` and :class:`CountsAttempts` for
-deliveries),
+:class:`WireFormat`, :class:`NativeReplies`, and :class:`Releasable` and
+:class:`CountsAttempts` for deliveries),
 announced in :class:`Capabilities`. The App reads the capabilities and emulates
 or refuses what a broker lacks: see ``docs/brokers.md``.
 """
@@ -66,6 +66,7 @@ __all__ = [
     "Delivery",
     "Message",
     "MultiTopicPublisher",
+    "NativeReplies",
     "Position",
     "Provisioning",
     "Releasable",
@@ -340,3 +341,22 @@ class CountsAttempts(Protocol):
 
     def begin(self) -> Awaitable[None] | None:
         """The handler is about to run; return an awaitable if a write must finish first."""
+
+
+@runtime_checkable
+class NativeReplies(Protocol):
+    """A broker with its own request/reply addresses (NATS inbox subjects).
+
+    Without it, :meth:`tidings.App.request` has replies published to a reply
+    topic that the requesting App reads with a group-less subscription.
+    """
+
+    async def open_inbox(self, deliver: Callable[[Message], None]) -> str:
+        """Start receiving replies, each passed to ``deliver``; return the address.
+
+        The inbox stays open until the broker closes. Replies are not stored:
+        one sent while nobody listens is lost (the requester times out).
+        """
+
+    async def send_reply(self, address: str, message: Message) -> None:
+        """Send ``message`` to an address returned by :meth:`open_inbox` (anywhere)."""

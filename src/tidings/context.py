@@ -26,6 +26,7 @@ class Context:
     __slots__ = (
         "_events",
         "_outputs",
+        "_reply",
         "app_name",
         "delivery",
         "event",
@@ -47,6 +48,8 @@ class Context:
         self.event = event
         self._events = events
         self._outputs: list[Emitted] = []
+        #: The reply to a request, as queued by :meth:`reply` (payload, attributes).
+        self._reply: Emitted | None = None
         #: Follow-up event id -> topic, for follow-ups emitted with ``topic=``.
         self.routes: dict[str, str] = {}
 
@@ -101,6 +104,33 @@ class Context:
         if topic is not None:
             validate_topic(topic)
         self._outputs.append((payload, topic, values))
+
+    @property
+    def replyto(self) -> str | None:
+        """Where the reply to this event goes, if it is a request (``replyto`` extension)."""
+        value = self.event.extensions.get("replyto") if self.event.extensions else None
+        return value if isinstance(value, str) else None
+
+    def reply(
+        self,
+        payload: Any,
+        *,
+        type: str | None = None,
+        **attributes: Unpack[EventAttributes],
+    ) -> bool:
+        """Answer the request being handled with ``payload`` (sent once the handler returns).
+
+        Takes the place of the handler's return value as the reply, which is
+        then published as a follow-up. Does nothing (and returns False) when
+        the event is not a request, so one handler serves events and requests.
+        """
+        if self.replyto is None:
+            return False
+        values: dict[str, Any] = dict(attributes)
+        if type is not None:
+            values["type"] = type
+        self._reply = (payload, None, values)
+        return True
 
     def __repr__(self) -> str:
         return (

@@ -19,6 +19,9 @@ __all__ = [
     "InvalidEventError",
     "PublishError",
     "Reject",
+    "RequestError",
+    "RequestFailed",
+    "RequestTimeout",
     "Retry",
     "SchemaError",
     "StorageError",
@@ -143,3 +146,37 @@ class SubscriptionFailedError(TidingsError):
 
 class ConcurrencyError(TidingsError):
     """An optimistic-concurrency check failed (expected version did not match)."""
+
+
+class RequestError(TidingsError):
+    """Base for the outcomes of :meth:`tidings.App.request` other than a reply."""
+
+    def __init__(self, message: str, topic: str, request_id: str) -> None:
+        super().__init__(message)
+        self.topic = topic
+        self.request_id = request_id
+
+
+class RequestTimeout(RequestError, TimeoutError):
+    """No reply to a request arrived in time (a late reply is dropped and counted)."""
+
+    def __init__(self, topic: str, request_id: str, timeout: float) -> None:
+        super().__init__(
+            f"no reply to request {request_id} on topic {topic!r} within {timeout:g}s",
+            topic,
+            request_id,
+        )
+        self.timeout = timeout
+
+
+class RequestFailed(RequestError):
+    """The handler of a request failed for good (after its retries); the reply says why."""
+
+    def __init__(self, topic: str, request_id: str, error_type: str, error: str) -> None:
+        super().__init__(
+            f"request {request_id} on topic {topic!r} failed: {error_type}: {error}",
+            topic,
+            request_id,
+        )
+        self.error_type = error_type
+        self.error = error

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, Unpack
 
-from tidings.broker import Broker, Message, MultiTopicPublisher
+from tidings.broker import Broker, Message, MultiTopicPublisher, NativeReplies
 from tidings.codec import Codec
 from tidings.errors import EventTooLargeError
 from tidings.event import Event
@@ -53,6 +53,8 @@ class Publisher:
         self._capture_fn: PublishFn = self._collect
         #: Topic names given to ``publish`` that passed :func:`validate_topic`.
         self.checked_topics: set[str] = set()
+        #: Replies go to the broker's own inboxes rather than to reply topics.
+        self.native_replies = isinstance(broker, NativeReplies)
 
     def check_topic(self, topic: str) -> None:
         """Refuse a topic name no broker takes (checked once per name)."""
@@ -69,6 +71,7 @@ class Publisher:
         """Build the middleware stacks (once, when the App connects)."""
         send: PublishFn = self._send
         collect: PublishFn = self._collect
+        self.native_replies = isinstance(self.broker, NativeReplies)
         self.send = build_stack(send, self._middleware)
         self._capture_fn = build_stack(collect, self._middleware)
 
@@ -212,6 +215,15 @@ class Publisher:
                 Message(value, headers, event.key, deliver_at, event.id if with_ids else None)
             )
         return messages
+
+    async def send_reply(self, address: str, reply: Event) -> None:
+        """Send ``reply`` to a requester's address: its inbox, or its reply topic."""
+        broker = self.broker
+        if self.native_replies:
+            (message,) = self.encode(Outgoing(address, (reply,)))
+            await broker.send_reply(address, message)  # type: ignore[attr-defined]
+        else:
+            await self.send(Outgoing(address, (reply,)))
 
     async def _send(self, outgoing: Outgoing) -> None:
         await self.broker.publish(outgoing.topic, self.encode(outgoing))
