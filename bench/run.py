@@ -6,7 +6,8 @@ embedded (SQLite) broker's table against raw ``sqlite3`` baselines
 (``bench_sqlite.py``); each with whether its targets are met. ``--profile``
 profiles the tidings dict-payload case instead; ``--stages`` prints its cost
 per stage; ``--sqlite-profile CASE`` profiles one sqlite case. ``--suite kafka``
-or ``--suite nats`` runs that adapter's table (its own server; its options after ``--``).
+or ``--suite nats`` runs that adapter's table (its own server; its options after ``--``);
+``--suite requests`` the request/reply round trips (memory, sqlite, NATS).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from rich.console import Console
 from rich.table import Table
 
 #: Suites of broker adapters: their module under bench/, each with main(argv) -> int.
-ADAPTER_SUITES = {"kafka": "bench_kafka", "nats": "bench_nats"}
+ADAPTER_SUITES = {"kafka": "bench_kafka", "nats": "bench_nats", "requests": "bench_requests"}
 
 TARGET_RATE = 150_000
 TARGET_TEXT = "in-memory at-least-once path >= 150,000 events/s with dict payloads on one core"

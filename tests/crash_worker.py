@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -36,8 +37,30 @@ async def consume(db: str, mode: str, log_path: str) -> None:
         return None
 
     stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, lambda: dump_state(app))
     print("ready", flush=True)
     await app.serve(stop)
+
+
+def dump_state(app: App) -> None:
+    """On SIGUSR1, what each consumer holds (for a test that found a stuck partition)."""
+    for consumer in app._consumers:
+        unsettled = [
+            (d.partition, d.offset, d.key, d.attempt) for d in list(consumer.flow.unsettled)[:20]
+        ]
+        lanes = []
+        if consumer.keys is not None:
+            for key, lane in list(consumer.keys._lanes.items())[:20]:
+                lanes.append((key, lane.retry_id, len(lane.waiting or ())))
+        print(
+            f"pid {os.getpid()} {consumer.sub.name}: state={consumer.state} idle={consumer.idle} "
+            f"unsettled={len(consumer.flow.unsettled)} {unsettled} lanes={len(consumer.keys or ())}"
+            f" {lanes} ready={len(consumer.ready)} commits={len(consumer.commits)} "
+            f"timers={len(consumer.timers.handles)} stats={consumer.stats}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 async def produce(db: str, count: int, batch: int) -> None:

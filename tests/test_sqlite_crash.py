@@ -66,6 +66,18 @@ def stuck_report(db: Path, logs: list[Path]) -> str:
     """What a run that did not finish left behind: lagging partitions, workers' stderr."""
     behind = [row for row in group_progress(db) if row[1] != row[2]]
     parts = [f"partitions behind (partition, head, committed): {behind}"]
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
+        for table in ("members", "assignments", "retries", "settled_ahead"):
+            rows = conn.execute(f"SELECT * FROM {table} WHERE grp = 'crash' LIMIT 20").fetchall()
+            parts.append(f"{table}: {rows}")
+        for partition, _, committed in behind:
+            row = conn.execute(
+                "SELECT m.partition, m.offset, m.key FROM messages m JOIN topics t "
+                "ON t.id = m.topic_id AND t.name = 'crash.in' WHERE m.partition = ? "
+                "AND m.offset = ?",
+                (partition, committed),
+            ).fetchone()
+            parts.append(f"first unsettled message: {row}")
     for log in logs:
         errors = log.with_suffix(".stderr")
         tail = errors.read_text()[-3000:] if errors.exists() else ""
@@ -103,6 +115,9 @@ def run_with_kills(tmp_path: Path, mode: str) -> list[tuple[str, int, int, int]]
             procs[victim] = start_consumer(db, mode, logs[victim])
         while not group_done(db):
             if time.monotonic() > deadline:
+                for proc in procs:  # each worker prints what it holds on stderr
+                    proc.send_signal(signal.SIGUSR1)
+                time.sleep(1.0)
                 raise AssertionError("the group did not finish in time\n" + stuck_report(db, logs))
             time.sleep(0.2)
     finally:

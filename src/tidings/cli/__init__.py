@@ -14,6 +14,7 @@ from tidings.cli.demo import demo
 from tidings.cli.dlq import dlq
 from tidings.cli.publish import publish
 from tidings.cli.replay import replay
+from tidings.cli.request import request
 from tidings.cli.run import run
 from tidings.cli.tail import tail
 from tidings.cli.topics import groups, topics
@@ -31,6 +32,7 @@ cli = typer.Typer(
 cli.command()(run)
 cli.command()(demo)
 cli.command()(publish)
+cli.command()(request)
 cli.command()(tail)
 cli.command()(topics)
 cli.command()(groups)

@@ -23,6 +23,7 @@ from tidings.errors import Retry
 from tidings.event import Event
 from tidings.retry import RetryPolicy
 from tidings.testing._fetching import collect, quiet
+from tidings.testing.request_reply import RequestReplySemantics
 
 __all__ = ["AppSemantics"]
 
@@ -38,7 +39,7 @@ async def eventually(condition: Callable[[], bool], timeout: float, what: str) -
         await asyncio.sleep(0.01)
 
 
-class AppSemantics:
+class AppSemantics(RequestReplySemantics):
     """App-level semantics; needs the fixtures of BrokerConformance."""
 
     patience: float = 10.0

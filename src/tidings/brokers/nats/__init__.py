@@ -17,7 +17,7 @@ import contextlib
 import logging
 import ssl
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,7 @@ from tidings.brokers.nats._binding import to_wire
 from tidings.brokers.nats._client import FastHeaderClient
 from tidings.brokers.nats._delivery import Source
 from tidings.brokers.nats._group import Coordinator, lease_bucket
+from tidings.brokers.nats._inbox import open_inbox, send_reply
 from tidings.brokers.nats._seek import seek_group
 from tidings.brokers.nats._streams import (
     Topic,
@@ -294,6 +295,13 @@ class NatsBroker:
         self._topics[name] = existing
 
     # -- publishing -------------------------------------------------------------------
+
+    async def open_inbox(self, deliver: Callable[[Message], None]) -> str:
+        """Native request/reply: replies arrive on an inbox subject (see ``_inbox``)."""
+        return await open_inbox(self._check_open(), deliver)
+
+    async def send_reply(self, address: str, message: Message) -> None:
+        await send_reply(self._check_open(), address, message)
 
     async def _on_ack(self, msg: Msg) -> None:
         future = self._acks.pop(msg.subject[len(self._ack_prefix) :], None)
