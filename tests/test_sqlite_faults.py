@@ -24,6 +24,7 @@ from tidings.broker import Message, SubscribeOptions
 from tidings.brokers.sqlite import SqliteBroker
 from tidings.cli import main
 from tidings.testing.conformance import collect
+from tidings.testing.semantics import eventually
 
 
 async def _lag(broker: SqliteBroker, group: str) -> int:
@@ -441,3 +442,51 @@ def test_inherited_redeliveries_keep_their_key_order(tmp_path: Path) -> None:
         )
         printed.append(done.stdout.strip())
     assert printed == ["e0:1 e1:1 e2:1", "e0:1 e1:1 e2:1", "e0:2 e1:1 e2:1"], printed
+
+
+async def test_a_position_inside_its_settled_ahead_ranges_moves_past_them(
+    tmp_path: Path,
+) -> None:
+    """A kill -9 can leave the position written by an exactly-once commit at an offset
+    that an earlier flush stored as settled ahead; the next owner skipped that offset as
+    settled and never moved the position past it (the group stalled, silently)."""
+    from tidings.brokers.sqlite import _ahead
+
+    db = tmp_path / "ahead.db"
+    url = f"sqlite:///{db}"
+    setup = SqliteBroker.from_url(url)
+    await setup.connect()
+    await setup.ensure_topic("t", partitions=1)
+    await setup.close()
+    first = App("first", broker=url)
+    seen: list[int] = []
+
+    @first.subscribe("t", group="g")
+    async def handle_first(data: dict[str, int]) -> None:
+        seen.append(data["n"])
+
+    await first.publish_batch([first.event({"n": n}, type="N") for n in range(10)], topic="t")
+    async with first:
+        await eventually(lambda: len(seen) == 10, 10.0, "the first run")
+    with sqlite3.connect(db) as conn:  # what the kill left behind
+        (topic_id,) = conn.execute("SELECT id FROM topics WHERE name = 't'").fetchone()
+        conn.execute(
+            "UPDATE group_offsets SET committed = 3 WHERE grp = 'g' AND topic_id = ?", (topic_id,)
+        )
+        _ahead.store(conn, "g", topic_id, 0, _ahead.encode({3, 4, 5}))
+    again: list[int] = []
+    second = App("second", broker=url)
+
+    @second.subscribe("t", group="g")
+    async def handle_second(data: dict[str, int]) -> None:
+        again.append(data["n"])
+
+    async with second:
+        await eventually(lambda: len(again) >= 4, 10.0, "the events after the stored ones")
+        await eventually(lambda: second.idle, 10.0, "an idle app")
+    assert again == [6, 7, 8, 9]
+    with sqlite3.connect(db) as conn:
+        (committed,) = conn.execute(
+            "SELECT committed FROM group_offsets WHERE grp = 'g' AND topic_id = ?", (topic_id,)
+        ).fetchone()
+    assert committed == 10

@@ -27,6 +27,18 @@ class Watermark:
         self.ahead.clear()
         self._gaps.clear()
 
+    def restore(self, ahead: set[int]) -> None:
+        """Offsets stored as settled beyond ``committed`` (after a restart).
+
+        The stored position may already be one of them: an exactly-once commit
+        writes the position it computed, and a crash may come before the write
+        that would have moved it past offsets settled meanwhile. Move over them
+        now, or the first would be skipped as settled and the position never pass it.
+        """
+        self.ahead.update(ahead)
+        if self.committed in self.ahead:
+            self.committed = self._advance(self.committed, consume=True)
+
     def settle(self, offset: int) -> None:
         if offset == self.committed:
             if self.ahead or self._gaps:

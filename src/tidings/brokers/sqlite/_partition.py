@@ -42,11 +42,11 @@ class Partition:
         self.index = state.partition
         self.epoch = state.epoch
         self.watermark = Watermark(state.committed)
-        self.watermark.ahead.update(state.ahead)  # acked before a restart: skipped
+        self.watermark.restore(state.ahead)  # acked before a restart: skipped
         #: Whether ``settled_ahead`` may hold offsets for this partition.
         self.ahead_stored = bool(state.ahead)
         #: The next offset to read as new (retries and delayed ones wait in ``pending``).
-        self.cursor = state.committed
+        self.cursor = self.watermark.committed
         self.delivered = state.delivered
         #: How far handing out is known to be written (attempt counts survive a crash).
         self.durable_delivered = state.delivered
