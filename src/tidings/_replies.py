@@ -24,6 +24,8 @@ log = logging.getLogger("tidings.requests")
 
 #: The CloudEvents extension naming where a request's reply goes.
 REPLYTO = "replyto"
+#: Values that carry no event type of their own.
+_PLAIN = (dict, list, tuple, str, int, float, bool, type(None))
 #: The type of the reply sent when a request's handler failed for good.
 REPLY_FAILED_TYPE = "tidings.reply.failed"
 
@@ -52,6 +54,8 @@ def has_type(payload: Any) -> bool:
     """Whether ``payload`` names its event type (an Event, a model, a dataclass...)."""
     if isinstance(payload, Event):
         return True
+    if isinstance(payload, _PLAIN):
+        return False
     try:
         payload_info(payload)
     except (ConfigurationError, TypeError, ValueError):

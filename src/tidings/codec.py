@@ -43,6 +43,8 @@ _BINARY_FAST = _REQUIRED | {"time"} | _STRING_ATTRIBUTES
 _PERCENT_PREFIX = "ce-"
 # HTTP binding 3.1.3.2: printable ASCII except space, '"' and '%' stays as is.
 _HEADER_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in '"%')
+#: A value made only of those characters (most are): sent as is, without ``quote``.
+_NEEDS_NO_QUOTING = re.compile(r"[\x21\x23\x24\x26-\x7e]*").fullmatch
 _RFC3339 = re.compile(
     r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[Tt]"
     r"(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})(?:\.(?P<fraction>[0-9]+))?"
@@ -426,7 +428,9 @@ def _header_value(value: Any, percent: bool) -> str:
         text = "true" if value else "false"
     else:
         text = str(value)
-    return quote(text, safe=_HEADER_SAFE) if percent else text
+    if not percent or _NEEDS_NO_QUOTING(text) is not None:
+        return text
+    return quote(text, safe=_HEADER_SAFE)
 
 
 def _header_text(header: str, value: Any) -> str:
