@@ -567,3 +567,24 @@ async def test_missing_storage_names_the_file_until_it_exists(tmp_path: Path) ->
     await broker.connect()
     assert broker.missing_storage() is None
     await broker.close()
+
+
+async def test_brokers_on_one_file_in_one_process_wake_each_others_readers(
+    tmp_path: Path,
+) -> None:
+    """A publish through one broker wakes the readers of another on the same file at once,
+    not when the other's file watcher notices the commit (which is stopped here)."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    writer, reader = SqliteBroker.from_url(url), SqliteBroker.from_url(url)
+    await writer.connect()
+    await reader.connect()
+    try:
+        sub = await reader.subscribe(["t"], "g")
+        assert reader._watcher is not None
+        await reader._watcher.stop()
+        await writer.publish("t", [Message(b"hello")])
+        (d,) = await collect(sub, 1, timeout=5.0)
+        assert d.value == b"hello"
+    finally:
+        await writer.close()
+        await reader.close()

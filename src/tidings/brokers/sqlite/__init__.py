@@ -25,6 +25,7 @@ import asyncio
 import logging
 import os
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from datetime import datetime
@@ -53,6 +54,9 @@ from tidings.inspection import GroupInfo, StoredMessage, TopicInfo
 __all__ = ["SqliteBroker", "SqliteConfig", "SqliteDelivery", "SqliteSubscription"]
 
 log = logging.getLogger("tidings.sqlite")
+
+#: Connected brokers per database file (real path) in this process.
+_SAME_FILE: dict[str, weakref.WeakSet[SqliteBroker]] = {}
 
 CAPABILITIES = Capabilities(
     persistent=True,
@@ -106,6 +110,9 @@ class SqliteBroker:
         self._maintenance: asyncio.Task[None] | None = None
         self._rotation = int.from_bytes(os.urandom(2), "big")
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Brokers of this process on the same file share wake-ups (see ``_advance``).
+        self._file_key = os.path.realpath(path)
 
     @classmethod
     def from_url(cls, url: str) -> SqliteBroker:
@@ -152,11 +159,18 @@ class SqliteBroker:
             wal, self._reader, self._writer, self._subscriptions, config.session_timeout
         )
         self._maintenance = asyncio.create_task(self._maintain(), name="tidings-sqlite-retention")
+        self._loop = asyncio.get_running_loop()
+        _SAME_FILE.setdefault(self._file_key, weakref.WeakSet()).add(self)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        siblings = _SAME_FILE.get(self._file_key)
+        if siblings is not None:
+            siblings.discard(self)
+            if not siblings:
+                _SAME_FILE.pop(self._file_key, None)
         for subscription in list(self._subscriptions):
             await subscription.close()
         if self._watcher is not None:
@@ -266,10 +280,17 @@ class SqliteBroker:
         )
 
     def _advance(self, heads: dict[int, dict[int, int]]) -> None:
-        """Partitions written here grew to ``heads`` (per topic): wake their readers."""
-        if self._watcher is not None:
-            for topic_id, topic_heads in heads.items():
-                self._watcher.advance(topic_id, topic_heads)
+        """Partitions written here grew to ``heads`` (per topic): wake their readers.
+
+        Readers of other brokers on the same file in this process (and event
+        loop) are woken too, rather than when their watcher notices the commit.
+        """
+        loop = asyncio.get_running_loop()
+        for broker in list(_SAME_FILE.get(self._file_key, ())) or (self,):
+            watcher = broker._watcher
+            if watcher is not None and broker._loop is loop:
+                for topic_id, topic_heads in heads.items():
+                    watcher.advance(topic_id, topic_heads)
 
     # -- consuming -------------------------------------------------------------------
 
