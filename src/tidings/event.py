@@ -106,7 +106,12 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
             and self.type
         ):
             self._check_required()
-        if not (self.subject is None and self.datacontenttype is None and self.dataschema is None):
+        subject, content_type, schema = self.subject, self.datacontenttype, self.dataschema
+        if not (
+            (subject is None or (subject.__class__ is str and subject))
+            and (content_type is None or (content_type.__class__ is str and content_type))
+            and (schema is None or (schema.__class__ is str and schema))
+        ):
             self._check_optional_strings()
         key, correlation, causation = self.partitionkey, self.correlationid, self.causationid
         if not (
