@@ -90,7 +90,7 @@ class NatsBroker:
     def __init__(self, options: NatsOptions) -> None:
         self.options = options
         self.capabilities = CAPABILITIES
-        self.client: Client | None = None
+        self.client: FastHeaderClient | None = None
         self._jsm: JetStreamManager | None = None
         self._leases: KeyValue | None = None
         self._topics: dict[str, Topic] = {}
@@ -115,7 +115,7 @@ class NatsBroker:
 
     # -- connection -------------------------------------------------------------
 
-    def _check_open(self) -> Client:
+    def _check_open(self) -> FastHeaderClient:
         if self._closed or self.client is None:
             raise BrokerClosedError(f"nats broker {self.options.url} is closed")
         return self.client
