@@ -399,7 +399,9 @@ class NatsBroker:
                 sources = await self._member_sources(found, group, options)
         except (TimeoutError, nats.errors.Error) as exc:
             raise BrokerUnavailable(f"cannot subscribe on {self.options.url}: {exc!r}") from exc
-        subscription = NatsSubscription(client, group, sources, on_revoke, self._close_member)
+        subscription = NatsSubscription(
+            client, group, sources, on_revoke, self._close_member, prefetch=options.prefetch
+        )
         await subscription.start()
         if group is not None:
             if self._leases is None:

@@ -3,10 +3,11 @@
 The member reads the durable pull consumers of the partitions it owns (the
 :class:`~tidings.brokers.nats._group.Coordinator` decides which). All replies
 come to one inbox, read as raw bytes (see :mod:`._client`); the last token of
-a reply subject names the source. A pull request never asks for more than the
-caller's ``max_count`` minus what is buffered or asked for already, so what
-JetStream counts as delivered to this member stays within the subscription's
-prefetch.
+a reply subject names the source. Pull requests keep what this member holds
+unsettled, has buffered and has asked for within the subscription's prefetch
+(a group-less reader, which tracks nothing it handed out: within the caller's
+``max_count``). A fetch that hands deliveries out asks for more at once, so
+the next ones arrive while these are handled.
 
 Handing a partition over (:meth:`NatsSubscription.release`) waits for the pull
 request in flight, fences the partition's deliveries, tells core which ones it
@@ -53,10 +54,12 @@ class NatsSubscription:
         sources: Sequence[Source],
         on_revoke: RevokeHandler | None,
         closer: Callable[[NatsSubscription], Awaitable[None]] | None = None,
+        prefetch: int = 256,
     ) -> None:
         self.client = client
         self.group = group
         self.sources = list(sources)
+        self.prefetch = prefetch
         #: Consumer names are unique per subscription (one group, one consumer per source).
         self.by_consumer = {(s.stream.encode(), s.consumer.encode()): s for s in self.sources}
         self.on_revoke = on_revoke
@@ -153,6 +156,8 @@ class NatsSubscription:
                 return []
             out = self._take(max_count)
             if out:
+                # The next deliveries come while these are handled.
+                self._request(max_count - len(out), timeout)
                 return out
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -163,16 +168,21 @@ class NatsSubscription:
                 await asyncio.wait_for(self.arrived.wait(), remaining)
 
     def _request(self, max_count: int, timeout: float) -> None:
-        """Send pull requests within ``max_count``, less what is buffered or asked for.
+        """Send pull requests within the prefetch, less what is held, buffered or asked for.
 
-        A drained partition (its consumer had nothing left at its last
+        Members count what core holds unsettled (``held``); a group-less reader
+        tracks none of it and keeps within ``max_count`` (what core takes now)
+        instead. A drained partition (its consumer had nothing left at its last
         delivery) always gets a request for one message, outside the count: it
         waits for new messages without holding back the others (so a member may
         take one message per drained partition beyond its prefetch). The credit
         is shared among the others, each asked for no more than its consumer has.
         """
         now = time.monotonic()
-        credit = max_count - len(self.buffer)
+        credit = max_count
+        if self.group is not None:
+            credit = max(credit, self.prefetch - sum([len(s.held) for s in self.sources]))
+        credit -= len(self.buffer)
         idle: list[Source] = []
         busy: list[Source] = []
         for source in self.sources:
