@@ -104,3 +104,70 @@ def test_ack_info() -> None:
     assert ack_info(b"_INBOX.abc.0") is None
     assert ack_info(b"") is None
     assert ack_info(b"$JS.ACK.s.c.x.10.9.1.5") is None
+
+
+class _Recorder:
+    """Stands in for the client: records what the parser hands on."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+
+    async def _process_msg(self, *args: object) -> None:
+        self.calls.append(("msg", *args))
+
+    async def _process_ping(self) -> None:
+        self.calls.append(("ping",))
+
+    async def _process_pong(self) -> None:
+        self.calls.append(("pong",))
+
+    async def _process_err(self, message: str) -> None:
+        self.calls.append(("err", message))
+
+    async def _process_info(self, info: object) -> None:
+        self.calls.append(("info", info))
+
+
+def _hmsg(subject: bytes, sid: int, reply: bytes, head: bytes, body: bytes) -> bytes:
+    line = b" ".join([b"HMSG", subject, b"%d" % sid, *([reply] if reply else [])])
+    return line + b" %d %d\r\n" % (len(head), len(head) + len(body)) + head + body + b"\r\n"
+
+
+STREAM = (
+    b'INFO {"server_id":"x"}\r\n'
+    b"MSG a.b 1 5\r\nhello\r\n"
+    + _hmsg(b"a.c", 2, b"$JS.ACK.s.c.1.2.3.4.0", b"NATS/1.0\r\nk: v\r\n\r\n", b"world")
+    + b"PING\r\n"
+    b"MSG a.d 3 reply.x 0\r\n\r\n"
+    b"+OK\r\n"
+    + _hmsg(b"_INBOX.x.0", 4, b"", b"NATS/1.0 408 Request Timeout\r\n\r\n", b"")
+    + b"PONG\r\n"
+    b"MSG a.e 1 3\r\na\r\n\r\n"
+    b"-ERR 'Stale Connection'\r\n"
+)
+
+
+async def _parse(parser_class: type, chunks: list[bytes]) -> list[tuple[object, ...]]:
+    from nats.protocol.parser import Parser
+
+    recorder = _Recorder()
+    parser: Parser = parser_class(recorder)
+    for chunk in chunks:
+        await parser.parse(chunk)
+    return recorder.calls
+
+
+def test_the_message_parser_reads_as_nats_py_whatever_the_reads() -> None:
+    from nats.protocol.parser import Parser
+
+    from tidings.brokers.nats._client import _MessageParser
+
+    expected = asyncio.run(_parse(Parser, [STREAM]))
+    assert [c[0] for c in expected] == [
+        "info", "msg", "msg", "ping", "msg", "msg", "pong", "msg", "err",
+    ]  # fmt: skip
+    for cut in range(1, len(STREAM)):
+        chunks = [STREAM[:cut], STREAM[cut:]]
+        assert asyncio.run(_parse(_MessageParser, chunks)) == expected, cut
+    bytewise = [STREAM[i : i + 1] for i in range(len(STREAM))]
+    assert asyncio.run(_parse(_MessageParser, bytewise)) == expected

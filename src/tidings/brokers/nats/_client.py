@@ -15,14 +15,19 @@ This subclass adds, for the adapter's own use:
   the ack protocol's small messages: the command joins nats-py's outbound
   buffer and the flusher task writes everything queued at once, as it does
   for ``publish`` (same order, same buffering during a reconnect, same errors).
+* a parser that reads messages (``MSG``, ``HMSG``) where they lie in the read
+  buffer, cutting it once per read instead of twice per message and without
+  nats-py's regular expressions; anything else (``PING``, ``INFO``, ``-ERR``,
+  a malformed line) goes to nats-py's parser as before.
 * a faster parser for received headers (the ``Msg`` path), keeping nats-py's
   rules: lines split on CRLF and on the first ``:``; names ASCII without
   whitespace, else dropped; values stripped, decoded as UTF-8 with
   replacement. The name check runs once per distinct name (names come from
   code and repeat).
 
-These use nats-py internals (``_process_msg``, ``_pending``, ``_flush_queue``),
-checked by the adapter's tests against the nats-py version it installs.
+These use nats-py internals (``_ps``, ``_process_msg``, ``_pending``,
+``_flush_queue``), checked by the adapter's tests against the nats-py version
+it installs.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from typing import Any
 from nats import errors
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
+from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
 
 __all__ = ["FastHeaderClient", "RawHandler", "header_name"]
 
@@ -64,9 +70,60 @@ def header_name(raw: bytes) -> str | None:
     return text
 
 
+class _MessageParser(Parser):
+    """nats-py's protocol parser, with a shorter path for messages."""
+
+    async def parse(self, data: bytes = b"") -> None:
+        if self.state != AWAITING_CONTROL_LINE:  # inside a message nats-py began
+            await super().parse(data)
+            return
+        buf = self.buf
+        buf.extend(data)
+        process = self.nc._process_msg
+        start = 0
+        size = len(buf)
+        try:
+            while start < size:
+                if buf.startswith(b"HMSG ", start):
+                    headed = True
+                elif buf.startswith(b"MSG ", start):
+                    headed = False
+                else:
+                    break  # another operation: nats-py's parser below
+                end = buf.find(b"\r\n", start)
+                if end < 0:
+                    return  # the rest of the line comes with the next read
+                args = bytes(buf[start:end]).split()
+                count = len(args) - headed
+                if count != 4 and count != 5:
+                    break  # malformed: nats-py's parser says so
+                try:
+                    sid = int(args[2])
+                    total = int(args[-1])
+                    head = int(args[-2]) if headed else 0
+                except ValueError:
+                    break
+                body = end + 2
+                after = body + total + 2
+                if after > size:
+                    return  # the message ends in a later read
+                reply = args[3] if count == 5 else b""
+                headers = bytes(buf[body : body + head]) if head > 0 else None
+                payload = bytes(buf[body + head : body + total])
+                start = after
+                await process(sid, args[1], reply, payload, headers)
+                if buf is not self.buf:
+                    return  # reset meanwhile (a reconnect): this buffer is done with
+        finally:
+            del buf[:start]
+        if buf:
+            await super().parse()
+
+
 class FastHeaderClient(Client):
     def __init__(self) -> None:
         super().__init__()
+        self._ps = _MessageParser(self)
         self._raw: dict[int, RawHandler] = {}
 
     @staticmethod
@@ -115,20 +172,23 @@ class FastHeaderClient(Client):
         ``subject`` and ``reply`` are not checked (subjects the server gave, or
         the adapter made from checked names).
         """
-        if self.is_closed:
-            raise errors.ConnectionClosedError
-        if self.is_draining_pubs:
-            raise errors.ConnectionDrainingError
         if reply:
             command = b"PUB %s %s %d\r\n%s\r\n" % (subject, reply, len(payload), payload)
         else:
             command = b"PUB %s %d\r\n%s\r\n" % (subject, len(payload), payload)
         size = len(command)
-        connected = self.is_connected
-        if not connected and (
-            self._max_pending_size <= 0 or size + self._pending_data_size > self._max_pending_size
-        ):
-            raise errors.OutboundBufferLimitError
+        connected = self._status == Client.CONNECTED
+        if not connected:
+            if self.is_closed:
+                raise errors.ConnectionClosedError
+            if self.is_draining_pubs:
+                raise errors.ConnectionDrainingError
+            connected = self.is_connected  # draining its subscriptions
+            if not connected and (
+                self._max_pending_size <= 0
+                or size + self._pending_data_size > self._max_pending_size
+            ):
+                raise errors.OutboundBufferLimitError
         self._pending.append(command)
         self._pending_data_size += size
         stats = self.stats
