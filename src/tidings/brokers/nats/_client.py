@@ -14,7 +14,8 @@ This subclass adds, for the adapter's own use:
 * :meth:`~FastHeaderClient.publish_soon`: ``publish`` without a coroutine, for
   the ack protocol's small messages: the command joins nats-py's outbound
   buffer and the flusher task writes everything queued at once, as it does
-  for ``publish`` (same order, same buffering during a reconnect, same errors).
+  for ``publish`` (same order, same buffering during a reconnect, same errors);
+  :meth:`~FastHeaderClient.write_pending` writes that buffer at once.
 * a parser that reads messages (``MSG``, ``HMSG``) where they lie in the read
   buffer, cutting it once per read instead of twice per message and without
   nats-py's regular expressions; anything else (``PING``, ``INFO``, ``-ERR``,
@@ -200,6 +201,15 @@ class FastHeaderClient(Client):
             if task is not None and not task.done():
                 queue.put_nowait(asyncio.get_running_loop().create_future())
             elif self._transport is not None:  # no flusher (as nats-py then): write now
-                self._transport.writelines(self._pending)
-                self._pending = []
-                self._pending_data_size = 0
+                self.write_pending()
+
+    def write_pending(self) -> None:
+        """Write the outbound buffer to the socket now, not at the flusher task's next turn.
+
+        For a pull request that must leave before the caller goes on with work
+        that does not yield to the event loop (a batch of handlings).
+        """
+        if self._pending and self._transport is not None and self.is_connected:
+            self._transport.writelines(self._pending)
+            self._pending = []
+            self._pending_data_size = 0

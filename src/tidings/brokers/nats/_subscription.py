@@ -156,8 +156,10 @@ class NatsSubscription:
                 return []
             out = self._take(max_count)
             if out:
-                # The next deliveries come while these are handled.
+                # The next deliveries come while these are handled (core may handle
+                # them without yielding to the loop: the requests leave now).
                 self._request(max_count - len(out), timeout)
+                self.client.write_pending()
                 return out
             remaining = deadline - time.monotonic()
             if remaining <= 0:
