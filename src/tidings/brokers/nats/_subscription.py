@@ -257,6 +257,9 @@ class NatsSubscription:
         )
         if revoke and lost and self.on_revoke is not None:
             self.on_revoke(lost)
+        # The naks reach the server before the lease goes (nats-py writes a flush's
+        # PING at once, ahead of what waits in its outbound buffer).
+        self.client.write_pending()
         await self.client.flush()
 
     def own(self, source: Source, revision: int | None) -> None:
