@@ -3,7 +3,8 @@
 Every consume case reads its own stream, filled beforehand (untimed) by the
 tidings publisher with CloudEvents in binary mode (``ce-`` headers, JSON data),
 so every client reads the same messages. A case ends when its handler has seen
-every event and its acks are flushed to the server.
+every event, every ack is settled (tidings: after the handler returns) and has
+reached the server (:func:`_acks_reached`, the same for every client).
 """
 
 from __future__ import annotations
@@ -52,6 +53,17 @@ async def _drop(url: str, topic: str) -> None:
 
 async def _until(done: asyncio.Event, timeout: float = 600.0) -> None:
     await asyncio.wait_for(done.wait(), timeout)
+
+
+async def _acks_reached(client: Any) -> None:
+    """Every ack published so far has reached the server (for every case alike).
+
+    nats-py writes a flush's PING at once, but publishes from its outbound buffer
+    (its flusher task): wait until that buffer is written, then for the PONG.
+    """
+    while client.pending_data_size:  # noqa: ASYNC110 - nats-py signals no such event
+        await asyncio.sleep(0)
+    await client.flush()
 
 
 # -- tidings --------------------------------------------------------------------------
@@ -108,9 +120,12 @@ async def _tidings_consume(url: str, n: int, batch: bool) -> tuple[int, float]:
     started = time.perf_counter()
     await app.start()
     await _until(done)
+    # The handler saw the last event; its ack (after the handler returns) counts too.
+    while sum(s.handled for s in app.stats().values()) < n:  # noqa: ASYNC110 - no event
+        await asyncio.sleep(0)
     broker = app.broker
     assert isinstance(broker, NatsBroker) and broker.client is not None
-    await broker.client.flush()  # the acks reached the server
+    await _acks_reached(broker.client)
     elapsed = time.perf_counter() - started
     await app.stop()
     await broker.close()
@@ -189,7 +204,7 @@ async def raw_pull_ack_each(url: str, n: int) -> tuple[int, float]:
         for msg in await sub.fetch(100, timeout=5):
             seen += 1
             await msg.ack()
-    await client.flush()
+    await _acks_reached(client)
     elapsed = time.perf_counter() - started
     await client.close()
     await _drop(url, topic)
@@ -223,7 +238,7 @@ async def raw_push_batched_acks(url: str, n: int) -> tuple[int, float]:
         config=api.ConsumerConfig(ack_policy=api.AckPolicy.ALL, max_ack_pending=20_000),
     )
     await _until(done)
-    await client.flush()
+    await _acks_reached(client)
     elapsed = time.perf_counter() - started
     await client.close()
     await _drop(url, topic)

@@ -91,7 +91,7 @@ class NatsBroker:
     def __init__(self, options: NatsOptions) -> None:
         self.options = options
         self.capabilities = CAPABILITIES
-        self.client: Client | None = None
+        self.client: FastHeaderClient | None = None
         self._jsm: JetStreamManager | None = None
         self._leases: KeyValue | None = None
         self._topics: dict[str, Topic] = {}
@@ -116,7 +116,7 @@ class NatsBroker:
 
     # -- connection -------------------------------------------------------------
 
-    def _check_open(self) -> Client:
+    def _check_open(self) -> FastHeaderClient:
         if self._closed or self.client is None:
             raise BrokerClosedError(f"nats broker {self.options.url} is closed")
         return self.client
@@ -407,7 +407,9 @@ class NatsBroker:
                 sources = await self._member_sources(found, group, options)
         except (TimeoutError, nats.errors.Error) as exc:
             raise BrokerUnavailable(f"cannot subscribe on {self.options.url}: {exc!r}") from exc
-        subscription = NatsSubscription(client, group, sources, on_revoke, self._close_member)
+        subscription = NatsSubscription(
+            client, group, sources, on_revoke, self._close_member, prefetch=options.prefetch
+        )
         await subscription.start()
         if group is not None:
             if self._leases is None:

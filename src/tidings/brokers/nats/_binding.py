@@ -13,13 +13,24 @@ that is neither (``ü: ö``, a value with a line break) travels as
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
+from typing import TypeAlias
 from urllib.parse import quote, unquote
 
 from tidings.broker import Message
 
-__all__ = ["KEY_HEADER", "MSG_ID_HEADER", "AckInfo", "ack_info", "from_wire", "to_wire"]
+__all__ = [
+    "KEY_HEADER",
+    "MSG_ID_HEADER",
+    "AckInfo",
+    "ack_info",
+    "from_wire",
+    "pull_status",
+    "read_headers",
+    "to_wire",
+]
 
 KEY_HEADER = "Tidings-Key"
 MSG_ID_HEADER = "Nats-Msg-Id"
@@ -84,39 +95,110 @@ def from_wire(headers: Mapping[str, str] | None) -> tuple[dict[str, str], str | 
     return own, key
 
 
-class AckInfo:
-    """What JetStream tells about a delivery in its ack subject."""
+def read_headers(block: bytes | None) -> tuple[dict[str, str], str | None]:
+    """``(application headers, key)`` of a received header block, in one pass.
 
-    __slots__ = ("consumer", "delivered", "pending", "published_at", "sequence", "stream")
+    What :func:`from_wire` gives for the headers nats-py parses from ``block``
+    (``NATS/1.0`` then ``name: value`` lines; names ASCII without whitespace,
+    else dropped; values stripped, UTF-8 with replacement), without building
+    nats-py's dict first. (One difference, for messages no client writes: when
+    a plain and a ``Tidings-Pct-`` header name the same header, the later line
+    wins here, the later distinct name there.)
+    """
+    own: dict[str, str] = {}
+    key = None
+    if not block:
+        return own, key
+    names = _OWN_NAMES
+    for line in block.decode("utf-8", "replace").split("\r\n")[1:]:
+        raw, sep, value = line.partition(":")
+        if not sep:
+            continue
+        name = names.get(raw)
+        if name is not None:  # ce-..., content-type...: the common case
+            own[name] = value.strip(_WHITESPACE)
+            continue
+        name, kind = _kind(raw)
+        if kind == _OWN:
+            own[name] = value.strip(_WHITESPACE)
+        elif kind == _KEY:
+            key = value.strip(_WHITESPACE)
+            if "%" in key:
+                key = unquote(key)
+        elif kind == _ENCODED:
+            own[unquote(name[len(_ENCODED_PREFIX) :])] = unquote(value.strip(_WHITESPACE))
+    return own, key
 
-    def __init__(
-        self,
-        stream: str,
-        consumer: str,
-        delivered: int,
-        sequence: int,
-        published_at: float,
-        pending: int,
-    ) -> None:
-        self.pending = pending
-        self.stream = stream
-        self.consumer = consumer
-        self.delivered = delivered
-        self.sequence = sequence
-        self.published_at = published_at
+
+#: What ``bytes.strip()`` removes, which nats-py applies to values.
+_WHITESPACE = " \t\n\r\x0b\x0c"
+#: What makes nats-py drop a header name (``str.isspace`` in ASCII).
+_SPACE = re.compile(r"[\s\x1c-\x1f]")
+_OWN, _KEY, _ENCODED, _DROPPED = range(4)
+#: Raw names (as on the wire) of application headers, and the name they stand for.
+_OWN_NAMES: dict[str, str] = {}
+_KINDS: dict[str, tuple[str, int]] = {}
 
 
-def ack_info(reply: str) -> AckInfo | None:
+def _kind(raw: str) -> tuple[str, int]:
+    """What a raw header name is: an application header, the key, encoded, or dropped."""
+    known = _KINDS.get(raw)
+    if known is not None:
+        return known
+    name = raw.strip(_WHITESPACE)
+    if not raw.isascii() or _SPACE.search(name):
+        kind = _DROPPED  # as nats-py drops it
+    elif name == KEY_HEADER:
+        kind = _KEY
+    elif name.startswith(_ENCODED_PREFIX):
+        kind = _ENCODED
+    elif name.startswith(_SERVER_PREFIX):
+        kind = _DROPPED
+    else:
+        kind = _OWN
+    if len(_KINDS) > 4096:  # names come from code, rarely from data: stay small
+        _KINDS.clear()
+        _OWN_NAMES.clear()
+    _KINDS[raw] = (name, kind)
+    if kind == _OWN:
+        _OWN_NAMES[raw] = name
+    return name, kind
+
+
+def pull_status(block: bytes | None) -> tuple[int, int] | None:
+    """``(status, pending messages)`` of a pull request's end (408, 409, 404...).
+
+    None for anything else: no status, or 100 (a heartbeat, not an end).
+    """
+    if not block or block[8:9] != b" ":
+        return None
+    code = block[9:12]
+    if not code.isdigit() or code == b"100":
+        return None
+    pending = 0
+    for line in block.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if sep and name.strip() == b"Nats-Pending-Messages":
+            with contextlib.suppress(ValueError):
+                pending = int(value)
+    return int(code), pending
+
+
+#: ``(stream, consumer, delivered, stream sequence, published at, pending)`` of a delivery.
+AckInfo: TypeAlias = tuple[bytes, bytes, int, int, float, int]
+
+
+def ack_info(reply: bytes) -> AckInfo | None:
     """Parse ``$JS.ACK.[domain.hash.]stream.consumer.delivered.sseq.dseq.ts.pending[.token]``.
 
     None for anything else (not a JetStream delivery).
     """
-    tokens = reply.split(".")
-    if len(tokens) < 9 or tokens[0] != "$JS" or tokens[1] != "ACK":
+    tokens = reply.split(b".")
+    if len(tokens) < 9 or tokens[0] != b"$JS" or tokens[1] != b"ACK":
         return None
     base = 2 if len(tokens) == 9 else 4
     try:
-        return AckInfo(
+        return (
             tokens[base],
             tokens[base + 1],
             int(tokens[base + 2]),

@@ -2,18 +2,19 @@
 
 Settling publishes JetStream's ack protocol to the message's reply subject:
 ``+ACK``, ``-NAK`` (with ``{"delay": ns}`` for a delayed redelivery) and
-``+WPI`` (work in progress: the ack wait starts again). A delivery is fenced
+``+WPI`` (work in progress: the ack wait starts again). It is queued at once,
+without a coroutine (:meth:`FastHeaderClient.publish_soon`): the settlements
+of a batch leave in one write, in the order they were made. A delivery is fenced
 once its source's epoch moved on (its partition went to another member, the
 group was moved by a seek, or the member closed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
-
-from nats.aio.client import Client
+from collections.abc import Mapping
 
 from tidings.brokers._settle import OffsetDelivery
+from tidings.brokers.nats._client import FastHeaderClient
 
 __all__ = ["NatsDelivery", "Source"]
 
@@ -95,9 +96,9 @@ class NatsDelivery(OffsetDelivery):
 
     def __init__(
         self,
-        client: Client,
+        client: FastHeaderClient,
         source: Source,
-        reply: str,
+        reply: bytes,
         partition: int,
         offset: int,
         key: str | None,
@@ -129,36 +130,34 @@ class NatsDelivery(OffsetDelivery):
 
     @property
     def reply(self) -> str:
-        return self._reply
+        return self._reply.decode()
 
     def fenced(self) -> bool:
         return self._epoch != self._source.epoch
 
-    def _on_ack(self) -> Awaitable[None] | None:
+    def _on_ack(self) -> None:
         source = self._source
-        if not source.acks:
-            return None
-        source.held.pop(self.offset + 1, None)
-        return self._client.publish(self._reply, _ACK)
+        if source.acks:
+            source.held.pop(self.offset + 1, None)
+            self._client.publish_soon(self._reply, _ACK)
 
-    def _on_nack(self, delay: float) -> Awaitable[None] | None:
+    def _on_nack(self, delay: float) -> None:
         source = self._source
         if not source.acks:
-            return None
+            return
         sequence = self.offset + 1
         source.held.pop(sequence, None)
         source.nacked[sequence] = self
         if delay > 0:
-            body = b'-NAK {"delay": %d}' % int(delay * 1e9)
-            return self._client.publish(self._reply, body)
-        return self._client.publish(self._reply, _NAK)
+            self._client.publish_soon(self._reply, b'-NAK {"delay": %d}' % int(delay * 1e9))
+        else:
+            self._client.publish_soon(self._reply, _NAK)
 
-    def _on_extend(self) -> Awaitable[None] | None:
-        if not self._source.acks:
-            return None
-        return self._client.publish(self._reply, _PROGRESS)
+    def _on_extend(self) -> None:
+        if self._source.acks:
+            self._client.publish_soon(self._reply, _PROGRESS)
 
-    def give_back(self) -> Awaitable[None]:
+    def give_back(self) -> None:
         """Nak regardless of settlement (a revocation or a close hands it to the next owner)."""
         self.settled = True
-        return self._client.publish(self._reply, _NAK)
+        self._client.publish_soon(self._reply, _NAK)

@@ -2,10 +2,12 @@
 
 The member reads the durable pull consumers of the partitions it owns (the
 :class:`~tidings.brokers.nats._group.Coordinator` decides which). All replies
-come to one inbox; the last token of a reply subject names the source. A pull
-request never asks for more than the caller's ``max_count`` minus what is
-buffered or asked for already, so what JetStream counts as delivered to this
-member stays within the subscription's prefetch.
+come to one inbox, read as raw bytes (see :mod:`._client`); the last token of
+a reply subject names the source. Pull requests keep what this member holds
+unsettled, has buffered and has asked for within the subscription's prefetch
+(a group-less reader, which tracks nothing it handed out: within the caller's
+``max_count``). A fetch that hands deliveries out asks for more at once, so
+the next ones arrive while these are handled.
 
 Handing a partition over (:meth:`NatsSubscription.release`) waits for the pull
 request in flight, fences the partition's deliveries, tells core which ones it
@@ -24,12 +26,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSub
 
 from tidings.broker import Delivery, RevokeHandler
-from tidings.brokers.nats._binding import ack_info, from_wire
+from tidings.brokers.nats._binding import ack_info, pull_status, read_headers
+from tidings.brokers.nats._client import FastHeaderClient
 from tidings.brokers.nats._delivery import NatsDelivery, Source
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ log = logging.getLogger("tidings.brokers.nats")
 
 #: Longest a pull request waits at the server (a hand-over or close waits for it).
 _MAX_EXPIRES = 1.0
-_STATUS = "Status"
 
 
 class NatsSubscription:
@@ -49,17 +49,19 @@ class NatsSubscription:
 
     def __init__(
         self,
-        client: Client,
+        client: FastHeaderClient,
         group: str | None,
         sources: Sequence[Source],
         on_revoke: RevokeHandler | None,
         closer: Callable[[NatsSubscription], Awaitable[None]] | None = None,
+        prefetch: int = 256,
     ) -> None:
         self.client = client
         self.group = group
         self.sources = list(sources)
+        self.prefetch = prefetch
         #: Consumer names are unique per subscription (one group, one consumer per source).
-        self.by_consumer = {(s.stream, s.consumer): s for s in self.sources}
+        self.by_consumer = {(s.stream.encode(), s.consumer.encode()): s for s in self.sources}
         self.on_revoke = on_revoke
         self._closer = closer
         self.inbox = client.new_inbox()
@@ -73,51 +75,52 @@ class NatsSubscription:
         self.coordinator: Coordinator | None = None
 
     async def start(self) -> None:
-        self._inbox_sub = await self.client.subscribe(self.inbox + ".*", cb=self._on_message)
+        self._inbox_sub = await self.client.subscribe_raw(self.inbox + ".*", self._on_message)
 
     # -- receiving -------------------------------------------------------------
 
-    async def _on_message(self, msg: Msg) -> None:
-        info = ack_info(msg.reply)
+    def _on_message(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+        info = ack_info(reply)
         if info is None:  # a status for one of our pull requests, on its reply subject
-            headers = msg.headers
-            if headers is not None and headers.get(_STATUS, "100") != "100":
+            status = pull_status(headers)
+            if status is not None:
                 try:
-                    source = self.sources[int(msg.subject.rsplit(".", 1)[1])]
+                    source = self.sources[int(subject.rsplit(b".", 1)[1])]
                 except (ValueError, IndexError):
                     return
                 source.outstanding = 0  # 408 expired, 409 ended, 404 nothing: done
                 # Expired before it was filled: the consumer had no more to give.
-                source.backlog = int(headers.get("Nats-Pending-Messages", 0) or 0)
+                source.backlog = status[1]
                 self.arrived.set()
             return
-        found = self.by_consumer.get((info.stream, info.consumer))
+        stream, consumer, attempt, sequence, published_at, pending = info
+        found = self.by_consumer.get((stream, consumer))
         if found is None:
             return
         source = found
         if source.outstanding > 0:
             source.outstanding -= 1
-        source.backlog = info.pending
-        own, key = from_wire(msg.headers)
+        source.backlog = pending
+        own, key = read_headers(headers)
         partition = source.partition
         if partition < 0:
-            partition = _partition_of(msg.subject)
+            partition = _partition_of(subject)
         delivery = NatsDelivery(
             self.client,
             source,
-            msg.reply,
+            reply,
             partition,
-            info.sequence - 1,
+            sequence - 1,
             key,
-            msg.data,
+            data,
             own,
             self._group_name,
-            info.delivered,
-            info.published_at,
+            attempt,
+            published_at,
         )
         if not source.owned or self.closed:
             if source.acks:
-                await delivery.give_back()
+                delivery.give_back()
             return
         self.buffer.append(delivery)
         self.arrived.set()
@@ -153,26 +156,35 @@ class NatsSubscription:
                 return []
             out = self._take(max_count)
             if out:
+                # The next deliveries come while these are handled (core may handle
+                # them without yielding to the loop: the requests leave now).
+                self._request(max_count - len(out), timeout)
+                self.client.write_pending()
                 return out
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
             self.arrived.clear()
-            await self._request(max_count, remaining)
+            self._request(max_count, remaining)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.arrived.wait(), remaining)
 
-    async def _request(self, max_count: int, timeout: float) -> None:
-        """Send pull requests within ``max_count``, less what is buffered or asked for.
+    def _request(self, max_count: int, timeout: float) -> None:
+        """Send pull requests within the prefetch, less what is held, buffered or asked for.
 
-        A drained partition (its consumer had nothing left at its last delivery)
-        always gets a request for one message, outside the count: it waits for new
-        messages without holding back the others (so a member may take one message
-        per drained partition beyond its prefetch). The credit is shared among the
-        others, each asked for no more than its consumer has.
+        Members count what core holds unsettled (``held``); a group-less reader
+        tracks none of it and keeps within ``max_count`` (what core takes now)
+        instead. A drained partition (its consumer had nothing left at its last
+        delivery) always gets a request for one message, outside the count: it
+        waits for new messages without holding back the others (so a member may
+        take one message per drained partition beyond its prefetch). The credit
+        is shared among the others, each asked for no more than its consumer has.
         """
         now = time.monotonic()
-        credit = max_count - len(self.buffer)
+        credit = max_count
+        if self.group is not None:
+            credit = max(credit, self.prefetch - sum([len(s.held) for s in self.sources]))
+        credit -= len(self.buffer)
         idle: list[Source] = []
         busy: list[Source] = []
         for source in self.sources:
@@ -184,7 +196,7 @@ class NatsSubscription:
                 (idle if source.backlog == 0 else busy).append(source)
         expires = min(max(timeout, 0.05), _MAX_EXPIRES)
         for source in idle:
-            await self._pull(source, 1, expires, now)
+            self._pull(source, 1, expires, now)
         if credit <= 0 or not busy:
             return
         self._turn = (self._turn + 1) % len(busy)
@@ -196,16 +208,15 @@ class NatsSubscription:
             if source.backlog is not None:
                 batch = min(batch, max(source.backlog, len(source.nacked), 1))
             credit -= batch
-            await self._pull(source, batch, expires, now)
+            self._pull(source, batch, expires, now)
 
-    async def _pull(self, source: Source, batch: int, expires: float, now: float) -> None:
+    def _pull(self, source: Source, batch: int, expires: float, now: float) -> None:
         source.outstanding = batch
         source.deadline = now + expires + 1.0
-        body = b'{"batch":%d,"expires":%d}' % (batch, int(expires * 1e9))
-        await self.client.publish(
-            f"$JS.API.CONSUMER.MSG.NEXT.{source.stream}.{source.consumer}",
-            body,
-            reply=f"{self.inbox}.{source.index}",
+        self.client.publish_soon(
+            b"$JS.API.CONSUMER.MSG.NEXT.%s.%s" % (source.stream.encode(), source.consumer.encode()),
+            b'{"batch":%d,"expires":%d}' % (batch, int(expires * 1e9)),
+            reply=b"%s.%d" % (self.inbox.encode(), source.index),
         )
 
     # -- hand-over -----------------------------------------------------------------
@@ -235,7 +246,7 @@ class NatsSubscription:
         source.releasing = False
         self.buffer = deque(d for d in self.buffer if d._source is not source)
         for offset in sorted(latest):
-            await latest[offset].give_back()
+            latest[offset].give_back()
         log.debug(
             "%s: handed partition %d of %s over (%d back, %d revoked)",
             self.group,
@@ -246,6 +257,9 @@ class NatsSubscription:
         )
         if revoke and lost and self.on_revoke is not None:
             self.on_revoke(lost)
+        # The naks reach the server before the lease goes (nats-py writes a flush's
+        # PING at once, ahead of what waits in its outbound buffer).
+        self.client.write_pending()
         await self.client.flush()
 
     def own(self, source: Source, revision: int | None) -> None:
@@ -296,9 +310,9 @@ def _sequence(delivery: NatsDelivery) -> int:
     return delivery.offset
 
 
-def _partition_of(subject: str) -> int:
+def _partition_of(subject: bytes) -> int:
     """A reader's message: the partition is the last token of its subject."""
     try:
-        return int(subject.rsplit(".", 1)[1])
+        return int(subject.rsplit(b".", 1)[1])
     except (ValueError, IndexError):
         return 0
