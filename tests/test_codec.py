@@ -738,3 +738,22 @@ def test_decode_errors_are_value_errors() -> None:
 def test_data_that_cannot_be_json_is_an_invalid_event(codec: Codec, data: Any) -> None:
     with pytest.raises(InvalidEventError, match="JSON"):
         codec.encode(make(data=data))
+
+
+@pytest.mark.parametrize("prefix", ["ce-", "ce_"])
+def test_binary_extensions_decode_alike_on_the_fast_and_the_general_path(prefix: str) -> None:
+    codec = Codec(mode="binary", header_prefix=prefix)
+    event = Event(
+        type="T",
+        source="/s",
+        data={"a": 1},
+        partitionkey="k",
+        extensions={"replyto": "_INBOX.x", "tenant": "acme", "n": 5},
+    )
+    body, headers = codec.encode(event)
+    decoded = codec.decode(body, headers)
+    assert decoded == codec._decode_binary(body, headers, prefix)
+    assert dict(decoded.extensions) == {"replyto": "_INBOX.x", "tenant": "acme", "n": "5"}
+    # a reserved name in an extension's place takes the general path, which refuses it
+    with pytest.raises(DecodeError, match="data"):
+        codec.decode(body, {**headers, prefix + "data": "x"})

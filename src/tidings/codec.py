@@ -26,7 +26,7 @@ from urllib.parse import quote, unquote
 import msgspec
 
 from tidings.errors import ConfigurationError, DecodeError, InvalidEventError
-from tidings.event import KNOWN_EXTENSIONS, Event
+from tidings.event import KNOWN_EXTENSIONS, STANDARD_ATTRIBUTES, Event
 from tidings.payload import to_jsonable
 
 __all__ = ["STRUCTURED_CONTENT_TYPE", "Codec", "is_json_content_type"]
@@ -340,15 +340,27 @@ class Codec:
         names = self._own_names
         percent = self._own_percent
         attrs: dict[str, Any] = {}
+        extensions: dict[str, str] | None = None
         for header, value in headers.items():
             name = names.get(header)
             if value.__class__ is bytes and value.isascii():
                 value = value.decode("ascii")
-            if name is None or value.__class__ is not str or (percent and "%" in value):
+            if value.__class__ is not str or (percent and "%" in value):
                 return self._decode_binary(body, headers, self._own_prefix)
+            if name is None:
+                # An extension (replyto...): a plain lower-case name, as tidings writes it.
+                name = _own_extension(header, self._own_prefix)
+                if name is None:
+                    return self._decode_binary(body, headers, self._own_prefix)
+                if extensions is None:
+                    extensions = {}
+                extensions[name] = value
+                continue
             attrs[name] = value
         if attrs.get("specversion") != "1.0" or not _REQUIRED.issubset(attrs):
             return self._decode_binary(body, headers, self._own_prefix)
+        if extensions is not None:
+            attrs["extensions"] = extensions
         content_type = attrs.get("datacontenttype")
         if content_type == "application/json" and body:
             try:
@@ -410,6 +422,21 @@ class Codec:
             # to the Event, whose own checks cover what _from_attributes would.
             return _text_event(obj, data)
         return self._from_attributes(obj, data)
+
+
+_EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}").fullmatch
+#: Names that are not extensions, whatever their header looks like.
+_NOT_EXTENSIONS = STANDARD_ATTRIBUTES | frozenset(Event.__struct_fields__)
+
+
+def _own_extension(header: str, prefix: str) -> str | None:
+    """The extension a header names, if it is one the fast path can take as it is."""
+    if not header.startswith(prefix):
+        return None
+    name = header[len(prefix) :]
+    if _EXTENSION_NAME(name) is None or name in _NOT_EXTENSIONS:
+        return None
+    return name
 
 
 def _text_event(attrs: dict[str, Any], data: Any) -> Event:

@@ -143,3 +143,26 @@ async def test_a_broker_restart_during_the_flow_loses_nothing(server: OwnServer)
         done = await _eventually(lambda: len(seen) == count, 90)
         assert done, f"{count - len(seen)} events not handled after the restart"
         assert restarted and restarted[0] < count, "the server restarted mid-flow"
+
+
+async def test_a_publish_the_server_never_acknowledges_raises_publish_error(
+    server: OwnServer,
+) -> None:
+    """A frozen server (SIGSTOP): single and batched publishes fail after publish_timeout."""
+    from tidings.broker import Message
+    from tidings.brokers.nats import NatsBroker
+
+    broker = NatsBroker.from_url(server.url + "&publish_timeout=0.5")
+    await broker.connect()
+    await broker.publish("frozen", [Message(b"before")])  # the stream exists
+    assert server.process is not None
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        for batch in ([Message(b"one")], [Message(b"a"), Message(b"b")]):
+            started = time.monotonic()
+            with pytest.raises(PublishError, match="did not acknowledge"):
+                await broker.publish("frozen", batch)
+            assert time.monotonic() - started < 5.0
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+        await broker.close()

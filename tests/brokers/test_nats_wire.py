@@ -171,3 +171,44 @@ def test_the_message_parser_reads_as_nats_py_whatever_the_reads() -> None:
         assert asyncio.run(_parse(_MessageParser, chunks)) == expected, cut
     bytewise = [STREAM[i : i + 1] for i in range(len(STREAM))]
     assert asyncio.run(_parse(_MessageParser, bytewise)) == expected
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"ce-type": "Tick", "ce-id": "0190-abc", "content-type": "application/json"},
+        {" padded ": "  value  ", "": "skipped", "Nats-Msg-Id": "x"},
+        {"multi": "line\r\nbreak\nhere", "uni": "ünï", "empty": ""},
+    ],
+)
+def test_published_header_blocks_are_nats_pys(headers: dict[str, str]) -> None:
+    """The client's own header encoding sends the bytes nats-py would."""
+
+    async def command(client: Client) -> bytes:
+        sent: list[bytes] = []
+
+        async def capture(cmd: bytes, priority: bool = False) -> None:
+            sent.append(bytes(cmd))
+
+        client._send_command = capture  # type: ignore[method-assign]
+        await client._send_publish("subj.1", "_INBOX.r", b"payload", 7, dict(headers))
+        (one,) = sent
+        return one
+
+    assert asyncio.run(command(FastHeaderClient())) == asyncio.run(command(Client()))
+
+
+def test_a_published_header_name_nats_py_refuses_is_refused() -> None:
+    from nats.errors import BadHeaderError
+
+    async def publish() -> None:
+        client = FastHeaderClient()
+
+        async def capture(cmd: bytes, priority: bool = False) -> None:
+            pass
+
+        client._send_command = capture  # type: ignore[method-assign]
+        await client._send_publish("s", "", b"", 0, {"bad name": "v"})
+
+    with pytest.raises(BadHeaderError):
+        asyncio.run(publish())

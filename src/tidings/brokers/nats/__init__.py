@@ -353,9 +353,16 @@ class NatsBroker:
                     reply=prefix + token,
                     headers=to_wire(message),
                 )
-            return list(
-                await asyncio.wait_for(asyncio.gather(*futures), self.options.publish_timeout)
+            # One timer rather than wait_for (a single publish needs no gather either).
+            waiting: asyncio.Future[Any] = (
+                futures[0] if len(futures) == 1 else asyncio.gather(*futures)
             )
+            timer = loop.call_later(self.options.publish_timeout, _time_out, waiting)
+            try:
+                done = await waiting
+            finally:
+                timer.cancel()
+            return [done] if len(futures) == 1 else list(done)
         except nats.errors.MaxPayloadError:
             size = max(len(m.value) for m in messages)
             raise EventTooLargeError(size, self.capabilities.max_message_size or 0) from None
@@ -554,6 +561,11 @@ class NatsBroker:
             await self.publish(target, [message])
             moved += await _admin.delete(self.jsm, found, [(partition, offset)])
         return moved
+
+
+def _time_out(waiting: asyncio.Future[Any]) -> None:
+    if not waiting.done():
+        waiting.set_exception(TimeoutError())
 
 
 def _no_stream(reply: Msg) -> bool:

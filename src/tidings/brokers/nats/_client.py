@@ -121,6 +121,22 @@ class _MessageParser(Parser):
             await super().parse()
 
 
+#: Header names published so far: the name as sent ("" for one nats-py skips).
+_PUBLISHED_NAMES: dict[str, str] = {}
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # nats-py's rule
+_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+
+
+def _published_name(name: str) -> str:
+    key = name.strip()
+    if key and not _HEADER_NAME.fullmatch(key):
+        raise errors.BadHeaderError(key)
+    if len(_PUBLISHED_NAMES) > 4096:  # names come from code, rarely from data: stay small
+        _PUBLISHED_NAMES.clear()
+    _PUBLISHED_NAMES[name] = key
+    return key
+
+
 class FastHeaderClient(Client):
     def __init__(self) -> None:
         super().__init__()
@@ -164,6 +180,52 @@ class FastHeaderClient(Client):
             handler(subject, reply, data, headers)
         except Exception:
             log.exception("nats: handling a message on %r failed", subject)
+
+    # -- publishing with headers -------------------------------------------------------
+
+    async def _send_publish(
+        self,
+        subject: str,
+        reply: str,
+        payload: bytes,
+        payload_size: int,
+        headers: dict[str, Any] | None,
+    ) -> None:
+        """nats-py's header block, built in one string: each name checked once.
+
+        Same bytes as nats-py (names stripped and checked against its pattern,
+        empty ones skipped; values stripped, CR and LF turned into spaces).
+        """
+        if headers is None or not subject:
+            await super()._send_publish(subject, reply, payload, payload_size, headers)
+            return
+        lines = ["NATS/1.0\r\n"]
+        names = _PUBLISHED_NAMES
+        for name, value in headers.items():
+            key = names.get(name)
+            if key is None:
+                key = _published_name(name)
+            if not key:
+                continue
+            text = value.strip()
+            if "\r" in text or "\n" in text:
+                text = text.translate(_NEWLINES)
+            lines.append(f"{key}: {text}\r\n")
+        lines.append("\r\n")
+        block = "".join(lines).encode()
+        command = b"HPUB %s %s %d %d\r\n%s%s\r\n" % (
+            subject.encode(),
+            reply.encode(),
+            len(block),
+            len(block) + len(payload),
+            block,
+            payload,
+        )
+        self.stats["out_msgs"] += 1
+        self.stats["out_bytes"] += payload_size
+        await self._send_command(command)
+        if self._flush_queue is not None and self._flush_queue.empty():
+            await self._flush_pending()
 
     # -- publishing without a coroutine --------------------------------------------
 
