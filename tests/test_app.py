@@ -908,3 +908,27 @@ async def test_an_app_uses_the_codec_its_broker_prefers(memory_url: Any) -> None
         "structured"
     )
     assert App("plain", broker=url).codec.mode == "structured"
+
+
+async def test_requests_waiting_when_the_app_stops_raise_request_error() -> None:
+    from tidings import RequestError, RequestTimeout
+
+    app = App("asker", broker="memory://")
+    async with app:
+        waiting = asyncio.ensure_future(
+            app.request({"q": 1}, topic="nobody.answers", type="Ask", timeout=30.0)
+        )
+        while app.requests.outstanding == 0:  # noqa: ASYNC110 - the request is on its way
+            await asyncio.sleep(0.01)
+    with pytest.raises(RequestError, match="stopped before request") as stopped:
+        await waiting
+    assert not isinstance(stopped.value, RequestTimeout)
+    with pytest.raises(ConfigurationError, match="stopped"):
+        await app.request({"q": 2}, topic="nobody.answers", type="Ask")
+
+
+async def test_a_request_needs_a_positive_timeout() -> None:
+    app = App("asker", broker="memory://")
+    with pytest.raises(ConfigurationError, match="timeout"):
+        await app.request({"q": 1}, topic="t", type="Ask", timeout=0)
+    await app.stop()
