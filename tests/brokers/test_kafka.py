@@ -282,3 +282,23 @@ async def test_a_member_whose_stop_is_given_up_closes_its_connections(
     await stop_consumer(consumer, 1e-4, "a member")  # far too short for a leave
     assert not any(conn.connected() for conn in connections)
     assert not any(conn.connected() for conn in consumer._client._conns.values())
+
+
+async def test_ensure_topic_updates_an_existing_topics_settings(
+    tansu: Tansu,  # noqa: F811
+) -> None:
+    """The second ensure_topic of a topic asks Kafka to alter its settings. tansu has no
+    AlterConfigs, so here the refusal must come as a ConfigurationError naming the topic
+    (it was an ImportError of the wrong aiokafka module); the partition count is checked
+    before, by tidings itself."""
+    topic = f"settings-{uuid.uuid4().hex[:8]}"
+    broker = KafkaBroker.from_url(tansu.url(TEST_OPTIONS))
+    await broker.connect()
+    try:
+        await broker.ensure_topic(topic, partitions=2)
+        with pytest.raises(ConfigurationError, match=f"settings of topic '{topic}'"):
+            await broker.ensure_topic(topic, retention=3600.0)
+        with pytest.raises(ConfigurationError, match="partition count"):
+            await broker.ensure_topic(topic, partitions=3)
+    finally:
+        await broker.close()

@@ -100,7 +100,7 @@ class KafkaAdmin:
                 f"topic {name!r} has {len(existing)} partitions, not {partitions}; Kafka "
                 "cannot change a topic's partition count without moving its keys"
             )
-        from aiokafka.admin import ConfigResource, ConfigResourceType
+        from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
         try:
             await self._admin.alter_configs(

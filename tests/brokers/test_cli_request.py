@@ -1,4 +1,5 @@
-"""``tidings request``: a real CLI process asking an App that answers on the embedded broker."""
+"""``tidings request``: a real CLI process asking an App that answers, on each broker a
+process can reach (the embedded one, NATS, a Kafka-protocol server)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,18 @@ import asyncio
 import json
 import os
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
+from _nats_server import system_url
+from kafka_server import TEST_OPTIONS, Tansu, tansu  # noqa: F401 - fixture
+
+import tidings
 from tidings import App, Reject
+
+#: This tree's sources, first on the CLI process's path.
+SRC = os.pathsep.join([str(Path(tidings.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])
 
 
 async def _cli(*args: str) -> tuple[int, str, str]:
@@ -21,18 +30,20 @@ async def _cli(*args: str) -> tuple[int, str, str]:
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**env, "NO_COLOR": "1"},
+        env={**env, "NO_COLOR": "1", "PYTHONPATH": SRC},
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
 
-async def test_request_prints_the_reply_and_fails_on_timeout_or_failure(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'rr.db'}"
-    pricing = App("pricing", broker=url)
+async def _check(url: str) -> None:
+    """The reply printed as JSON; exit 1 with the reason on a failure reply or a timeout."""
+    run = uuid.uuid4().hex[:8]
+    topic = f"price-{run}"
+    pricing = App(f"pricing-{run}", broker=url)
 
-    @pricing.subscribe("price.requests", group="pricing")
+    @pricing.subscribe(topic, group=f"pricing-{run}")
     async def price(data: dict[str, Any]) -> dict[str, Any]:
         if not data["items"]:
             raise Reject("empty cart")
@@ -40,8 +51,8 @@ async def test_request_prints_the_reply_and_fails_on_timeout_or_failure(tmp_path
 
     async with pricing:
         code, out, err = await _cli(
-            "request", "price.requests", "--type", "PriceCart",
-            "--data", '{"items": [2, 3]}', "--broker", url,
+            "request", topic, "--type", "PriceCart", "--data", '{"items": [2, 3]}',
+            "--timeout", "20", "--broker", url,
         )  # fmt: skip
         assert code == 0, err
         reply = json.loads(out)
@@ -50,18 +61,30 @@ async def test_request_prints_the_reply_and_fails_on_timeout_or_failure(tmp_path
         assert reply["causationid"]
 
         code, out, err = await _cli(
-            "request", "price.requests", "-t", "PriceCart", "-d", '{"items": []}',
+            "request", topic, "-t", "PriceCart", "-d", '{"items": []}', "--timeout", "20",
             "--broker", url,
         )  # fmt: skip
         assert code == 1 and out == ""
         assert "failed: Reject: empty cart" in err
 
         code, out, err = await _cli(
-            "request", "nobody.listens", "-t", "Ping", "-d", "{}", "--timeout", "0.5",
+            "request", f"nobody-{run}", "-t", "Ping", "-d", "{}", "--timeout", "0.5",
             "--broker", url,
         )  # fmt: skip
         assert code == 1 and out == ""
-        assert "no reply to request" in err and "'nobody.listens'" in err
+        assert "no reply to request" in err and f"'nobody-{run}'" in err
 
+
+async def test_request_on_the_embedded_broker(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'rr.db'}"
+    await _check(url)
     code, _, err = await _cli("request", "t", "-t", "Ping", "-d", "{bad", "--broker", url)
     assert code == 2 and "--data is not valid JSON" in err
+
+
+async def test_request_on_nats() -> None:
+    await _check(system_url())
+
+
+async def test_request_on_kafka(tansu: Tansu) -> None:  # noqa: F811
+    await _check(tansu.url(TEST_OPTIONS))
