@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from _nats_cases import CASES
@@ -73,13 +74,11 @@ async def _run(url: str, events: int, only: str | None) -> dict[str, float]:
     return rates
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=100_000, help="events per case")
-    parser.add_argument("--only", help="run the cases whose name contains this")
-    args = parser.parse_args(argv)
+@contextlib.contextmanager
+def nats_server(prefix: str) -> Iterator[tuple[str, Path]]:
+    """``nats-server -js`` on a free port with a temporary store: (its URL, the store)."""
     port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="bench-nats-") as store:
+    with tempfile.TemporaryDirectory(prefix=prefix) as store:
         server = subprocess.Popen(
             [_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", store],
             stdout=subprocess.DEVNULL,
@@ -87,26 +86,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         try:
             _wait_for(port)
-            rates = asyncio.run(_run(f"nats://127.0.0.1:{port}", args.events, args.only))
+            yield f"nats://127.0.0.1:{port}", Path(store)
         finally:
             server.terminate()
             server.wait(10)
-    table = Table(title=f"NATS JetStream, {args.events:,} events per case")
-    table.add_column("case")
-    table.add_column("events/s", justify="right")
-    for label, rate in rates.items():
-        table.add_row(label, f"{rate:,.0f}")
+
+
+def verdict_table(
+    rates: Mapping[str, float], targets: Sequence[tuple[str, str, float]]
+) -> tuple[Table, bool]:
+    """The targets table (each tidings case against its baseline), and whether one missed."""
     verdicts = Table(title="targets")
     for column in ("tidings case", "against", "ratio", "target", ""):
         verdicts.add_column(column)
     failed = False
-    for case, baseline, target in TARGETS:
+    for case, baseline, target in targets:
         if case not in rates or baseline not in rates:
             continue
         ratio = rates[case] / rates[baseline]
         ok = ratio >= target
         failed |= not ok
         verdicts.add_row(case, baseline, f"{ratio:.2f}x", f">= {target}x", "ok" if ok else "MISS")
+    return verdicts, failed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000, help="events per case")
+    parser.add_argument("--only", help="run the cases whose name contains this")
+    args = parser.parse_args(argv)
+    with nats_server("bench-nats-") as (url, _):
+        rates = asyncio.run(_run(url, args.events, args.only))
+    table = Table(title=f"NATS JetStream, {args.events:,} events per case")
+    table.add_column("case")
+    table.add_column("events/s", justify="right")
+    for label, rate in rates.items():
+        table.add_row(label, f"{rate:,.0f}")
+    verdicts, failed = verdict_table(rates, TARGETS)
     console = Console()
     console.print(table)
     console.print(verdicts)

@@ -15,17 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import nats
-from bench_nats import _free_port, _server_binary, _wait_for
+from bench_nats import nats_server, verdict_table
 from rich.console import Console
 from rich.table import Table
 
@@ -180,24 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=5000, help="round trips, 100 callers")
     parser.add_argument("--only", help="run the cases whose name contains this")
     args = parser.parse_args(argv)
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="bench-rr-") as store:
-        server = subprocess.Popen(
-            [_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", store],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            _wait_for(port)
-            urls = {
-                "memory": "memory://",
-                "sqlite": f"sqlite:///{Path(store) / 'rr.db'}",
-                "nats": f"nats://127.0.0.1:{port}",
-            }
-            results = asyncio.run(_run(urls, args.requests, args.only))
-        finally:
-            server.terminate()
-            server.wait(10)
+    with nats_server("bench-rr-") as (url, store):
+        urls = {"memory": "memory://", "sqlite": f"sqlite:///{store / 'rr.db'}", "nats": url}
+        results = asyncio.run(_run(urls, args.requests, args.only))
     table = Table(
         title=f"Request/reply round trips ({args.requests:,} with 100 callers, a fifth with 1)"
     )
@@ -207,16 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, rate, latencies in results:
         rates[label] = rate
         table.add_row(label, f"{rate:,.0f}", _ms(latencies, 50), _ms(latencies, 99))
-    verdicts = Table(title="targets")
-    for column in ("tidings case", "against", "ratio", "target", ""):
-        verdicts.add_column(column)
-    failed = False
-    for case, baseline, target in TARGETS:
-        if case in rates and baseline in rates:
-            ratio = rates[case] / rates[baseline]
-            failed |= ratio < target
-            verdict = "ok" if ratio >= target else "MISS"
-            verdicts.add_row(case, baseline, f"{ratio:.2f}x", f">= {target}x", verdict)
+    verdicts, failed = verdict_table(rates, TARGETS)
     console = Console(width=170)
     console.print(table)
     console.print(verdicts)
