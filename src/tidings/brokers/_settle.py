@@ -9,7 +9,7 @@ the hot path) or return an awaitable (network brokers).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 
 __all__ = ["OffsetDelivery", "SettleOnce"]
 
@@ -70,11 +70,28 @@ class OffsetDelivery(SettleOnce):
     asks for them only on the rare paths (retries, dead letters, revocation).
     """
 
-    __slots__ = ()
+    # The fields of the Delivery protocol that every log broker's delivery carries.
+    __slots__ = (
+        "attempt",
+        "group",
+        "headers",
+        "key",
+        "offset",
+        "partition",
+        "published_at",
+        "topic",
+        "value",
+    )
 
-    topic: str
-    partition: int
+    attempt: int
+    group: str
+    headers: Mapping[str, str]
+    key: str | None
     offset: int
+    partition: int
+    published_at: float
+    topic: str
+    value: bytes
 
     @property
     def id(self) -> str:

@@ -136,18 +136,7 @@ class Partition:
 
 
 class KafkaDelivery(OffsetDelivery):
-    __slots__ = (
-        "_part",
-        "attempt",
-        "group",
-        "headers",
-        "key",
-        "offset",
-        "partition",
-        "published_at",
-        "topic",
-        "value",
-    )
+    __slots__ = ("_part",)
 
     def __init__(
         self,

@@ -121,19 +121,7 @@ class GroupTopic:
 
 
 class MemoryDelivery(OffsetDelivery):
-    __slots__ = (
-        "_state",
-        "attempt",
-        "group",
-        "headers",
-        "key",
-        "member",
-        "offset",
-        "partition",
-        "published_at",
-        "topic",
-        "value",
-    )
+    __slots__ = ("_state", "member")
 
     def __init__(
         self,

@@ -78,21 +78,7 @@ class Source:
 
 
 class NatsDelivery(OffsetDelivery):
-    __slots__ = (
-        "_client",
-        "_epoch",
-        "_reply",
-        "_source",
-        "attempt",
-        "group",
-        "headers",
-        "key",
-        "offset",
-        "partition",
-        "published_at",
-        "topic",
-        "value",
-    )
+    __slots__ = ("_client", "_epoch", "_reply", "_source")
 
     def __init__(
         self,

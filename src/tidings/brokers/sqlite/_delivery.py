@@ -27,20 +27,7 @@ class SqliteDelivery(OffsetDelivery):
     ``position`` is ``"<partition>@<offset>"``.
     """
 
-    __slots__ = (
-        "_epoch",
-        "_member",
-        "_part",
-        "attempt",
-        "group",
-        "headers",
-        "key",
-        "offset",
-        "partition",
-        "published_at",
-        "topic",
-        "value",
-    )
+    __slots__ = ("_epoch", "_member", "_part")
 
     def __init__(
         self, member: SqliteSubscription, part: Partition, row: Sequence[Any], attempt: int
