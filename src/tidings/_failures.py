@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from tidings._flow import Flow
-from tidings._replies import failure_reply, reply_address
+from tidings._replies import failure_reply, is_request, reply_address
 from tidings.broker import Broker, Delivery
 from tidings.deadletter import dead_letter_message, dead_letter_topic
 from tidings.event import Event
@@ -127,7 +127,7 @@ class Failures:
         self.stats.dead_lettered += 1
         if self.observing:
             self.observers.dead_lettered(self.name, delivery, error, topic)
-        if event is not None and event.extensions and self.publisher is not None:
+        if event is not None and is_request(event) and self.publisher is not None:
             await self._answer_failure(event, error)
 
     async def _answer_failure(self, request: Event, error: BaseException) -> None:

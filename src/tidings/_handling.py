@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
-from tidings._replies import has_type, reply_address
+from tidings._replies import has_type, is_request, reply_address
 from tidings.broker import Delivery, Message
 from tidings.context import Context
 from tidings.errors import AttemptsExhausted
@@ -106,8 +106,8 @@ class Handling:
             await self._at_most_once(d, event)
             consumer.after(d, False)
             return
-        # A request (an event with extensions) gets a context, for its reply.
-        ctx = self.context(d, event) if self.needs_context or event.extensions else None
+        # A request (replyto set) gets a context, for its reply.
+        ctx = self.context(d, event) if self.needs_context or is_request(event) else None
         retry = False
         committing = False
         observing = consumer.observing

@@ -18,7 +18,14 @@ from tidings.event import Event
 from tidings.payload import payload_info
 from tidings.routing import validate_topic
 
-__all__ = ["REPLYTO", "REPLY_FAILED_TYPE", "failure_reply", "has_type", "reply_address"]
+__all__ = [
+    "REPLYTO",
+    "REPLY_FAILED_TYPE",
+    "failure_reply",
+    "has_type",
+    "is_request",
+    "reply_address",
+]
 
 log = logging.getLogger("tidings.requests")
 
@@ -28,6 +35,12 @@ REPLYTO = "replyto"
 _PLAIN = (dict, list, tuple, str, int, float, bool, type(None))
 #: The type of the reply sent when a request's handler failed for good.
 REPLY_FAILED_TYPE = "tidings.reply.failed"
+
+
+def is_request(event: Event) -> bool:
+    """Whether ``event`` asks for a reply (cheap: most events carry no extension)."""
+    extensions = event.extensions
+    return bool(extensions) and REPLYTO in extensions
 
 
 def reply_address(event: Event, native: bool) -> str | None:

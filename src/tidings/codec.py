@@ -44,7 +44,7 @@ _PERCENT_PREFIX = "ce-"
 # HTTP binding 3.1.3.2: printable ASCII except space, '"' and '%' stays as is.
 _HEADER_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in '"%')
 #: A value made only of those characters (most are): sent as is, without ``quote``.
-_NEEDS_NO_QUOTING = re.compile(r"[\x21\x23\x24\x26-\x7e]*").fullmatch
+_NEEDS_NO_QUOTING = re.compile(f"[{re.escape(_HEADER_SAFE)}]*").fullmatch
 _RFC3339 = re.compile(
     r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[Tt]"
     r"(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})(?:\.(?P<fraction>[0-9]+))?"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Unpack
 
+from tidings._replies import REPLYTO
 from tidings.event import Event
 from tidings.options import EventAttributes
 from tidings.routing import validate_topic
@@ -108,7 +109,7 @@ class Context:
     @property
     def replyto(self) -> str | None:
         """Where the reply to this event goes, if it is a request (``replyto`` extension)."""
-        value = self.event.extensions.get("replyto") if self.event.extensions else None
+        value = self.event.extensions.get(REPLYTO) if self.event.extensions else None
         return value if isinstance(value, str) else None
 
     def reply(

@@ -18,6 +18,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
+from tidings._deadline import expire_after
 from tidings._replies import REPLY_FAILED_TYPE
 from tidings.broker import Broker, Message, NativeReplies, Provisioning, Subscription
 from tidings.codec import Codec
@@ -153,8 +154,7 @@ class Requests:
         timer: asyncio.TimerHandle | None = None
         try:
             await publish()
-            # A timer instead of wait_for: no task and no cancellation per request.
-            timer = loop.call_later(timeout, _expire, waiting)
+            timer = expire_after(timeout, waiting)
             reply = await waiting
         except TimeoutError:
             self.timed_out += 1
@@ -197,8 +197,3 @@ class Requests:
                 await sub.close()
             except Exception as exc:
                 log.debug("%s: closing the reply subscription failed: %r", self.app_name, exc)
-
-
-def _expire(waiting: asyncio.Future[Event]) -> None:
-    if not waiting.done():
-        waiting.set_exception(TimeoutError())

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from tidings._deadline import expire_after
 from tidings.broker import Capabilities, Message, Position, RevokeHandler, SubscribeOptions
 from tidings.brokers._partitioning import partition_for
 from tidings.codec import Codec
@@ -357,7 +358,7 @@ class NatsBroker:
             waiting: asyncio.Future[Any] = (
                 futures[0] if len(futures) == 1 else asyncio.gather(*futures)
             )
-            timer = loop.call_later(self.options.publish_timeout, _time_out, waiting)
+            timer = expire_after(self.options.publish_timeout, waiting)
             try:
                 done = await waiting
             finally:
@@ -561,11 +562,6 @@ class NatsBroker:
             await self.publish(target, [message])
             moved += await _admin.delete(self.jsm, found, [(partition, offset)])
         return moved
-
-
-def _time_out(waiting: asyncio.Future[Any]) -> None:
-    if not waiting.done():
-        waiting.set_exception(TimeoutError())
 
 
 def _no_stream(reply: Msg) -> bool:

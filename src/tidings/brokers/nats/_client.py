@@ -40,7 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nats import errors
-from nats.aio.client import Client
+from nats.aio.client import _HEADER_KEY_RE, _HEADER_VALUE_NEWLINES, Client  # nats-py's rules
 from nats.aio.subscription import Subscription
 from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
 
@@ -123,13 +123,11 @@ class _MessageParser(Parser):
 
 #: Header names published so far: the name as sent ("" for one nats-py skips).
 _PUBLISHED_NAMES: dict[str, str] = {}
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # nats-py's rule
-_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
 
 
 def _published_name(name: str) -> str:
     key = name.strip()
-    if key and not _HEADER_NAME.fullmatch(key):
+    if key and not _HEADER_KEY_RE.fullmatch(key):
         raise errors.BadHeaderError(key)
     if len(_PUBLISHED_NAMES) > 4096:  # names come from code, rarely from data: stay small
         _PUBLISHED_NAMES.clear()
@@ -209,7 +207,7 @@ class FastHeaderClient(Client):
                 continue
             text = value.strip()
             if "\r" in text or "\n" in text:
-                text = text.translate(_NEWLINES)
+                text = text.translate(_HEADER_VALUE_NEWLINES)
             lines.append(f"{key}: {text}\r\n")
         lines.append("\r\n")
         block = "".join(lines).encode()
