@@ -60,9 +60,9 @@ async def _drive(ask: Ask, requests: int, callers: int) -> tuple[float, list[flo
 async def tidings_case(url: str, requests: int, callers: int) -> tuple[float, list[float]]:
     topic = f"bench-rr-{uuid.uuid4().hex[:8]}"
     answerer = App(f"answerer-{uuid.uuid4().hex[:6]}", broker=url)
-    asker = App(f"asker-{uuid.uuid4().hex[:6]}", broker=url if "memory" not in url else None)
-    if "memory" in url:
-        asker.set_broker(answerer.broker)
+    # memory:// lives in one broker object: the asker shares it; elsewhere each has its own.
+    shared = answerer.broker if url.startswith("memory") else url
+    asker = App(f"asker-{uuid.uuid4().hex[:6]}", broker=shared)
 
     @answerer.subscribe(topic, group="answer", concurrency=32, ordering="none")
     async def answer(data: dict[str, Any]) -> dict[str, Any]:
