@@ -53,7 +53,7 @@ class BatchHandling:
             return
         if consumer.ready and not consumer.stopping:
             take = min(size, len(consumer.ready))
-            await self._handle([consumer.ready.popleft() for _ in range(take)])
+            await self.handle([consumer.ready.popleft() for _ in range(take)])
 
     async def _fetch(self, source: BrokerSubscription, size: int, patient: bool) -> list[Delivery]:
         consumer = self.consumer
@@ -73,7 +73,7 @@ class BatchHandling:
             out.extend(await source.fetch(size - len(out), remaining))
         return out
 
-    async def _handle(self, items: list[Item]) -> None:
+    async def handle(self, items: list[Item]) -> None:
         consumer = self.consumer
         handling = consumer.handling
         if consumer.sub.delivery != "at_most_once":

@@ -42,6 +42,7 @@ from tidings.publisher import Publisher
 from tidings.stats import ConsumerStats
 from tidings.subscription import Subscription
 from tidings.supervision import Supervision, is_transient
+from tidings.tracing import Tracing
 
 __all__ = ["Consumer"]
 
@@ -108,8 +109,16 @@ class Consumer:
 
     # -- lifecycle -----------------------------------------------------------
 
-    async def start(self, middleware: Sequence[HandlerMiddleware]) -> None:
+    async def start(
+        self, middleware: Sequence[HandlerMiddleware], tracing: Tracing | None = None
+    ) -> None:
         self.handling.build([*middleware, *self.sub.middleware])
+        if tracing is not None:
+            group = self.sub.group
+            handling, batches = self.handling, self.batches
+            handling.process = tracing.process(handling.process, group)  # type: ignore[method-assign,assignment]
+            if batches is not None:
+                batches.handle = tracing.process_batch(batches.handle, group)  # type: ignore[method-assign,assignment]
         self._source = await self._subscribe()
         self.state = "running"
         self._task = asyncio.create_task(self._supervise(), name=f"tidings:{self.sub.name}")

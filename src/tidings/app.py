@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack
 
 from tidings._consumer import Consumer
 from tidings._handler import HandlerSpec
@@ -34,6 +34,10 @@ from tidings.settings import default_broker_url
 from tidings.stats import ConsumerStats
 from tidings.subscription import DeliveryGuarantee, Ordering, Subscription
 from tidings.supervision import Supervision
+from tidings.tracing import Tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 __all__ = ["DEFAULT_MAX_EVENT_SIZE", "App"]
 
@@ -69,6 +73,7 @@ class App:
         drain_timeout: float = 30.0,
         exactly_once: ExactlyOnce | None = None,
         supervision: Supervision | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigurationError("an App needs a non-empty name")
@@ -99,6 +104,8 @@ class App:
         self._failed = asyncio.Event()
         self._connect_lock = asyncio.Lock()
         self._requests: Requests | None = None
+        self._tracer_provider = tracer_provider
+        self._tracing: Tracing | None = None
 
     @property
     def codec(self) -> Codec:
@@ -367,6 +374,10 @@ class App:
         async with self._connect_lock:
             if self._state == "new":
                 await self.broker.connect()
+                system = getattr(self.broker, "messaging_system", "tidings")
+                self._tracing = Tracing.configured(self._tracer_provider, system)
+                if self._tracing is not None:  # innermost: the span covers the broker call
+                    self.publisher.add_middleware(self._tracing.publish)
                 self.publisher.build()
                 self._state = "connected"
 
@@ -380,7 +391,10 @@ class App:
         await self._ensure_connected()
         self._state = "started"
         self._warn_about_key_order()
-        observers = Observers(self._observers)
+        tracing = self._tracing
+        observers = Observers(
+            self._observers if tracing is None else [*self._observers, tracing.observer()]
+        )
         try:
             for subscription in self._subscriptions:
                 consumer = Consumer(
@@ -393,7 +407,7 @@ class App:
                     supervision=self.supervision,
                     on_failure=self._consumer_failed,
                 )
-                await consumer.start(self._middleware)
+                await consumer.start(self._middleware, tracing)
                 self._consumers.append(consumer)
         except BaseException:
             await self.stop()

@@ -82,6 +82,8 @@ class KafkaBroker:
     """A client of one Kafka cluster (or any Kafka-protocol server)."""
 
     capabilities = CAPABILITIES
+    #: OpenTelemetry's ``messaging.system`` for spans of this broker.
+    messaging_system = "kafka"
 
     def __init__(self, config: KafkaConfig) -> None:
         self.config = config

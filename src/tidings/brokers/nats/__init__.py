@@ -89,6 +89,9 @@ _HEADER_ROOM = 4096
 class NatsBroker:
     """A client of a NATS server with JetStream. Create with :meth:`from_url`."""
 
+    #: OpenTelemetry's ``messaging.system`` for spans of this broker.
+    messaging_system = "nats"
+
     def __init__(self, options: NatsOptions) -> None:
         self.options = options
         self.capabilities = CAPABILITIES
