@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-
 from tidings.broker import Delivery
 from tidings.errors import ConfigurationError
 from tidings.event import Event
@@ -151,25 +150,31 @@ class Tracing:
 
     # -- handling ------------------------------------------------------------------
 
-    def _consumer_attributes(self, d: Delivery, group: str) -> dict[str, Any]:
-        attributes: dict[str, Any] = {
+    def _consumer_attributes(self, group: str) -> Callable[[Delivery], dict[str, Any]]:
+        """Builds a handling span's attributes from its delivery (the fixed ones made once)."""
+        fixed: dict[str, Any] = {
             "messaging.system": self.system,
-            "messaging.destination.name": d.topic,
             "messaging.operation.type": "process",
             "messaging.operation.name": "process",
             "messaging.consumer.group.name": group,
-            "messaging.destination.partition.id": str(d.partition),
-            "tidings.attempt": d.attempt,
         }
-        if self.system == "kafka":
-            attributes["messaging.kafka.offset"] = d.offset
-        else:
-            attributes["tidings.offset"] = d.offset
+        offset = "messaging.kafka.offset" if self.system == "kafka" else "tidings.offset"
+
+        def attributes(d: Delivery) -> dict[str, Any]:
+            return {
+                **fixed,
+                "messaging.destination.name": d.topic,
+                "messaging.destination.partition.id": str(d.partition),
+                offset: d.offset,
+                "tidings.attempt": d.attempt,
+            }
+
         return attributes
 
     def process(self, process: Process, group: str) -> Process:
         """Run each handling in a CONSUMER span, the child of its event's publish."""
         tracer = self.tracer
+        consumer_attributes = self._consumer_attributes(group)
 
         async def traced(d: Delivery, event: Event) -> None:
             remote = self._remote(event)
@@ -178,7 +183,7 @@ class Tracing:
                 if remote is None
                 else trace.set_span_in_context(trace.NonRecordingSpan(remote))
             )
-            attributes = self._consumer_attributes(d, group)
+            attributes = consumer_attributes(d)
             attributes["messaging.message.id"] = event.id
             if event.correlationid is not None:
                 attributes["messaging.message.conversation_id"] = event.correlationid
@@ -200,11 +205,12 @@ class Tracing:
     def process_batch(self, process: ProcessBatch, group: str) -> ProcessBatch:
         """Run each batch handling in one CONSUMER span, linked to each event's publish."""
         tracer = self.tracer
+        consumer_attributes = self._consumer_attributes(group)
 
         async def traced(items: list[tuple[Delivery, Event]]) -> None:
             first, _ = items[0]
             links = [trace.Link(c) for c in (self._remote(e) for _, e in items) if c is not None]
-            attributes = self._consumer_attributes(first, group)
+            attributes = consumer_attributes(first)
             attributes["messaging.batch.message_count"] = len(items)
             with tracer.start_as_current_span(
                 f"{first.topic} process",
