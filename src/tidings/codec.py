@@ -281,6 +281,27 @@ class Codec:
             raise DecodeError(f"a structured CloudEvent is a JSON object, got {_kind(obj)}")
         return self._from_attributes(obj)
 
+    def decode_batch(self, body: bytes) -> list[Event]:
+        """Decode a JSON batch (``application/cloudevents-batch+json``): an array of events.
+
+        Raises DecodeError, naming the position of the first invalid event.
+        """
+        try:
+            items = self._decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            raise DecodeError(f"batch body is not valid JSON: {exc}") from exc
+        if not isinstance(items, list):
+            raise DecodeError(f"a CloudEvents batch is a JSON array, got {_kind(items)}")
+        events = []
+        for position, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise DecodeError(f"batch item {position} is {_kind(item)}, not a JSON object")
+            try:
+                events.append(self._from_attributes(item))
+            except DecodeError as exc:
+                raise DecodeError(f"batch item {position}: {exc}") from exc
+        return events
+
     def _from_attributes(self, obj: dict[str, Any], data: Any = None) -> Event:
         attrs: dict[str, Any] = {}
         for name in ("id", "source", "specversion", "type"):

@@ -41,6 +41,12 @@ KNOWN_EXTENSIONS = (
     "schemaversion",
 )
 _EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}\Z")
+#: An RFC 2046 media type: ``type/subtype``, each an RFC 2045 token, then any parameters.
+_MEDIA_TYPE = re.compile(
+    r"[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+[ \t]*(?:;.*)?\Z", re.S
+)
+#: Media types already checked (bounded): most events repeat a few.
+_KNOWN_MEDIA_TYPES = {"application/json", "application/cloudevents+json", "text/plain"}
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}\Z")
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _EXTENSION_TYPES = (str, int, bool)
@@ -113,6 +119,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
             and (schema is None or (schema.__class__ is str and schema))
         ):
             self._check_optional_strings()
+        if content_type is not None and content_type not in _KNOWN_MEDIA_TYPES:
+            _check_media_type(content_type)
         key, correlation, causation = self.partitionkey, self.correlationid, self.causationid
         if not (
             (key is None or key.__class__ is str)
@@ -266,6 +274,16 @@ def _is_traceparent(value: Any) -> bool:
         and value[3:35] != "0" * 32
         and value[36:52] != "0" * 16
     )
+
+
+def _check_media_type(content_type: str) -> None:
+    if not _MEDIA_TYPE.match(content_type):
+        raise InvalidEventError(
+            f"datacontenttype {content_type!r} is not an RFC 2046 media type "
+            "(type/subtype, such as application/json)"
+        )
+    if len(_KNOWN_MEDIA_TYPES) < 256:
+        _KNOWN_MEDIA_TYPES.add(content_type)
 
 
 def _check_extensions(extensions: Mapping[str, Any]) -> None:
