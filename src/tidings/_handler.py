@@ -53,14 +53,57 @@ def _payload_types(hint: Any) -> dict[str, type] | object:
     raise ConfigurationError(f"unsupported payload annotation {hint!r}")
 
 
+#: What a handler parameter may be, for the messages that refuse one.
+_ACCEPTED = (
+    "a payload type (a pydantic model, dataclass, msgspec Struct, or dict/Any/bytes for the "
+    "raw data), Event, Context, or a list of payloads or Events for a batch"
+)
+#: Annotations that name no payload: a handler never receives one of these.
+_SCALARS = (str, int, float, bool, complex, type(None))
+
+
+def handler_name(func: Callable[..., Any]) -> str:
+    """``module:qualified.name`` of a handler, for messages."""
+    target = func.func if isinstance(func, functools.partial) else func
+    module = getattr(target, "__module__", None) or "?"
+    return f"{module}:{getattr(target, '__qualname__', repr(target))}"
+
+
+def _returned_types(hint: Any) -> list[type]:
+    """The payload classes a return annotation says may be published (unknown -> [])."""
+    if hint in (None, type(None), inspect.Parameter.empty, typing.NoReturn, Any, Event):
+        return []
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType, list, tuple, *_LIST_ORIGINS):
+        return [t for member in typing.get_args(hint) for t in _returned_types(member)]
+    if isinstance(hint, type) and not _is_base(hint):
+        return [hint]
+    # dict, str, numbers: plain values (a request's reply) or typed at run time; a base
+    # class (pydantic's BaseModel, a class with subclasses): the type is known only then.
+    return []
+
+
+def _is_base(cls: type) -> bool:
+    library = cls.__module__.partition(".")[0]
+    return library in ("builtins", "pydantic", "msgspec", "abc", "typing") or bool(
+        cls.__subclasses__()
+    )
+
+
 class HandlerSpec:
-    """How to call one handler: argument builders, batch or not, types accepted."""
+    """How to call one handler: argument builders, batch or not, types accepted.
+
+    Every parameter is checked here, at declaration: a parameter tidings cannot
+    fill (a default value, a scalar annotation, a second payload) raises
+    ConfigurationError naming the handler and the parameter.
+    """
 
     def __init__(self, func: Callable[..., Any], localns: Mapping[str, Any] | None = None) -> None:
         if not callable(func):
             raise ConfigurationError(f"handler {func!r} is not callable")
         self.func = func
         self.name = getattr(func, "__qualname__", repr(func))
+        where = handler_name(func)
         target = func.func if isinstance(func, functools.partial) else func
         self.is_async = inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
             getattr(target, "__call__", None)  # noqa: B004 - callable objects
@@ -70,16 +113,43 @@ class HandlerSpec:
         #: event type name -> payload class; None means every type is accepted
         self.accepts: dict[str, type] | None = None
         self._args: list[str] = []  # "event" | "ctx" | "payload"
+        payloads: list[str] = []
         for param in inspect.signature(func).parameters.values():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 continue
+            if param.default is not param.empty:
+                raise ConfigurationError(
+                    f"handler {where}: parameter {param.name!r} has a default value, but "
+                    f"tidings fills every parameter; each must be {_ACCEPTED}"
+                )
             hint = hints.get(param.name, inspect.Parameter.empty)
             if typing.get_origin(hint) in _LIST_ORIGINS:
                 self.batch = True
                 (hint,) = typing.get_args(hint) or (Any,)
-            self._args.append(self._classify(param.name, hint))
-        if self._args.count("payload") > 1:
-            raise ConfigurationError(f"handler {self.name} asks for more than one payload")
+            if hint in _SCALARS:
+                raise ConfigurationError(
+                    f"handler {where}: parameter {param.name!r} is annotated "
+                    f"{getattr(hint, '__name__', hint)}, which is not something tidings passes; "
+                    f"each parameter must be {_ACCEPTED}"
+                )
+            try:
+                kind = self._classify(param.name, hint)
+            except ConfigurationError as exc:
+                raise ConfigurationError(
+                    f"handler {where}: parameter {param.name!r}: {exc}"
+                ) from None
+            if kind == "payload":
+                payloads.append(param.name)
+            self._args.append(kind)
+        if len(payloads) > 1:
+            named = ", ".join(map(repr, payloads))
+            raise ConfigurationError(
+                f"handler {where} asks for more than one payload ({named}); "
+                "take one payload, or the Event, or annotate each parameter as Event or Context"
+            )
+        #: Payload classes the return annotation says it may publish (checked against routes).
+        self.returns = _returned_types(hints.get("return", inspect.Parameter.empty))
+        self.where = where
         #: Whether a Context must be built for it (batches read theirs from it).
         self.wants_context = self.batch or "ctx" in self._args
         #: The common handler: async, one untyped payload argument.

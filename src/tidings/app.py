@@ -176,6 +176,7 @@ class App:
         ack_wait: float = 30.0,
         middleware: Sequence[HandlerMiddleware] = (),
         name: str | None = None,
+        replies: bool = False,
         _localns: Mapping[str, Any] | None = None,
     ) -> Subscription:
         """Register ``handler`` on ``topics``; :meth:`subscribe` is the decorator form.
@@ -212,6 +213,7 @@ class App:
             batch_timeout=batch_timeout,
             ack_wait=ack_wait,
             middleware=tuple(middleware),
+            replies=replies,
         )
         self._specs[sub_name] = spec
         self._subscriptions.append(subscription)
@@ -388,6 +390,7 @@ class App:
         exactly_once = None
         if any(s.delivery == "exactly_once" for s in self._subscriptions):
             exactly_once = self._exactly_once_strategy()
+        self._check_return_routes()
         await self._ensure_connected()
         self._state = "started"
         self._warn_about_key_order()
@@ -413,6 +416,21 @@ class App:
             await self.stop()
             raise
         log.info("app %s started with %d subscription(s)", self.name, len(self._consumers))
+
+    def _check_return_routes(self) -> None:
+        """Refuse a handler whose declared return type has no topic (it would fail each time)."""
+        for sub in self._subscriptions:
+            if sub.replies:
+                continue  # its return values answer requests: they are not routed
+            spec = self._specs[sub.name]
+            for returned in spec.returns:
+                if not self.router.has_route(returned):
+                    raise ConfigurationError(
+                        f"handler {spec.where} returns {returned.__qualname__}, which has no "
+                        f"topic: declare app.route({returned.__qualname__}, 'topic'), or "
+                        "ctx.emit(..., topic=...) instead; a handler that answers requests "
+                        "says so with replies=True"
+                    )
 
     def _warn_about_key_order(self) -> None:
         if self.broker.capabilities.key_affinity:

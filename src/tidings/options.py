@@ -55,3 +55,4 @@ class SubscriptionOptions(TypedDict, total=False):
     ack_wait: float
     middleware: Sequence[HandlerMiddleware]
     name: str | None
+    replies: bool

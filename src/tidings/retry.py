@@ -7,12 +7,27 @@ import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tidings.errors import ConfigurationError, DecodeError, Reject, Retry, SchemaError
+from tidings.errors import (
+    ConfigurationError,
+    DecodeError,
+    Reject,
+    Retry,
+    SchemaError,
+    UnroutableError,
+)
 
 __all__ = ["NEVER_RETRY", "Decision", "RetryPolicy"]
 
 #: Errors that cannot succeed on another attempt: always dead-lettered at once.
-NEVER_RETRY: tuple[type[BaseException], ...] = (DecodeError, SchemaError, Reject)
+#: Configuration and routing errors are mistakes in the code (a handler returning
+#: a str, a payload type with no topic): another attempt fails the same way.
+NEVER_RETRY: tuple[type[BaseException], ...] = (
+    DecodeError,
+    SchemaError,
+    Reject,
+    ConfigurationError,
+    UnroutableError,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,14 @@ class Router:
             )
         return topic
 
+    def has_route(self, payload_type: type) -> bool:
+        """Whether payloads of ``payload_type`` have a topic (its own, by name, or the default)."""
+        return (
+            payload_type in self._by_class
+            or payload_info(payload_type).name in self._by_name
+            or self.default_topic is not None
+        )
+
     def routes(self) -> dict[str, str]:
         """Event type name -> topic."""
         return dict(self._by_name)

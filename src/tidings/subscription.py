@@ -36,6 +36,9 @@ class Subscription:
     * ``ack_wait``: seconds the broker keeps an unsettled event with this
       member; the app extends it while a handler runs or the event waits
       behind its key.
+    * ``replies``: the handler answers requests (its return value is the
+      reply), so its return type needs no route; the app checks the return
+      types of the others against the routing table at start.
     """
 
     handler: Callable[..., Any]
@@ -53,6 +56,7 @@ class Subscription:
     batch_timeout: float = 0.05
     ack_wait: float = 30.0
     middleware: Sequence[HandlerMiddleware] = ()
+    replies: bool = False
 
     def __post_init__(self) -> None:
         if not self.topics:

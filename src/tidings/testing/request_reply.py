@@ -49,7 +49,7 @@ class RequestReplySemantics:
         topic = names("price")
         asker, answerer = self._pair(broker_factory, names)
 
-        @answerer.subscribe(topic, group=names("pricing"))
+        @answerer.subscribe(topic, group=names("pricing"), replies=True)
         async def price(data: dict[str, Any]) -> Quote:
             return Quote(cart=data["cart"], total=sum(data["items"]))
 
