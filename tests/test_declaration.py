@@ -131,3 +131,50 @@ async def test_a_returned_value_that_cannot_be_published_is_dead_lettered_at_onc
             await asyncio.sleep(0.01)
     assert attempts == [1]
     assert len(letters) == 1
+
+
+async def _publish_and_wait(app: App, types: list[str], handled: list[Any]) -> None:
+    async with app:
+        for type_ in types:
+            await app.publish({"order": "o1"}, topic="orders", type=type_)
+        for _ in range(500):
+            sub = next(iter(app.stats().values()))
+            if sub.skipped + len(handled) >= len(types):
+                break
+            await asyncio.sleep(0.01)
+
+
+async def test_events_no_handler_takes_are_counted_by_type_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App("skips", broker="memory://skips")
+    handled: list[Shipped] = []
+
+    @app.subscribe("orders", group="g")
+    async def ship(order: Shipped) -> None:
+        handled.append(order)
+
+    with caplog.at_level("WARNING", logger="tidings.consumer"):
+        await _publish_and_wait(app, ["Shipped", "OrderPaid", "OrderPaid", "Refund"], handled)
+    assert len(handled) == 1
+    assert app.stats()["skips.ship"].skipped_types == {"OrderPaid": 2, "Refund": 1}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2
+    assert "'OrderPaid'" in warnings[0] and "the handler takes Shipped" in warnings[0]
+
+
+async def test_events_the_filter_refuses_are_counted_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App("filtered", broker="memory://filtered")
+    handled: list[Any] = []
+
+    @app.subscribe("orders", group="g", filter={"exact": {"type": "OrderPlaced"}})
+    async def place(data: dict[str, Any]) -> None:
+        handled.append(data)
+
+    with caplog.at_level("WARNING", logger="tidings.consumer"):
+        await _publish_and_wait(app, ["OrderPlaced", "Other", "Other"], handled)
+    assert app.stats()["filtered.place"].skipped_types == {"Other": 2}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "filter" in warnings[0]

@@ -47,6 +47,8 @@ from tidings.tracing import Tracing
 __all__ = ["Consumer"]
 
 log = logging.getLogger("tidings.consumer")
+#: Distinct skipped event types counted (and logged once each) per subscription.
+_SKIPPED_TYPES_KEPT = 100
 State = Literal["new", "running", "restarting", "failed", "stopped"]
 
 
@@ -347,6 +349,7 @@ class Consumer:
         if not self.spec.accepts_type(event.type) or (
             self.sub.filter is not None and not self.sub.filter.matches(event)
         ):
+            self._skipping(event)
             return False
         item = (d, event)
         keys = self.keys
@@ -354,6 +357,34 @@ class Consumer:
             return True
         self.ready.append(item)
         return True
+
+    def _skipping(self, event: Event) -> None:
+        """Count a skipped event by type; say so for the first of each type (a common mistake)."""
+        counts = self.stats.skipped_types
+        seen = counts.get(event.type)
+        if seen is not None:
+            counts[event.type] = seen + 1
+            return
+        if len(counts) >= _SKIPPED_TYPES_KEPT:
+            return  # counted in stats.skipped only: a topic of very many types
+        counts[event.type] = 1
+        if not self.spec.accepts_type(event.type):
+            accepted = ", ".join(sorted(self.spec.accepts or ())) or "any"
+            log.warning(
+                "%s: skipping events of type %r from %s: the handler takes %s "
+                "(counted in stats.skipped_types; this is logged once per type)",
+                self.sub.name,
+                event.type,
+                self.sub.topics if len(self.sub.topics) > 1 else self.sub.topics[0],
+                accepted,
+            )
+        else:
+            log.warning(
+                "%s: skipping events of type %r: they do not match the subscription's filter "
+                "(counted in stats.skipped_types; this is logged once per type)",
+                self.sub.name,
+                event.type,
+            )
 
     async def reject(self, d: Delivery, reason: bool | DecodeError) -> None:
         """Dead-letter an undecodable delivery; ack one the subscription skips."""

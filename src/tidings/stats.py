@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["ConsumerStats"]
 
@@ -18,3 +18,5 @@ class ConsumerStats:
     retried: int = 0
     dead_lettered: int = 0
     restarts: int = 0
+    #: Skipped events per CloudEvents type (no handler takes the type, or the filter said no).
+    skipped_types: dict[str, int] = field(default_factory=dict)
