@@ -26,6 +26,12 @@ _BUILTIN: dict[str, str] = {
 }
 
 
+#: Scheme -> (the client library its adapter needs, the extra that installs it).
+_CLIENTS: dict[str, tuple[str, str]] = {"kafka": ("aiokafka", "kafka"), "nats": ("nats", "nats")}
+#: Schemes of adapters not in this version yet, so that a URL gets a plain answer.
+_PLANNED = ("amqp", "redis", "mqtt", "gcppubsub", "sns", "sqs", "stomp")
+
+
 def schemes() -> list[str]:
     """Every URL scheme a broker is known for (built-in and installed plug-ins)."""
     found = set(_BUILTIN)
@@ -64,14 +70,32 @@ def from_url(url: str) -> Broker:
     target = _BUILTIN.get(scheme)
     factory: Callable[[str], Broker] | None = None
     if target is not None:
+        _check_client(scheme)
         factory = _load(target)
     else:
         for ep in entry_points(group="tidings.brokers", name=scheme):
             factory = ep.load()
             break
     if factory is None:
+        planned = (
+            f"; a {scheme}:// adapter is planned, not in this version" if scheme in _PLANNED else ""
+        )
         raise ConfigurationError(
             f"no broker for URL scheme {scheme!r} in {redact_url(url)!r}; "
-            f"known schemes: {', '.join(schemes())}"
+            f"known schemes: {', '.join(schemes())}{planned}"
         )
     return factory(url)
+
+
+def _check_client(scheme: str) -> None:
+    """Refuse a scheme whose client library is missing, naming the extra to install."""
+    client = _CLIENTS.get(scheme)
+    if client is None:
+        return
+    library, extra = client
+    try:
+        importlib.import_module(library)
+    except ImportError:
+        raise ConfigurationError(
+            f"{scheme}:// brokers need the {library} package: pip install 'tidings[{extra}]'"
+        ) from None
