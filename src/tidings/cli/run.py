@@ -6,10 +6,10 @@ import asyncio
 import dataclasses
 import logging
 import signal
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.text import Text
 
 from tidings.app import App
@@ -17,10 +17,14 @@ from tidings.cli._errors import EXIT_USAGE, CommandError, stderr
 from tidings.cli._options import BrokerOption, given_on_command_line
 from tidings.cli._target import load_app
 from tidings.errors import ConfigurationError, SubscriptionFailedError
+from tidings.logs import JsonFormatter
 
 __all__ = ["run"]
 
+log = logging.getLogger("tidings.cli")
+
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+_LOG_FORMATS = ("text", "json")
 
 
 def run(
@@ -38,6 +42,12 @@ def run(
         str,
         typer.Option(help=f"Logging level: {', '.join(_LOG_LEVELS)}.", metavar="LEVEL"),
     ] = "info",
+    log_format: Annotated[
+        str,
+        typer.Option(
+            help="Log lines as text, or as one JSON object each: text, json.", metavar="FORMAT"
+        ),
+    ] = "text",
 ) -> None:
     """Run an App until Ctrl-C or SIGTERM, then let in-flight handlers finish.
 
@@ -49,6 +59,11 @@ def run(
         raise CommandError(
             f"--log-level must be one of {', '.join(_LOG_LEVELS)}, not {log_level!r}", EXIT_USAGE
         )
+    if log_format not in _LOG_FORMATS:
+        raise CommandError(
+            f"--log-format must be one of {', '.join(_LOG_FORMATS)}, not {log_format!r}",
+            EXIT_USAGE,
+        )
     app = load_app(target)
     # TIDINGS_BROKER is already the default of an app that names no broker; only an
     # explicit --broker overrides a broker named in code, as app.run() would not.
@@ -57,14 +72,29 @@ def run(
             app.set_broker(broker)
         except ConfigurationError as exc:
             raise CommandError(f"--broker: {exc}", EXIT_USAGE) from None
-    logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging(level, log_format)
+    say = _say_as_json if log_format == "json" else stderr().print
     try:
-        asyncio.run(_serve(app, stderr()))
+        asyncio.run(_serve(app, say))
     except SubscriptionFailedError as exc:
         raise CommandError(f"{exc}; the app was stopped") from None
 
 
-async def _serve(app: App, console: Console) -> None:
+def _configure_logging(level: str, log_format: str) -> None:
+    if log_format == "json":
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=level.upper(), handlers=[handler])
+    else:
+        logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+
+
+def _say_as_json(text: Text) -> None:
+    """With JSON logs every stderr line is JSON: the status lines become log records."""
+    log.info(text.plain)
+
+
+async def _serve(app: App, say: Callable[[Text], None]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Installed before start so a signal that arrives while starting still drains;
@@ -73,12 +103,12 @@ async def _serve(app: App, console: Console) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await app.start()
-        console.print(_started(app))
+        say(_started(app))
         await app.serve(stop)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-    console.print(_stopped(app))
+    say(_stopped(app))
 
 
 def _broker_name(app: App) -> str:
