@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import signal
@@ -14,6 +15,7 @@ from rich.text import Text
 
 from tidings.app import App
 from tidings.cli._errors import EXIT_USAGE, CommandError, stderr
+from tidings.cli._metrics import MetricsEndpoint
 from tidings.cli._options import BrokerOption, given_on_command_line
 from tidings.cli._target import load_app
 from tidings.errors import ConfigurationError, SubscriptionFailedError
@@ -48,6 +50,13 @@ def run(
             help="Log lines as text, or as one JSON object each: text, json.", metavar="FORMAT"
         ),
     ] = "text",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus metrics on this port at /metrics.", metavar="PORT"),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address the metrics server listens on.", metavar="HOST")
+    ] = "127.0.0.1",
 ) -> None:
     """Run an App until Ctrl-C or SIGTERM, then let in-flight handlers finish.
 
@@ -73,11 +82,17 @@ def run(
         except ConfigurationError as exc:
             raise CommandError(f"--broker: {exc}", EXIT_USAGE) from None
     _configure_logging(level, log_format)
+    endpoint = None
+    if metrics_port is not None:
+        endpoint = MetricsEndpoint(app, metrics_host, metrics_port)
     say = _say_as_json if log_format == "json" else stderr().print
     try:
-        asyncio.run(_serve(app, say))
+        asyncio.run(_serve(app, say, endpoint))
     except SubscriptionFailedError as exc:
         raise CommandError(f"{exc}; the app was stopped") from None
+    finally:
+        if endpoint is not None:
+            endpoint.close()
 
 
 def _configure_logging(level: str, log_format: str) -> None:
@@ -94,7 +109,7 @@ def _say_as_json(text: Text) -> None:
     log.info(text.plain)
 
 
-async def _serve(app: App, say: Callable[[Text], None]) -> None:
+async def _serve(app: App, say: Callable[[Text], None], endpoint: MetricsEndpoint | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Installed before start so a signal that arrives while starting still drains;
@@ -104,7 +119,11 @@ async def _serve(app: App, say: Callable[[Text], None]) -> None:
     try:
         await app.start()
         say(_started(app))
-        await app.serve(stop)
+        if endpoint is not None:
+            say(Text(f"tidings: metrics on {endpoint.url}"))
+        lag = contextlib.nullcontext() if endpoint is None else endpoint.track_lag()
+        async with lag:
+            await app.serve(stop)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
