@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from test_cli import _env, _read_until, _start, _stop
+from test_cli import _env, _read_until, _start, _stop, _tidings
 from tidings import App, RetryPolicy
 from tidings._logfields import trace_id
 from tidings.logs import JsonFormatter
@@ -161,3 +161,21 @@ def test_run_with_json_logs_writes_only_json_lines(tmp_path: Path) -> None:
     assert failure["dead_letter_topic"] == "jobs.dlq"
     assert failure["level"] == "WARNING"
     assert any("stopped" in line["message"] for line in lines)
+
+
+def test_run_with_json_logs_reports_its_own_error_as_json(tmp_path: Path, busy_port: int) -> None:
+    (tmp_path / "jsonlogs.py").write_text(FAILING)
+    port = str(busy_port)
+    command = ("run", "jsonlogs:app", "--log-format", "json", "--metrics-port", port)
+    result = _tidings(*command, cwd=tmp_path, env=_env(TIDINGS_BROKER="memory://"))
+    assert result.returncode == 1, result.stderr
+    (line,) = [json.loads(line) for line in result.stderr.splitlines()]
+    assert line["level"] == "ERROR"
+    assert f"cannot listen on 127.0.0.1:{port}" in line["message"]
+
+
+def test_run_refuses_an_unknown_log_format(tmp_path: Path) -> None:
+    (tmp_path / "jsonlogs.py").write_text(FAILING)
+    result = _tidings("run", "jsonlogs:app", "--log-format", "yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--log-format must be one of text, json, not 'yaml'" in result.stderr

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -15,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from test_cli import _env, _read_until, _start, _stop
+from test_cli import _env, _read_until, _start, _stop, _tidings
 from tidings import App, RetryPolicy
 from tidings.errors import ConfigurationError
 from tidings.metrics import Metrics
@@ -145,6 +144,21 @@ async def test_track_lag_refuses_a_non_positive_interval() -> None:
             pass
 
 
+def test_without_the_extra_importing_metrics_names_it() -> None:
+    code = (
+        "import sys; sys.modules['prometheus_client'] = None\n"
+        "import tidings.cli.run\n"  # the CLI itself does not need it
+        "try:\n    import tidings.metrics\n"
+        "except Exception as exc:\n    print(type(exc).__name__, exc)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == (
+        "ConfigurationError tidings.metrics needs prometheus-client: pip install 'tidings[metrics]'"
+    )
+
+
 SERVED = textwrap.dedent(
     """
     from tidings import App, RetryPolicy
@@ -206,19 +220,9 @@ def test_run_serves_metrics_over_http(tmp_path: Path) -> None:
     assert "Traceback" not in started + rest
 
 
-def test_run_refuses_a_busy_metrics_port(tmp_path: Path) -> None:
+def test_run_refuses_a_busy_metrics_port(tmp_path: Path, busy_port: int) -> None:
     (tmp_path / "served.py").write_text(SERVED)
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "tidings.cli", "run", "served:app", "--metrics-port", str(port)],
-            cwd=tmp_path,
-            env=_env(TIDINGS_BROKER="memory://"),
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT * 2,
-        )
+    env = _env(TIDINGS_BROKER="memory://")
+    result = _tidings("run", "served:app", "--metrics-port", str(busy_port), cwd=tmp_path, env=env)
     assert result.returncode == 1, result.stderr
-    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert f"error: --metrics-port: cannot listen on 127.0.0.1:{busy_port}" in result.stderr

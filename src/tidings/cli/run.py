@@ -82,10 +82,22 @@ def run(
         except ConfigurationError as exc:
             raise CommandError(f"--broker: {exc}", EXIT_USAGE) from None
     _configure_logging(level, log_format)
+    if log_format == "text":
+        _run(app, stderr().print, metrics_host, metrics_port)
+        return
+    try:
+        _run(app, _say_as_json, metrics_host, metrics_port)
+    except CommandError as exc:
+        log.error(exc.message)  # as JSON too: every line on stderr stays JSON
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _run(
+    app: App, say: Callable[[Text], None], metrics_host: str, metrics_port: int | None
+) -> None:
     endpoint = None
     if metrics_port is not None:
         endpoint = MetricsEndpoint(app, metrics_host, metrics_port)
-    say = _say_as_json if log_format == "json" else stderr().print
     try:
         asyncio.run(_serve(app, say, endpoint))
     except SubscriptionFailedError as exc:
