@@ -137,6 +137,13 @@ async def test_a_batch_handler_counts_each_event() -> None:
     assert value(registry, "tidings_events_handled_total", **job) == 3
 
 
+def test_one_registry_takes_one_metrics() -> None:
+    registry = CollectorRegistry()
+    Metrics(registry)
+    with pytest.raises(ValueError, match="Duplicated"):
+        Metrics(registry)
+
+
 async def test_track_lag_refuses_a_non_positive_interval() -> None:
     metrics = Metrics(CollectorRegistry())
     with pytest.raises(ConfigurationError, match="positive"):
@@ -190,32 +197,39 @@ def test_run_serves_metrics_over_http(tmp_path: Path) -> None:
     port = free_port()
     env = _env(TIDINGS_BROKER=f"sqlite:///{database}")
     proc = _start("run", "served:app", "--metrics-port", str(port), cwd=tmp_path, env=env)
-    started = _read_until(proc, "metrics on")
-    assert f"http://127.0.0.1:{port}/metrics" in started
-    assert wait_for_port("127.0.0.1", port, TIMEOUT)
+    try:
+        started = _read_until(proc, "metrics on")
+        assert f"http://127.0.0.1:{port}/metrics" in started
+        assert wait_for_port("127.0.0.1", port, TIMEOUT)
 
-    async def publish() -> None:
-        async with App("publisher", broker=f"sqlite:///{database}") as publisher:
-            for n in (1, 2, 3):
-                await publisher.publish({"n": n}, topic="jobs", type="Job")
+        async def publish() -> None:
+            async with App("publisher", broker=f"sqlite:///{database}") as publisher:
+                for n in (1, 2, 3):
+                    await publisher.publish({"n": n}, topic="jobs", type="Job")
 
-    asyncio.run(publish())
-    job = (("group", "workers"), ("topic", "jobs"), ("type", "Job"))
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        samples = scrape(port)
-        if samples.get(("tidings_events_dead_lettered_total", job)) == 1 and (
-            samples.get(("tidings_events_handled_total", job)) == 2
-        ):
-            break
-        if time.monotonic() > deadline:
+        asyncio.run(publish())
+        job = (("group", "workers"), ("topic", "jobs"), ("type", "Job"))
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            samples = scrape(port)
+            if samples.get(("tidings_events_dead_lettered_total", job)) == 1 and (
+                samples.get(("tidings_events_handled_total", job)) == 2
+            ):
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"counters not reached: {samples}")
+            time.sleep(0.05)
+        assert samples[("tidings_events_failed_total", job)] == 2
+        assert samples[("tidings_events_retried_total", job)] == 1
+        assert samples[("tidings_handlers_in_flight", (("group", "workers"),))] == 0
+        assert samples[("tidings_handler_duration_seconds_count", job)] == 4
+        every = tuple(sorted((*job, ("le", "+Inf"))))
+        assert samples[("tidings_handler_duration_seconds_bucket", every)] == 4
+        code, rest = _stop(proc, signal.SIGINT)
+    finally:
+        if proc.poll() is None:  # a failed assertion: do not leave the server running
             proc.kill()
-            pytest.fail(f"counters not reached: {samples}")
-        time.sleep(0.05)
-    assert samples[("tidings_events_failed_total", job)] == 2
-    assert samples[("tidings_events_retried_total", job)] == 1
-    assert samples[("tidings_handlers_in_flight", (("group", "workers"),))] == 0
-    code, rest = _stop(proc, signal.SIGINT)
+            proc.communicate()
     assert code == 0, started + rest
     assert "Traceback" not in started + rest
 

@@ -8,11 +8,12 @@ registered through the App's public API::
     async with app, metrics.track_lag(app):
         ...
 
-Labels are the topic, the event type and the subscription's consumer group;
-labelled children are cached, so counting an event costs a dict lookup and a
-few increments. Consumer lag is read from brokers that are
-:class:`~tidings.inspection.Inspectable` by a task on the event loop (never
-from the scrape thread) while :meth:`Metrics.track_lag` is entered.
+Labels are the topic, the event type and the subscription's consumer group.
+Counting an event adds to plain numbers kept per label values
+(:mod:`tidings._tally`), about a microsecond; a scrape renders them, in its own
+thread, through a registry collector. Consumer lag is read from brokers that
+are :class:`~tidings.inspection.Inspectable` by a task on the event loop
+(never from the scrape thread) while :meth:`Metrics.track_lag` is entered.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+from tidings._tally import Tally
 from tidings.app import App
 from tidings.broker import Delivery
 from tidings.context import Context
@@ -33,75 +35,38 @@ from tidings.inspection import Inspectable
 from tidings.middleware import Handle, Outgoing, PublishFn
 
 try:
-    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client import REGISTRY, CollectorRegistry
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+        Metric,
+    )
+    from prometheus_client.registry import Collector
 except ImportError:  # pragma: no cover - exercised without the extra only
     raise ConfigurationError(
         "tidings.metrics needs prometheus-client: pip install 'tidings[metrics]'"
     ) from None
 
-__all__ = ["Metrics"]
+__all__ = ["UNKNOWN_TYPE", "Metrics"]
 
 log = logging.getLogger("tidings.metrics")
 
-_EVENT = ("topic", "type", "group")
+_EVENT = ["topic", "type", "group"]
 #: The type label of a message that could not be decoded into an event.
 UNKNOWN_TYPE = "unknown"
 
 
 class Metrics:
-    """The tidings metrics in one Prometheus registry (default: the global one).
+    """The tidings metrics, collected into one Prometheus registry (default: the global one).
 
-    Create one per registry: the metric names are registered on construction.
+    Create one per registry: registering the metric names twice raises.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        registry = REGISTRY if registry is None else registry
-        self.registry = registry
-        self.published = Counter(
-            "tidings_events_published",
-            "Events published, follow-ups included.",
-            ("topic", "type"),
-            registry=registry,
-        )
-        self.handled = Counter(
-            "tidings_events_handled", "Handler calls that returned.", _EVENT, registry=registry
-        )
-        self.failed = Counter(
-            "tidings_events_failed", "Handler calls that raised.", _EVENT, registry=registry
-        )
-        self.retried = Counter(
-            "tidings_events_retried",
-            "Failed attempts given back to be delivered again.",
-            _EVENT,
-            registry=registry,
-        )
-        self.dead_lettered = Counter(
-            "tidings_events_dead_lettered",
-            "Events stored in their dead-letter topic.",
-            _EVENT,
-            registry=registry,
-        )
-        self.duration = Histogram(
-            "tidings_handler_duration_seconds",
-            "Time in the handler (and the middleware inside this one), whatever the outcome.",
-            _EVENT,
-            registry=registry,
-        )
-        self.in_flight = Gauge(
-            "tidings_handlers_in_flight",
-            "Handler calls running now.",
-            ("group",),
-            registry=registry,
-        )
-        self.lag = Gauge(
-            "tidings_consumer_lag",
-            "Messages stored and not yet committed by the group (where the broker tells).",
-            ("group", "topic", "partition"),
-            registry=registry,
-        )
-        self._handling: dict[tuple[str, str, str], tuple[Counter, Counter, Histogram]] = {}
-        self._in_flight: dict[str, Gauge] = {}
-        self._published: dict[tuple[str, str], Counter] = {}
+        self.registry = REGISTRY if registry is None else registry
+        self.tally = Tally()
+        self.registry.register(_Collector(self.tally))
 
     def install(self, app: App) -> None:
         """Count ``app``'s events: a handler middleware, a publish middleware and an observer.
@@ -111,71 +76,45 @@ class Metrics:
         """
         app.add_middleware(self.measure)
         app.add_publish_middleware(self.count_published)
-        app.add_observer(_Settlements(self, app))
+        app.add_observer(_Settlements(self.tally, app))
 
     # -- the per-event paths -------------------------------------------------------
 
     def measure(self, next_handle: Handle) -> Handle:
-        """Handler middleware: in-flight gauge, duration, handled or failed."""
+        """Handler middleware: handlers in flight, duration, handled or failed."""
+        tally = self.tally
+        running = tally.running
 
         async def handle(ctx: Context) -> list[Event]:
             delivery = ctx.delivery
             group = delivery.group
-            gauge = self._in_flight.get(group) or self._group_gauge(group)
-            gauge.inc()
+            running[group] = running.get(group, 0) + 1
             started = time.perf_counter()
             try:
                 outputs = await next_handle(ctx)
             except Exception:
-                self._after(ctx, time.perf_counter() - started, failed=True)
+                _count(tally, ctx, time.perf_counter() - started, failed=True)
                 raise
             else:
-                self._after(ctx, time.perf_counter() - started, failed=False)
+                _count(tally, ctx, time.perf_counter() - started, failed=False)
                 return outputs
             finally:
-                gauge.dec()
+                running[group] -= 1
 
         return handle
 
-    def _after(self, ctx: Context, seconds: float, *, failed: bool) -> None:
-        delivery = ctx.delivery
-        topic, group = delivery.topic, delivery.group
-        for event in ctx.events:
-            key = (topic, event.type, group)
-            children = self._handling.get(key) or self._event_children(key)
-            handled, failures, duration = children
-            (failures if failed else handled).inc()
-            duration.observe(seconds)
-
     def count_published(self, next_publish: PublishFn) -> PublishFn:
         """Publish middleware: counts each event once the broker took it."""
+        published = self.tally.published
 
         async def publish(outgoing: Outgoing) -> None:
             await next_publish(outgoing)
             topic = outgoing.topic
             for event in outgoing.events:
                 key = (topic, event.type)
-                counter = self._published.get(key) or self._published_counter(key)
-                counter.inc()
+                published[key] = published.get(key, 0) + 1
 
         return publish
-
-    def _event_children(self, key: tuple[str, str, str]) -> tuple[Counter, Counter, Histogram]:
-        children = (
-            self.handled.labels(*key),
-            self.failed.labels(*key),
-            self.duration.labels(*key),
-        )
-        self._handling[key] = children
-        return children
-
-    def _group_gauge(self, group: str) -> Gauge:
-        gauge = self._in_flight[group] = self.in_flight.labels(group)
-        return gauge
-
-    def _published_counter(self, key: tuple[str, str]) -> Counter:
-        counter = self._published[key] = self.published.labels(*key)
-        return counter
 
     # -- consumer lag --------------------------------------------------------------
 
@@ -185,12 +124,12 @@ class Metrics:
         if not isinstance(broker, Inspectable):
             return
         groups = {s.group for s in app.subscriptions}
-        for info in await broker.list_groups():
-            if info.name in groups:
-                for partition in info.partitions:
-                    self.lag.labels(info.name, partition.topic, str(partition.partition)).set(
-                        partition.lag
-                    )
+        self.tally.lag = {
+            (info.name, p.topic, str(p.partition)): p.lag
+            for info in await broker.list_groups()
+            if info.name in groups
+            for p in info.partitions
+        }
 
     @contextlib.asynccontextmanager
     async def track_lag(self, app: App, interval: float = 5.0) -> AsyncIterator[None]:
@@ -216,22 +155,34 @@ class Metrics:
             await asyncio.sleep(interval)
 
 
+def _count(tally: Tally, ctx: Context, seconds: float, *, failed: bool) -> None:
+    delivery = ctx.delivery
+    topic, group = delivery.topic, delivery.group
+    for event in ctx.events:  # one, or a batch
+        counts = tally.event((topic, event.type, group))
+        if failed:
+            counts.failed += 1
+        else:
+            counts.handled += 1
+        counts.observe(seconds)
+
+
 class _Settlements(Observer):
     """Counts retries and dead letters, whose hooks see the delivery, not the event."""
 
-    def __init__(self, metrics: Metrics, app: App) -> None:
-        self.metrics = metrics
+    def __init__(self, tally: Tally, app: App) -> None:
+        self.tally = tally
         self.app = app
 
     def retried(
         self, subscription: str, delivery: Delivery, error: BaseException, delay: float
     ) -> None:
-        self.metrics.retried.labels(*self._labels(delivery)).inc()
+        self.tally.event(self._labels(delivery)).retried += 1
 
     def dead_lettered(
         self, subscription: str, delivery: Delivery, error: BaseException, topic: str
     ) -> None:
-        self.metrics.dead_lettered.labels(*self._labels(delivery)).inc()
+        self.tally.event(self._labels(delivery)).dead_lettered += 1
 
     def _labels(self, delivery: Delivery) -> tuple[str, str, str]:
         # Failures are rare: decoding the type again is cheaper than tracking it.
@@ -240,3 +191,77 @@ class _Settlements(Observer):
         except Exception:
             type_ = UNKNOWN_TYPE
         return delivery.topic, type_, delivery.group
+
+
+class _Collector(Collector):
+    """Renders the tally as Prometheus metrics, in the scrape's thread."""
+
+    def __init__(self, tally: Tally) -> None:
+        self.tally = tally
+
+    def describe(self) -> list[Metric]:
+        return list(_families())
+
+    def collect(self) -> list[Metric]:
+        tally = self.tally
+        (published, handled, failed, retried, dead_lettered, duration, in_flight, lag) = _families()
+        for (topic, type_), count in list(tally.published.items()):
+            published.add_metric([topic, type_], count)
+        for key, counts in list(tally.events.items()):
+            labels = list(key)
+            handled.add_metric(labels, counts.handled)
+            failed.add_metric(labels, counts.failed)
+            retried.add_metric(labels, counts.retried)
+            dead_lettered.add_metric(labels, counts.dead_lettered)
+            duration.add_metric(labels, counts.cumulative(), counts.seconds)
+        for group, running in list(tally.running.items()):
+            in_flight.add_metric([group], running)
+        for where, messages in tally.lag.items():  # never changed, only replaced
+            lag.add_metric(list(where), messages)
+        return [published, handled, failed, retried, dead_lettered, duration, in_flight, lag]
+
+
+def _families() -> tuple[
+    CounterMetricFamily,
+    CounterMetricFamily,
+    CounterMetricFamily,
+    CounterMetricFamily,
+    CounterMetricFamily,
+    HistogramMetricFamily,
+    GaugeMetricFamily,
+    GaugeMetricFamily,
+]:
+    return (
+        CounterMetricFamily(
+            "tidings_events_published",
+            "Events published, follow-ups included.",
+            labels=["topic", "type"],
+        ),
+        CounterMetricFamily(
+            "tidings_events_handled", "Handler calls that returned.", labels=_EVENT
+        ),
+        CounterMetricFamily("tidings_events_failed", "Handler calls that raised.", labels=_EVENT),
+        CounterMetricFamily(
+            "tidings_events_retried",
+            "Failed attempts given back to be delivered again.",
+            labels=_EVENT,
+        ),
+        CounterMetricFamily(
+            "tidings_events_dead_lettered",
+            "Events stored in their dead-letter topic.",
+            labels=_EVENT,
+        ),
+        HistogramMetricFamily(
+            "tidings_handler_duration_seconds",
+            "Time in the handler (and the middleware inside this one), whatever the outcome.",
+            labels=_EVENT,
+        ),
+        GaugeMetricFamily(
+            "tidings_handlers_in_flight", "Handler calls running now.", labels=["group"]
+        ),
+        GaugeMetricFamily(
+            "tidings_consumer_lag",
+            "Messages stored and not yet committed by the group (where the broker tells).",
+            labels=["group", "topic", "partition"],
+        ),
+    )
