@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from tidings._flow import Flow
+from tidings._logfields import EXTRA, delivery_fields
 from tidings._replies import failure_reply, is_request, reply_address
 from tidings.broker import Broker, Delivery
 from tidings.deadletter import dead_letter_message, dead_letter_topic
@@ -77,12 +78,16 @@ class Failures:
         self.flow.release(delivery)
         now = time.time()
         self.first_failure.setdefault(delivery.id, now)
+        fields = delivery_fields(self.name, delivery, event)
+        fields.update(error=repr(error), outcome="retry", delay=decision.delay)
         log.info(
-            "%s: attempt %d failed with %r; retrying in %.3fs",
+            "%s: %s failed on attempt %d with %r; retrying in %.3gs",
             self.name,
+            _described(fields),
             delivery.attempt,
             error,
             decision.delay,
+            extra={EXTRA: fields},
         )
         self.stats.retried += 1
         if self.observing:
@@ -108,14 +113,6 @@ class Failures:
         first = self.first_failure.get(delivery.id, now)
         message = dead_letter_message(delivery, error, first, now, self.name)
         topic = dead_letter_topic(delivery.topic)
-        log.warning(
-            "%s: dead-lettering %s %s after %d attempt(s): %r",
-            self.name,
-            delivery.topic,
-            delivery.position,
-            delivery.attempt,
-            error,
-        )
         if self.exactly_once is not None:
             await self.exactly_once.commit(delivery, None, [(topic, message)])
             self.flow.release(delivery)
@@ -124,6 +121,17 @@ class Failures:
             self.flow.release(delivery)
             await delivery.ack()
         self.first_failure.pop(delivery.id, None)
+        fields = delivery_fields(self.name, delivery, event)
+        fields.update(error=repr(error), outcome="dead_letter", dead_letter_topic=topic)
+        log.warning(
+            "%s: %s failed on attempt %d with %r; dead-lettered to %s",
+            self.name,
+            _described(fields),
+            delivery.attempt,
+            error,
+            topic,
+            extra={EXTRA: fields},
+        )
         self.stats.dead_lettered += 1
         if self.observing:
             self.observers.dead_lettered(self.name, delivery, error, topic)
@@ -140,3 +148,16 @@ class Failures:
             await publisher.send_reply(address, failure_reply(request, error, publisher.source))
         except Exception as exc:  # dead-lettered already: the caller times out instead
             log.warning("%s: the failure reply to %s was not sent: %r", self.name, request.id, exc)
+
+
+def _described(fields: dict[str, object]) -> str:
+    """``event <id> (<type>) on <topic>``, or the broker position of an undecodable message."""
+    where = f"on {fields['topic']}"
+    if fields["event_id"] is None:
+        return f"message {fields['position']} {where}"
+    ids = f"event {fields['event_id']} ({fields['type']}) {where}"
+    if fields["correlation_id"] is not None:
+        ids += f", correlation {fields['correlation_id']}"
+    if fields["trace_id"] is not None:
+        ids += f", trace {fields['trace_id']}"
+    return ids

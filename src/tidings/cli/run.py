@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import signal
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.text import Text
 
 from tidings.app import App
 from tidings.cli._errors import EXIT_USAGE, CommandError, stderr
+from tidings.cli._metrics import MetricsEndpoint
 from tidings.cli._options import BrokerOption, given_on_command_line
 from tidings.cli._target import load_app
 from tidings.errors import ConfigurationError, SubscriptionFailedError
+from tidings.logs import JsonFormatter
 
 __all__ = ["run"]
 
+log = logging.getLogger("tidings.cli")
+
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+_LOG_FORMATS = ("text", "json")
 
 
 def run(
@@ -38,6 +44,19 @@ def run(
         str,
         typer.Option(help=f"Logging level: {', '.join(_LOG_LEVELS)}.", metavar="LEVEL"),
     ] = "info",
+    log_format: Annotated[
+        str,
+        typer.Option(
+            help="Log lines as text, or as one JSON object each: text, json.", metavar="FORMAT"
+        ),
+    ] = "text",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus metrics on this port at /metrics.", metavar="PORT"),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address the metrics server listens on.", metavar="HOST")
+    ] = "127.0.0.1",
 ) -> None:
     """Run an App until Ctrl-C or SIGTERM, then let in-flight handlers finish.
 
@@ -49,6 +68,11 @@ def run(
         raise CommandError(
             f"--log-level must be one of {', '.join(_LOG_LEVELS)}, not {log_level!r}", EXIT_USAGE
         )
+    if log_format not in _LOG_FORMATS:
+        raise CommandError(
+            f"--log-format must be one of {', '.join(_LOG_FORMATS)}, not {log_format!r}",
+            EXIT_USAGE,
+        )
     app = load_app(target)
     # TIDINGS_BROKER is already the default of an app that names no broker; only an
     # explicit --broker overrides a broker named in code, as app.run() would not.
@@ -57,14 +81,47 @@ def run(
             app.set_broker(broker)
         except ConfigurationError as exc:
             raise CommandError(f"--broker: {exc}", EXIT_USAGE) from None
-    logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging(level, log_format)
+    if log_format == "text":
+        _run(app, stderr().print, metrics_host, metrics_port)
+        return
     try:
-        asyncio.run(_serve(app, stderr()))
+        _run(app, _say_as_json, metrics_host, metrics_port)
+    except CommandError as exc:
+        log.error(exc.message)  # as JSON too: every line on stderr stays JSON
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _run(
+    app: App, say: Callable[[Text], None], metrics_host: str, metrics_port: int | None
+) -> None:
+    endpoint = None
+    if metrics_port is not None:
+        endpoint = MetricsEndpoint(app, metrics_host, metrics_port)
+    try:
+        asyncio.run(_serve(app, say, endpoint))
     except SubscriptionFailedError as exc:
         raise CommandError(f"{exc}; the app was stopped") from None
+    finally:
+        if endpoint is not None:
+            endpoint.close()
 
 
-async def _serve(app: App, console: Console) -> None:
+def _configure_logging(level: str, log_format: str) -> None:
+    if log_format == "json":
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=level.upper(), handlers=[handler])
+    else:
+        logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+
+
+def _say_as_json(text: Text) -> None:
+    """With JSON logs every stderr line is JSON: the status lines become log records."""
+    log.info(text.plain)
+
+
+async def _serve(app: App, say: Callable[[Text], None], endpoint: MetricsEndpoint | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Installed before start so a signal that arrives while starting still drains;
@@ -73,12 +130,16 @@ async def _serve(app: App, console: Console) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await app.start()
-        console.print(_started(app))
-        await app.serve(stop)
+        say(_started(app))
+        if endpoint is not None:
+            say(Text(f"tidings: metrics on {endpoint.url}"))
+        lag = contextlib.nullcontext() if endpoint is None else endpoint.track_lag()
+        async with lag:
+            await app.serve(stop)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-    console.print(_stopped(app))
+    say(_stopped(app))
 
 
 def _broker_name(app: App) -> str:
