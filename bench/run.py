@@ -7,7 +7,8 @@ embedded (SQLite) broker's table against raw ``sqlite3`` baselines
 profiles the tidings dict-payload case instead; ``--stages`` prints its cost
 per stage; ``--sqlite-profile CASE`` profiles one sqlite case. ``--suite kafka``
 or ``--suite nats`` runs that adapter's table (its own server; its options after ``--``);
-``--suite requests`` the request/reply round trips (memory, sqlite, NATS).
+``--suite requests`` the request/reply round trips (memory, sqlite, NATS);
+``--suite observability`` what tracing and metrics cost (on vs off, same run).
 """
 
 from __future__ import annotations
@@ -45,7 +46,12 @@ from rich.console import Console
 from rich.table import Table
 
 #: Suites of broker adapters: their module under bench/, each with main(argv) -> int.
-ADAPTER_SUITES = {"kafka": "bench_kafka", "nats": "bench_nats", "requests": "bench_requests"}
+ADAPTER_SUITES = {
+    "kafka": "bench_kafka",
+    "nats": "bench_nats",
+    "requests": "bench_requests",
+    "observability": "bench_observability",
+}
 
 TARGET_RATE = 150_000
 TARGET_TEXT = "in-memory at-least-once path >= 150,000 events/s with dict payloads on one core"
