@@ -660,6 +660,8 @@ async def test_middleware_wraps_handling_and_publishing_in_order() -> None:
     async with Harness(app) as harness:
         await app.publish(OrderPlaced(order_id="1"))
         await harness.drain()
+        with pytest.raises(ConfigurationError, match="is running"):
+            app.add_middleware(outer)
     assert trail == [
         "publish order.events",
         "outer>",
@@ -668,8 +670,6 @@ async def test_middleware_wraps_handling_and_publishing_in_order() -> None:
         "<outer",
         "publish inventory.events",
     ]
-    with pytest.raises(ConfigurationError):
-        app.add_middleware(outer)
 
 
 async def test_graceful_stop_finishes_in_flight_handlers_and_acks() -> None:

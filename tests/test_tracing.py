@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
 @pytest.fixture(params=["memory", "sqlite"])
 def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "memory":
-        return f"memory://tracing-{id(tmp_path)}"
+        return f"memory://tracing-{uuid.uuid4().hex}"
     return f"sqlite:///{tmp_path / 'tracing.db'}"
 
 

@@ -12,6 +12,7 @@ from tidings.broker import Broker, Capabilities, Delivery, Message
 from tidings.codec import Codec
 from tidings.context import Context
 from tidings.deadletter import DeadLetter
+from tidings.depends import Depends
 from tidings.errors import (
     AttemptsExhausted,
     BrokerUnavailable,
@@ -26,6 +27,7 @@ from tidings.errors import (
     RequestTimeout,
     Retry,
     SchemaError,
+    StartupError,
     StorageError,
     SubscriptionFailedError,
     TidingsError,
@@ -57,6 +59,7 @@ __all__ = [
     "DeadLetter",
     "DecodeError",
     "Delivery",
+    "Depends",
     "Event",
     "EventTooLargeError",
     "ExactlyOnce",
@@ -74,6 +77,7 @@ __all__ = [
     "Retry",
     "RetryPolicy",
     "SchemaError",
+    "StartupError",
     "StorageError",
     "SubscriptionFailedError",
     "Supervision",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import types
@@ -11,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from tidings.context import Context
+from tidings.depends import Depends, enter
 from tidings.errors import ConfigurationError
 from tidings.event import Event
 from tidings.payload import decode_payload, payload_info
@@ -23,7 +25,9 @@ _LIST_ORIGINS = (list, Sequence, typing.Sequence, typing.List)  # noqa: UP006
 
 def _resolve_hints(func: Callable[..., Any], localns: Mapping[str, Any] | None) -> dict[str, Any]:
     try:
-        return typing.get_type_hints(func, localns=dict(localns) if localns else None)
+        return typing.get_type_hints(
+            func, localns=dict(localns) if localns else None, include_extras=True
+        )
     except (NameError, TypeError) as exc:
         raise ConfigurationError(
             f"cannot resolve the type hints of handler {func.__qualname__}: {exc}; "
@@ -114,15 +118,25 @@ class HandlerSpec:
         self.accepts: dict[str, type] | None = None
         self._args: list[str] = []  # "event" | "ctx" | "payload"
         payloads: list[str] = []
+        #: argument position -> the dependency that fills it
+        self._depends: dict[int, Depends] = {}
+        self._app_values: dict[Depends, Any] = {}
         for param in inspect.signature(func).parameters.values():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 continue
+            hint = hints.get(param.name, inspect.Parameter.empty)
+            dependency = _dependency(hint, param.default)
+            if dependency is not None:
+                self._depends[len(self._args)] = dependency
+                self._args.append("dep")
+                continue
+            if typing.get_origin(hint) is typing.Annotated:
+                hint = typing.get_args(hint)[0]
             if param.default is not param.empty:
                 raise ConfigurationError(
                     f"handler {where}: parameter {param.name!r} has a default value, but "
                     f"tidings fills every parameter; each must be {_ACCEPTED}"
                 )
-            hint = hints.get(param.name, inspect.Parameter.empty)
             if typing.get_origin(hint) in _LIST_ORIGINS:
                 self.batch = True
                 (hint,) = typing.get_args(hint) or (Any,)
@@ -148,13 +162,25 @@ class HandlerSpec:
                 "take one payload, or the Event, or annotate each parameter as Event or Context"
             )
         #: Payload classes the return annotation says it may publish (checked against routes).
-        self.returns = _returned_types(hints.get("return", inspect.Parameter.empty))
+        returned = hints.get("return", inspect.Parameter.empty)
+        if typing.get_origin(returned) is typing.Annotated:
+            returned = typing.get_args(returned)[0]
+        self.returns = _returned_types(returned)
         self.where = where
         #: Whether a Context must be built for it (batches read theirs from it).
         self.wants_context = self.batch or "ctx" in self._args
         #: The common handler: async, one untyped payload argument.
         self._plain = self.is_async and not self.batch and self.accepts is None
         self._plain = self._plain and self._args == ["payload"]
+
+    @property
+    def app_dependencies(self) -> list[Depends]:
+        """The dependencies made once per app start (``scope="app"``)."""
+        return [d for d in self._depends.values() if d.scope == "app"]
+
+    def bind(self, values: dict[Depends, Any]) -> None:
+        """Take the values of the app-scoped dependencies (made when the app starts)."""
+        self._app_values = values
 
     def _classify(self, name: str, hint: Any) -> str:
         if hint is Event:
@@ -184,6 +210,11 @@ class HandlerSpec:
         """
         if self._plain:
             return self.func(event.data)  # type: ignore[no-any-return]
+        if self._depends:
+            return self._call_with_dependencies(event, ctx)
+        return self._invoke(self._arguments(event, ctx))
+
+    def _arguments(self, event: Event, ctx: Context | None) -> list[Any]:
         args: list[Any] = []
         for kind in self._args:
             if kind == "ctx":
@@ -192,8 +223,35 @@ class HandlerSpec:
                 args.append(ctx.events if self.batch and ctx else event)
             elif self.batch and ctx:
                 args.append([self._payload(e) for e in ctx.events])
+            elif kind == "dep":
+                args.append(None)  # filled by _call_with_dependencies
             else:
                 args.append(self._payload(event))
+        return args
+
+    def _invoke(self, args: list[Any]) -> Awaitable[Any]:
         if self.is_async:
             return self.func(*args)  # type: ignore[no-any-return]
         return asyncio.to_thread(self.func, *args)
+
+    async def _call_with_dependencies(self, event: Event, ctx: Context | None) -> Any:
+        """Call with dependencies made for this handling; their cleanup sees the outcome."""
+        args = self._arguments(event, ctx)
+        async with contextlib.AsyncExitStack() as stack:
+            for position, dependency in self._depends.items():
+                if dependency.scope == "app":
+                    args[position] = self._app_values[dependency]
+                else:
+                    args[position] = await enter(dependency, stack)
+            return await self._invoke(args)
+
+
+def _dependency(hint: Any, default: Any) -> Depends | None:
+    """The Depends of a parameter: in its ``Annotated`` metadata, or as its default."""
+    if isinstance(default, Depends):
+        return default
+    if typing.get_origin(hint) is typing.Annotated:
+        found = [m for m in hint.__metadata__ if isinstance(m, Depends)]
+        if found:
+            return found[0]
+    return None

@@ -23,6 +23,7 @@ from tidings.exactly_once import ExactlyOnce, for_broker
 from tidings.filters import FilterSpec, compile_filter
 from tidings.health import Health
 from tidings.hooks import Observer, Observers
+from tidings.lifecycle import Hook, Lifecycle
 from tidings.middleware import HandlerMiddleware, Outgoing, PublishMiddleware
 from tidings.options import EventAttributes, SubscriptionOptions
 from tidings.payload import decode_payload
@@ -44,6 +45,7 @@ __all__ = ["DEFAULT_MAX_EVENT_SIZE", "App"]
 log = logging.getLogger("tidings.app")
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
+H = TypeVar("H", bound=Hook)
 DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
 _State = Literal["new", "connected", "started", "stopped"]
 
@@ -106,6 +108,7 @@ class App:
         self._requests: Requests | None = None
         self._tracer_provider = tracer_provider
         self._tracing: Tracing | None = None
+        self._lifecycle = Lifecycle()
 
     @property
     def codec(self) -> Codec:
@@ -121,6 +124,7 @@ class App:
         self.broker = self.publisher.broker = self._resolve_broker(broker)
 
     def _resolve_broker(self, broker: str | Broker | None) -> Broker:
+        self._broker_source = broker  # what a restart connects to again
         if broker is None:
             broker = default_broker_url()
         self._owns_broker = isinstance(broker, str)
@@ -137,16 +141,34 @@ class App:
         self.router.add(payload_type, topic)
 
     def _check_not_started(self, what: str) -> None:
-        if self._state != "new":
+        if self._state not in ("new", "stopped"):
             raise ConfigurationError(
-                f"cannot add {what}: app {self.name!r} has already started "
-                "(an app runs once; build a new one to run again)"
+                f"cannot add {what}: app {self.name!r} is running; add it before start, "
+                "or after stop (the next start uses it)"
             )
+
+    def on_startup(self, hook: H) -> H:
+        """Decorator: run ``hook`` (async or not) at each start, in order, before any event.
+
+        A failing hook stops the start with :class:`~tidings.errors.StartupError`.
+        """
+        self._check_not_started("a startup hook")
+        return self._lifecycle.add(self._lifecycle.startup, hook)
+
+    def on_shutdown(self, hook: H) -> H:
+        """Decorator: run ``hook`` at each stop, in order, after the handlers have drained."""
+        self._check_not_started("a shutdown hook")
+        return self._lifecycle.add(self._lifecycle.shutdown, hook)
 
     def add_middleware(self, middleware: HandlerMiddleware) -> None:
         """Wrap every handler; the first added runs outermost. Only before start."""
         self._check_not_started("middleware")
         self._middleware.append(middleware)
+
+    def remove_middleware(self, middleware: HandlerMiddleware) -> None:
+        """Take back a handler middleware (while the app is not running)."""
+        self._check_not_started("middleware")
+        self._middleware.remove(middleware)
 
     def add_publish_middleware(self, middleware: PublishMiddleware) -> None:
         """Wrap every publish (including follow-ups). Only before the first publish."""
@@ -377,22 +399,32 @@ class App:
             if self._state == "new":
                 await self.broker.connect()
                 system = getattr(self.broker, "messaging_system", "tidings")
-                self._tracing = Tracing.configured(self._tracer_provider, system)
-                if self._tracing is not None:  # innermost: the span covers the broker call
-                    self.publisher.add_middleware(self._tracing.publish)
-                self.publisher.build()
+                self._tracing = tracing = Tracing.configured(self._tracer_provider, system)
+                # Tracing goes innermost: the span covers the broker call.
+                self.publisher.build(() if tracing is None else (tracing.publish,))
                 self._state = "connected"
 
     async def start(self) -> None:
-        """Connect and start every subscription."""
+        """Connect, run the startup hooks, and start every subscription.
+
+        An app that was stopped starts again afresh: a new broker connection
+        (from its URL) and new consumers; groups resume where they committed.
+        """
         if self._state == "started":
             return
+        if self._state == "stopped":
+            self._reset()
         exactly_once = None
         if any(s.delivery == "exactly_once" for s in self._subscriptions):
             exactly_once = self._exactly_once_strategy()
         self._check_return_routes()
         await self._ensure_connected()
         self._state = "started"
+        try:
+            await self._lifecycle.start(self._specs[s.name] for s in self._subscriptions)
+        except BaseException:
+            await self.stop()
+            raise
         self._warn_about_key_order()
         tracing = self._tracing
         observers = Observers(
@@ -444,6 +476,17 @@ class App:
                     type(self.broker).__name__,
                 )
 
+    def _reset(self) -> None:
+        """Make a stopped app new again (a fresh client of the broker it was given)."""
+        if self._owns_broker:
+            self.broker = self.publisher.broker = self._resolve_broker(self._broker_source)
+        self._consumers = []
+        self._failed = asyncio.Event()
+        self._connect_lock = asyncio.Lock()
+        self._requests = None
+        self._tracing = None
+        self._state = "new"
+
     def _consumer_failed(self, consumer: Consumer) -> None:
         self._failed.set()
 
@@ -460,6 +503,8 @@ class App:
         await asyncio.gather(*(c.stop(wait) for c in self._consumers))
         if self._requests is not None:
             await self._requests.close()
+        if self._state == "started":
+            await self._lifecycle.stop()
         self._state = "stopped"
         if self._owns_broker:
             await self.broker.close()

@@ -24,6 +24,7 @@ __all__ = [
     "RequestTimeout",
     "Retry",
     "SchemaError",
+    "StartupError",
     "StorageError",
     "SubscriptionFailedError",
     "TidingsError",
@@ -129,6 +130,10 @@ class Retry(HandlerError):
             raise ConfigurationError(f"Retry delay must be >= 0, got {delay}")
         super().__init__(reason or f"retry requested in {delay}s")
         self.delay = delay
+
+
+class StartupError(TidingsError):
+    """A startup hook or an app-scoped dependency failed: the app did not start."""
 
 
 class SubscriptionFailedError(TidingsError):

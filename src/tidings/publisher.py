@@ -67,13 +67,16 @@ class Publisher:
     def add_middleware(self, middleware: PublishMiddleware) -> None:
         self._middleware.append(middleware)
 
-    def build(self) -> None:
-        """Build the middleware stacks (once, when the App connects)."""
+    def build(self, inner: Sequence[PublishMiddleware] = ()) -> None:
+        """Build the middleware stacks (when the App connects); ``inner`` goes innermost."""
         send: PublishFn = self._send
         collect: PublishFn = self._collect
         self.native_replies = isinstance(self.broker, NativeReplies)
-        self.send = build_stack(send, self._middleware)
-        self._capture_fn = build_stack(collect, self._middleware)
+        self.send = build_stack(send, [*self._middleware, *inner])
+        self._capture_fn = build_stack(collect, [*self._middleware, *inner])
+
+    def remove_middleware(self, middleware: PublishMiddleware) -> None:
+        self._middleware.remove(middleware)
 
     # -- events ------------------------------------------------------------------------
 

@@ -65,6 +65,9 @@ class Harness:
         self._handled: list[Handled] = []
         self._failures: list[Failure] = []
         self._brokers: list[MemoryBroker] = []
+        #: What each app had before: restored when the harness stops (a module-level
+        #: app can then be tested again, or run for real).
+        self._originals = [app._broker_source for app in apps]
         for app in apps:
             broker = MemoryBroker(self.hub)
             self._brokers.append(broker)
@@ -98,6 +101,9 @@ class Harness:
             await app.stop()
         for broker in self._brokers:
             await broker.close()
+        for app, original in zip(self.apps, self._originals, strict=True):
+            app.remove_middleware(self._record_handle)
+            app.set_broker(original)
 
     async def __aenter__(self) -> Harness:
         await self.start()
