@@ -523,6 +523,11 @@ class App:
         await self.stop()
 
     @property
+    def in_flight(self) -> int:
+        """Events taken from the broker and not yet settled, over all subscriptions."""
+        return sum(len(c.flow.unsettled) for c in self._consumers)
+
+    @property
     def idle(self) -> bool:
         """True when no subscription holds a fetched, unsettled or retrying event.
 

@@ -17,8 +17,11 @@ __all__ = ["DEFAULT_ATTRIBUTE", "load_app"]
 DEFAULT_ATTRIBUTE = "app"
 
 
-def load_app(target: str) -> App:
+def load_app(target: str, factory: bool = False) -> App:
     """Import ``MODULE[:ATTRIBUTE]`` with the current directory importable; return the App.
+
+    With ``factory``, the attribute is a function that takes no arguments and
+    returns the App (called here).
 
     Raises :class:`CommandError` for a malformed target, a module that does
     not exist, a missing attribute or one that is not an App (exit code 2),
@@ -39,6 +42,22 @@ def load_app(target: str) -> App:
             raise CommandError(
                 f"module {module_name!r} has no attribute {attribute!r}", EXIT_USAGE
             ) from None
+    if factory:
+        if not callable(found):
+            raise CommandError(
+                f"{module_name}:{attribute} is a {type(found).__name__}, not a function "
+                "(--factory calls it to make the App)",
+                EXIT_USAGE,
+            )
+        try:
+            found = found()
+        except TidingsError as exc:
+            raise CommandError(f"{module_name}:{attribute}() failed: {exc}") from None
+        if not isinstance(found, App):
+            raise CommandError(
+                f"{module_name}:{attribute}() returned a {type(found).__name__}, not a tidings.App",
+                EXIT_USAGE,
+            )
     if not isinstance(found, App):
         raise CommandError(
             f"{module_name}:{attribute} is a {type(found).__name__}, not a tidings.App",

@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,6 +18,7 @@ from tidings.app import App
 from tidings.cli._errors import EXIT_USAGE, CommandError, stderr
 from tidings.cli._metrics import MetricsEndpoint
 from tidings.cli._options import BrokerOption, given_on_command_line
+from tidings.cli._processes import child_command, reload_forever, supervise
 from tidings.cli._target import load_app
 from tidings.errors import ConfigurationError, SubscriptionFailedError
 from tidings.logs import JsonFormatter
@@ -57,11 +59,29 @@ def run(
     metrics_host: Annotated[
         str, typer.Option(help="Address the metrics server listens on.", metavar="HOST")
     ] = "127.0.0.1",
+    factory: Annotated[
+        bool, typer.Option("--factory", help="APP is a function that returns the App.")
+    ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Run N processes of the app (members of its groups), supervised.",
+            metavar="N",
+            min=1,
+        ),
+    ] = 1,
+    reload: Annotated[
+        bool,
+        typer.Option(
+            "--reload", help="Restart when a .py file under the current directory changes."
+        ),
+    ] = False,
 ) -> None:
     """Run an App until Ctrl-C or SIGTERM, then let in-flight handlers finish.
 
     --broker replaces the broker the app names; an app that names none uses
-    TIDINGS_BROKER.
+    TIDINGS_BROKER. --workers N runs N processes (worker i serves metrics on
+    PORT+i); --reload is for development.
     """
     level = log_level.lower()
     if level not in _LOG_LEVELS:
@@ -73,7 +93,14 @@ def run(
             f"--log-format must be one of {', '.join(_LOG_FORMATS)}, not {log_format!r}",
             EXIT_USAGE,
         )
-    app = load_app(target)
+    if workers > 1 or reload:
+        options = ["--log-level", level, "--log-format", log_format]
+        if broker is not None and given_on_command_line(ctx, "broker"):
+            options += ["--broker", broker]
+        if factory:
+            options.append("--factory")
+        raise typer.Exit(_in_children(target, options, workers, reload, metrics_port, factory))
+    app = load_app(target, factory)
     # TIDINGS_BROKER is already the default of an app that names no broker; only an
     # explicit --broker overrides a broker named in code, as app.run() would not.
     if broker is not None and given_on_command_line(ctx, "broker"):
@@ -90,6 +117,33 @@ def run(
     except CommandError as exc:
         log.error(exc.message)  # as JSON too: every line on stderr stays JSON
         raise typer.Exit(exc.exit_code) from None
+
+
+def _in_children(
+    target: str,
+    options: list[str],
+    workers: int,
+    reload: bool,
+    metrics_port: int | None,
+    factory: bool,
+) -> int:
+    if reload and workers > 1:
+        raise CommandError("--reload runs one process: leave out --workers", EXIT_USAGE)
+    if reload:
+        metrics = [] if metrics_port is None else ["--metrics-port", str(metrics_port)]
+        return reload_forever(child_command(target, [*options, *metrics]), Path.cwd())
+    app = load_app(target, factory)  # refuse a wrong target before starting anything
+    broker = _broker_name(app)
+    if broker.startswith("memory:"):
+        raise CommandError(
+            f"--workers needs a broker the processes share; {broker} lives in one process",
+            EXIT_USAGE,
+        )
+    commands = []
+    for n in range(workers):
+        metrics = [] if metrics_port is None else ["--metrics-port", str(metrics_port + n)]
+        commands.append(child_command(target, [*options, *metrics]))
+    return supervise(commands)
 
 
 def _run(
@@ -128,6 +182,7 @@ async def _serve(app: App, say: Callable[[Text], None], endpoint: MetricsEndpoin
     # App.serve installs the same handlers again for the running phase.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    draining = asyncio.create_task(_say_draining(app, stop, say))
     try:
         await app.start()
         say(_started(app))
@@ -137,9 +192,21 @@ async def _serve(app: App, say: Callable[[Text], None], endpoint: MetricsEndpoin
         async with lag:
             await app.serve(stop)
     finally:
+        draining.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     say(_stopped(app))
+
+
+async def _say_draining(app: App, stop: asyncio.Event, say: Callable[[Text], None]) -> None:
+    """On the first signal, say what the stop waits for (it may take seconds)."""
+    await stop.wait()
+    say(
+        Text(
+            f"tidings: stopping: draining {app.in_flight} event(s) in flight "
+            "(Ctrl-C again cancels the running handlers; their events come back)"
+        )
+    )
 
 
 def _broker_name(app: App) -> str:
