@@ -247,6 +247,24 @@ def test_demo_starts_from_a_fresh_database_each_run(tmp_path: Path) -> None:
     assert (tmp_path / "tidings-demo.db").exists()
 
 
+def test_demo_with_a_seed_and_rate_0_repeats_its_outcome_counts(tmp_path: Path) -> None:
+    summaries = []
+    for _ in range(2):
+        result = _tidings(
+            "demo", "--orders", "150", "--rate", "0", "--seed", "11", "--headless", cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        summaries.append(
+            [
+                line
+                for line in result.stdout.splitlines()
+                if line.startswith(("orders:", "stock:", "emails:", "events stored:"))
+            ]
+        )
+    assert len(summaries[0]) == 4 and summaries[0] == summaries[1]
+    assert "payment failed" in summaries[0][0]
+
+
 def test_demo_refuses_a_given_broker_that_holds_shop_events(tmp_path: Path) -> None:
     args = ("demo", "--orders", "5", "--rate", "0", "--broker", "sqlite:///./mine.db")
     first = _tidings(*args, cwd=tmp_path)

@@ -135,7 +135,9 @@ class Shop:
         self.mailer = Mailer(self.broker, self.outbox)
         self.analytics = Analytics(self.broker)
         self.fraud = FraudDetection(self.broker)
-        self.generator = OrderGenerator(self.orders.app, seed=seed)
+        # Order ids from the seed too: the same seed places the same orders, so the
+        # decisions made from their ids (declined, timed out) repeat run after run.
+        self.generator = OrderGenerator(self.orders.app, seed=seed, run=f"s{seed}")
         self.auditor = Auditor(self.broker, self.outbox, idle=self.idle)
         self.placed = 0
         self.target = 0
