@@ -40,12 +40,14 @@ class OutcomeRecorder(Observer):
         app: str,
         broker: Broker,
         *,
+        source: str | None = None,
         topic: str = HANDLINGS_TOPIC,
         interval: float = 0.2,
         batch: int = 256,
         max_buffered: int = 100_000,
     ) -> None:
         self.app = app
+        self.source = source
         self.broker = broker
         self.topic = topic
         self.interval = interval
@@ -130,6 +132,7 @@ class OutcomeRecorder(Observer):
                 None if error is None else repr(error),
                 delay,
                 dead_letter_topic,
+                self.source,
             )
         )
 

@@ -406,7 +406,7 @@ class App:
             observers.append(tracing.observer())
         try:
             if self._subscriptions and self._records_handlings():
-                self._recorder = OutcomeRecorder(self.name, self.broker)
+                self._recorder = OutcomeRecorder(self.name, self.broker, source=self.source)
                 await self._recorder.start()
                 observers.append(self._recorder)
             hooks = Observers(observers)

@@ -65,6 +65,8 @@ class Handling(msgspec.Struct, frozen=True, omit_defaults=True):
     delay: float | None = None
     """Seconds until the next attempt (``retried``)."""
     dead_letter_topic: str | None = None
+    source: str | None = None
+    """The CloudEvents source of the app's events (its follow-ups carry it)."""
 
     @property
     def position(self) -> tuple[str, int, int]:
