@@ -49,6 +49,9 @@ def _nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
     return [node, *(n for child in node["children"] for n in _nodes(child))]
 
 
+_TIMINGS = r"waited [\d.]+ (µs|ms|s), took [\d.]+ (µs|ms|s)"
+
+
 def _normal(lines: list[str], names: dict[str, str]) -> list[str]:
     """The tree's lines with ids as names, and times, positions and durations blanked."""
     out = []
@@ -57,7 +60,7 @@ def _normal(lines: list[str], names: dict[str, str]) -> list[str]:
             line = line.replace(event_id, name)
         line = re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+Z", "<time>", line)
         line = re.sub(r" \d+/\d+ ", " <p>/<o> ", line)
-        line = re.sub(r"waited [\d.]+ m?s, took [\d.]+ m?s", "waited <t>, took <t>", line)
+        line = re.sub(_TIMINGS, "waited <t>, took <t>", line)
         out.append(line.rstrip())
     return out
 
