@@ -107,7 +107,7 @@ async def test_off_by_default_on_a_broker_without_local_storage(
 async def test_records_are_written_in_batches_and_at_stop(tmp_path: Path) -> None:
     broker = MemoryBroker()
     await broker.connect()
-    recorder = OutcomeRecorder("a", broker, interval=60.0, batch=2)
+    recorder = OutcomeRecorder("a", broker, interval=60.0, batch=1, flush_at=2)
     await recorder.start()
     await broker.publish("t", [Message(b"{}")])
     subscription = await broker.subscribe(["t"], "g")

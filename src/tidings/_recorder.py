@@ -1,7 +1,8 @@
 """The observer that stores handling outcomes on the broker, in batches, off the hot path.
 
 A hook only appends a record to a list; a task writes the list every
-``interval`` seconds (sooner when ``batch`` records wait) with the broker's
+``interval`` seconds (sooner when ``flush_at`` records wait), ``batch``
+records per message, with the broker's
 own ``publish``, bypassing the publish middleware, so tracing and metrics
 never see these messages. Records still in the list when the process dies
 are lost: they describe handlings, they are not the handlings' effects.
@@ -43,7 +44,8 @@ class OutcomeRecorder(Observer):
         source: str | None = None,
         topic: str = HANDLINGS_TOPIC,
         interval: float = 0.2,
-        batch: int = 256,
+        batch: int = 1000,
+        flush_at: int = 10_000,
         max_buffered: int = 100_000,
     ) -> None:
         self.app = app
@@ -52,6 +54,7 @@ class OutcomeRecorder(Observer):
         self.topic = topic
         self.interval = interval
         self.batch = batch
+        self.flush_at = flush_at
         self.max_buffered = max_buffered
         #: Records given up: the buffer overflowed, or the broker refused them.
         self.dropped = 0
@@ -109,7 +112,7 @@ class OutcomeRecorder(Observer):
         dead_letter_topic: str | None = None,
     ) -> None:
         buffer = self._buffer
-        if len(buffer) >= self.batch:
+        if len(buffer) >= self.flush_at:
             self._wake.set()
             if len(buffer) >= self.max_buffered:  # the broker is not keeping up: shed
                 self.dropped += 1
@@ -127,7 +130,6 @@ class OutcomeRecorder(Observer):
                 time.time(),
                 d.published_at,
                 None if event is None else event.id,
-                None if event is None else event.correlationid,
                 seconds,
                 None if error is None else repr(error),
                 delay,

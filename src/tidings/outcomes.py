@@ -40,8 +40,11 @@ _FORMAT = "handlings/1"
 Outcome: TypeAlias = Literal["handled", "retried", "dead_lettered", "committed"]
 
 
-class Handling(msgspec.Struct, frozen=True, omit_defaults=True):
+class Handling(msgspec.Struct, frozen=True, array_like=True):
     """How one attempt of ``group`` at the event stored at ``topic/partition/offset`` ended.
+
+    Stored as a JSON array in field order (compact: an App writes one per
+    handling). The event's correlation and causation are in the event itself.
 
     ``at``: Unix time the attempt ended. ``seconds``: how long the handling
     took (known for ``handled``). ``published_at``: when the broker stored the
@@ -59,7 +62,6 @@ class Handling(msgspec.Struct, frozen=True, omit_defaults=True):
     at: float
     published_at: float
     event: str | None = None
-    correlationid: str | None = None
     seconds: float | None = None
     error: str | None = None
     delay: float | None = None
