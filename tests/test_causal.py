@@ -118,3 +118,24 @@ def test_a_compensation_marks_the_handling_that_had_the_effect() -> None:
     assert [c.event.id for c in root.compensated_by] == ["release"]
     outcomes = {g.group: (g.outcome, g.compensated_by) for g in root.groups}
     assert outcomes == {"audit.s": ("handled", None), "stock.s": ("compensated", "release")}
+
+
+def test_groups_without_records_are_placed_by_their_committed_offsets() -> None:
+    records = [_record("stock", 0, 1, "handled", 101.0, seconds=0.1)]
+    committed = {
+        "stock.s": {("t", 0): 5},
+        "audit.s": {("t", 0): 2},  # read past offsets 0 and 1, not 2 and later
+        "elsewhere.s": {("u", 0): 9},
+    }
+    flow = build("root", EVENTS, handlings=records, committed=committed)
+    assert flow is not None
+    [root] = flow.roots
+    _, mailed = root.children
+    assert [(g.group, g.outcome) for g in root.groups] == [
+        ("stock.s", "handled"),
+        ("audit.s", "committed"),
+    ]
+    assert [(g.group, g.outcome) for g in mailed.groups] == [
+        ("audit.s", "pending"),
+        ("stock.s", "committed"),
+    ]

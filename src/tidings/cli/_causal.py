@@ -8,7 +8,7 @@ Reading the broker and printing are ``tidings trace``'s part.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
@@ -20,7 +20,11 @@ from tidings.outcomes import Handling
 __all__ = ["Flow", "GroupOutcome", "Node", "Stored", "build"]
 
 Position: TypeAlias = tuple[str, int, int]
-GroupState: TypeAlias = Literal["handled", "compensated", "dead_lettered", "retrying"]
+GroupState: TypeAlias = Literal[
+    "handled", "compensated", "dead_lettered", "retrying", "committed", "pending"
+]
+#: Per consumer group, per (topic, partition), the offset it reads next.
+Committed: TypeAlias = Mapping[str, Mapping[tuple[str, int], int]]
 
 
 @dataclass(frozen=True)
@@ -96,8 +100,13 @@ def build(
     events: Sequence[Stored],
     dead_letters: Sequence[DeadLetter] = (),
     handlings: Sequence[Handling] = (),
+    committed: Committed | None = None,
 ) -> Flow | None:
-    """The flow of ``wanted`` (a correlation id, else an event id), or None if neither."""
+    """The flow of ``wanted`` (a correlation id, else an event id), or None if neither.
+
+    ``committed``: the groups' positions, for the groups that left no record
+    of an event (recording off, records expired): past it, or not yet.
+    """
     first: dict[str, Stored] = {}
     positions: dict[str, list[Position]] = {}
     for stored in events:  # a redriven event is stored again: one node, every position
@@ -122,6 +131,8 @@ def build(
         node.children.sort(key=_order)
     roots.sort(key=_order)
     _outcomes(nodes, positions, dead_letters, handlings)
+    if committed:
+        _positions(nodes, positions, committed)
     return Flow(matched, roots)
 
 
@@ -172,6 +183,26 @@ def _outcomes(
         if undone is not None:
             undone.compensated_by.append(node)
             _mark_compensated(undone, node)
+
+
+def _positions(
+    nodes: dict[str, Node], positions: dict[str, list[Position]], committed: Committed
+) -> None:
+    for event_id, node in nodes.items():
+        known = {g.group for g in node.groups}
+        for group, reads in sorted(committed.items()):
+            if group in known:
+                continue
+            nexts = [
+                (reads[(topic, partition)], offset)
+                for topic, partition, offset in positions[event_id]
+                if (topic, partition) in reads
+            ]
+            if nexts:
+                past = any(next_offset > offset for next_offset, offset in nexts)
+                node.groups.append(
+                    GroupOutcome(group, None, "committed" if past else "pending", 0, 0)
+                )
 
 
 def _summary(group: str, records: list[Handling], letter: DeadLetter | None) -> GroupOutcome:

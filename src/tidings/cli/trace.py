@@ -68,7 +68,11 @@ async def _read(url: str | None, wanted: str) -> Flow | None:
             if info.name == HANDLINGS_TOPIC or not is_internal_topic(info.name):
                 async for message in stored(broker, info.name, info.partitions):
                     found.take(message)
-    return build(wanted, found.events, found.letters, found.handlings)
+        committed = {
+            group.name: {(p.topic, p.partition): p.committed for p in group.partitions}
+            for group in await broker.list_groups()
+        }
+    return build(wanted, found.events, found.letters, found.handlings, committed)
 
 
 @dataclass
@@ -143,6 +147,8 @@ _STYLE = {
     "compensated": "magenta",
     "dead_lettered": "red",
     "retrying": "yellow",
+    "committed": "dim",
+    "pending": "yellow",
 }
 
 
@@ -156,6 +162,10 @@ def _describe(outcome: GroupOutcome) -> str:
         )
     if outcome.outcome == "retrying":
         return f"retried {_times(outcome.retries)}, not handled yet"
+    if outcome.outcome == "committed":
+        return "committed without a handling record (filtered out, or not recorded)"
+    if outcome.outcome == "pending":
+        return "not handled yet"
     done = "compensated" if outcome.outcome == "compensated" else "handled"
     timing = f"; waited {_seconds(outcome.waited)}, took {_seconds(outcome.took)}"
     return f"{retried}{done}{timing}"
