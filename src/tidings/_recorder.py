@@ -2,9 +2,9 @@
 
 A hook only appends a record to a list; a task writes the list every
 ``interval`` seconds (sooner when ``flush_at`` records wait), ``batch``
-records per message, with the broker's
-own ``publish``, bypassing the publish middleware, so tracing and metrics
-never see these messages. Records still in the list when the process dies
+records per message, with the broker's own ``publish``: the publish
+middleware is bypassed, so tracing and metrics never see these
+messages. Records still in the list when the process dies
 are lost: they describe handlings, they are not the handlings' effects.
 """
 
