@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack
 
 from tidings._consumer import Consumer
 from tidings._handler import HandlerSpec
+from tidings._recorder import OutcomeRecorder
 from tidings.broker import Broker, WireFormat
 from tidings.brokers import from_url, redact_url
 from tidings.codec import Codec
@@ -23,6 +24,7 @@ from tidings.exactly_once import ExactlyOnce, for_broker
 from tidings.filters import FilterSpec, compile_filter
 from tidings.health import Health
 from tidings.hooks import Observer, Observers
+from tidings.inspection import LocalStorage
 from tidings.lifecycle import Hook, Lifecycle
 from tidings.middleware import HandlerMiddleware, Outgoing, PublishMiddleware
 from tidings.options import EventAttributes, SubscriptionOptions
@@ -62,6 +64,10 @@ class App:
     ``source`` is the CloudEvents ``source`` of the events the app publishes
     (default ``/<name>``). Use ``async with app:`` (start, then stop with a
     graceful drain) or ``app.run()``.
+
+    ``record_handlings``: store the outcome of every handling attempt on the
+    internal topic ``tidings.handlings`` (for ``tidings trace``); by default
+    only on a broker keeping local storage (the embedded one).
     """
 
     def __init__(
@@ -76,6 +82,7 @@ class App:
         exactly_once: ExactlyOnce | None = None,
         supervision: Supervision | None = None,
         tracer_provider: TracerProvider | None = None,
+        record_handlings: bool | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigurationError("an App needs a non-empty name")
@@ -109,6 +116,8 @@ class App:
         self._tracer_provider = tracer_provider
         self._tracing: Tracing | None = None
         self._lifecycle = Lifecycle()
+        self._record_handlings = record_handlings
+        self._recorder: OutcomeRecorder | None = None
 
     @property
     def codec(self) -> Codec:
@@ -427,10 +436,15 @@ class App:
             raise
         self._warn_about_key_order()
         tracing = self._tracing
-        observers = Observers(
-            self._observers if tracing is None else [*self._observers, tracing.observer()]
-        )
+        observers = [*self._observers]
+        if tracing is not None:
+            observers.append(tracing.observer())
         try:
+            if self._subscriptions and self._records_handlings():
+                self._recorder = OutcomeRecorder(self.name, self.broker, source=self.source)
+                await self._recorder.start()
+                observers.append(self._recorder)
+            hooks = Observers(observers)
             for subscription in self._subscriptions:
                 consumer = Consumer(
                     subscription,
@@ -438,7 +452,7 @@ class App:
                     self.publisher,
                     app_name=self.name,
                     exactly_once=exactly_once,
-                    observers=observers,
+                    observers=hooks,
                     supervision=self.supervision,
                     on_failure=self._consumer_failed,
                 )
@@ -485,7 +499,13 @@ class App:
         self._connect_lock = asyncio.Lock()
         self._requests = None
         self._tracing = None
+        self._recorder = None
         self._state = "new"
+
+    def _records_handlings(self) -> bool:
+        if self._record_handlings is not None:
+            return self._record_handlings
+        return isinstance(self.broker, LocalStorage)
 
     def _consumer_failed(self, consumer: Consumer) -> None:
         self._failed.set()
@@ -501,6 +521,8 @@ class App:
             return
         wait = self.drain_timeout if timeout is None else timeout
         await asyncio.gather(*(c.stop(wait) for c in self._consumers))
+        if self._recorder is not None:
+            await self._recorder.stop()
         if self._requests is not None:
             await self._requests.close()
         if self._state == "started":

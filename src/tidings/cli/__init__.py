@@ -18,6 +18,7 @@ from tidings.cli.request import request
 from tidings.cli.run import run
 from tidings.cli.tail import tail
 from tidings.cli.topics import groups, topics
+from tidings.cli.trace import trace
 from tidings.errors import TidingsError
 
 __all__ = ["cli", "main"]
@@ -37,6 +38,7 @@ cli.command()(tail)
 cli.command()(topics)
 cli.command()(groups)
 cli.command()(replay)
+cli.command()(trace)
 cli.add_typer(dlq, name="dlq")
 
 

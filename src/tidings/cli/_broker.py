@@ -14,7 +14,7 @@ from typing import Protocol, cast
 
 from tidings.broker import Broker
 from tidings.brokers import from_url, redact_url
-from tidings.cli._errors import EXIT_USAGE, CommandError
+from tidings.cli._errors import EXIT_FAILURE, EXIT_USAGE, CommandError
 from tidings.errors import ConfigurationError, ConnectionError
 from tidings.inspection import Inspectable, LocalStorage, StoredMessage
 from tidings.settings import default_broker_url
@@ -65,13 +65,19 @@ async def connected(url: str | None, *, create: bool = False) -> AsyncIterator[B
 
 
 @asynccontextmanager
-async def inspecting(url: str | None) -> AsyncIterator[InspectableBroker]:
-    """Like :func:`connected`, for a broker that implements :class:`Inspectable`."""
+async def inspecting(
+    url: str | None, *, unsupported: int = EXIT_FAILURE
+) -> AsyncIterator[InspectableBroker]:
+    """Like :func:`connected`, for a broker that implements :class:`Inspectable`.
+
+    A broker that does not ends the command with exit code ``unsupported``.
+    """
     url, broker = _build(url)
     if not isinstance(broker, Inspectable):
         raise CommandError(
             f"{redact_url(url)} cannot be inspected: {type(broker).__name__} does not "
-            "list topics, groups or stored events; use the embedded broker (sqlite://)"
+            "list topics, groups or stored events; use the embedded broker (sqlite://)",
+            unsupported,
         )
     async with _session(url, broker, create=False):
         yield cast(InspectableBroker, broker)

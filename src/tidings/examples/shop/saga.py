@@ -5,7 +5,8 @@
     InventoryReserved  -> PaymentRequested
     InventoryRejected  -> OrderCancelled            (out of stock)
     PaymentProcessed   -> OrderConfirmed
-    PaymentFailed      -> ReleaseInventory          (compensation)
+    PaymentFailed      -> ReleaseInventory          (compensation: ``compensates`` names
+                                                     the order's OrderPlaced)
     InventoryReleased  -> OrderCancelled            (payment failed)
 
 Each step depends only on the event it reacts to, so the saga keeps no state
@@ -17,8 +18,9 @@ Run it alone with ``tidings run tidings.examples.shop.saga:app``.
 
 from __future__ import annotations
 
-from tidings import App
+from tidings import App, Context
 from tidings.broker import Broker
+from tidings.compensation import compensating
 from tidings.examples.shop._standalone import standalone
 from tidings.examples.shop.events import (
     INVENTORY_EVENTS,
@@ -56,15 +58,20 @@ class OrderSaga:
         return OrderCancelled(order_id=outcome.order_id, reason=f"{outcome.reason}; stock released")
 
     async def on_payment(
-        self, outcome: PaymentProcessed | PaymentFailed
-    ) -> OrderConfirmed | ReleaseInventory:
+        self, outcome: PaymentProcessed | PaymentFailed, ctx: Context
+    ) -> OrderConfirmed | None:
         if isinstance(outcome, PaymentProcessed):
             return OrderConfirmed(
                 order_id=outcome.order_id, customer_id=outcome.customer_id, total=outcome.amount
             )
-        return ReleaseInventory(
-            order_id=outcome.order_id, reason=f"payment failed: {outcome.reason}"
+        # The stock was reserved when inventory handled the order's OrderPlaced: the
+        # root of the order's flow, whose id every later event carries as correlationid.
+        placed = ctx.event.correlationid or ctx.event.id
+        ctx.emit(
+            ReleaseInventory(order_id=outcome.order_id, reason=f"payment failed: {outcome.reason}"),
+            extensions=compensating(placed),
         )
+        return None
 
 
 def __getattr__(name: str) -> App:
