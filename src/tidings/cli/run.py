@@ -227,12 +227,19 @@ def _started(app: App) -> Text:
     )
 
 
+def _counter(value: object) -> str:
+    if isinstance(value, dict):  # per type: OrderPaid=2 Refund=1
+        return " ".join(f"{key}={count}" for key, count in value.items())
+    return str(value)
+
+
 def _stopped(app: App) -> Text:
     parts = []
     for name, stats in app.stats().items():
         counters = ", ".join(
-            f"{field.replace('_', '-')} {value}"
+            f"{field.replace('_', '-')} {_counter(value)}"
             for field, value in dataclasses.asdict(stats).items()
+            if value != {}
         )
         parts.append(f"{name}: {counters}")
     return Text.assemble(
