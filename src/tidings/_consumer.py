@@ -73,8 +73,9 @@ class Consumer:
         self.codec: Codec = publisher.codec
         self.stats = ConsumerStats()
         self.observers = observers or Observers()
-        #: Whether any observer listens (a plain flag: checked per event).
-        self.observing = bool(self.observers)
+        #: Whether an observer listens to receipts, to handlings (plain flags: per event).
+        self.observing = self.observers.overrides("received")
+        self.timing = self.observers.overrides("handled")
         self.supervision = supervision or Supervision()
         self.state: State = "new"
         self.failure: BaseException | None = None

@@ -110,8 +110,8 @@ class Handling:
         ctx = self.context(d, event) if self.needs_context or is_request(event) else None
         retry = False
         committing = False
-        observing = consumer.observing
-        started = time.perf_counter() if observing else 0.0
+        timing = consumer.timing
+        started = time.perf_counter() if timing else 0.0
         try:
             exactly_once = self.exactly_once
             # A redelivery may have been committed already: skip the handler then.
@@ -156,7 +156,7 @@ class Handling:
             except Exception as exc:
                 retry = await consumer.failures.failed(d, exc, event)
                 return
-            if observing:
+            if timing:
                 consumer.observers.handled(self.name, d, event, time.perf_counter() - started)
             if exactly_once is not None:
                 committing = True
@@ -223,7 +223,7 @@ class Handling:
             if consumer.failures.first_failure:
                 consumer.failures.succeeded(d)
             consumer.stats.handled += 1
-            if consumer.observing:
+            if consumer.observers:
                 consumer.observers.committed(self.name, d, len(messages))
         finally:
             consumer.after(d, failed)

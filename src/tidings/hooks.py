@@ -18,7 +18,7 @@ An exception raised by a hook is logged and otherwise ignored.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from tidings.broker import Delivery
 from tidings.event import Event
@@ -54,18 +54,32 @@ class Observer:
 class Observers:
     """The registered observers, called in order, each one's failure contained."""
 
-    __slots__ = ("_observers",)
+    __slots__ = ("_hooks", "_observers")
 
     def __init__(self, observers: Sequence[Observer] = ()) -> None:
         self._observers = tuple(observers)
+        # Per hook, only the observers that override it: a hook nobody overrides
+        # costs nothing per event (tracing, say, wants retries, not every receipt).
+        self._hooks: dict[str, tuple[tuple[Observer, Callable[..., None]], ...]] = {
+            name: tuple(
+                (o, getattr(o, name))
+                for o in self._observers
+                if getattr(type(o), name, None) is not getattr(Observer, name)
+            )
+            for name in _HOOKS
+        }
 
     def __bool__(self) -> bool:
         return bool(self._observers)
 
+    def overrides(self, hook: str) -> bool:
+        """Whether an observer does something on ``hook``."""
+        return bool(self._hooks[hook])
+
     def _each(self, hook: str, *args: object) -> None:
-        for observer in self._observers:
+        for observer, method in self._hooks[hook]:
             try:
-                getattr(observer, hook)(*args)
+                method(*args)
             except Exception:
                 log.exception("observer %r failed in %s", observer, hook)
 
@@ -87,3 +101,6 @@ class Observers:
 
     def committed(self, subscription: str, delivery: Delivery, outputs: int) -> None:
         self._each("committed", subscription, delivery, outputs)
+
+
+_HOOKS = ("received", "handled", "retried", "dead_lettered", "committed")

@@ -52,6 +52,14 @@ def _traceparent(context: SpanContext) -> str:
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 
 
+def _stamped(event: Event, traceparent: str, tracestate: str | None) -> Event:
+    """A copy of ``event`` carrying a span's context (a valid event stays valid)."""
+    copy: Event = event.__copy__()  # type: ignore[attr-defined]  # msgspec's, without checks
+    msgspec.structs.force_setattr(copy, "traceparent", traceparent)
+    msgspec.structs.force_setattr(copy, "tracestate", tracestate)
+    return copy
+
+
 class Tracing:
     """Spans for one App's publishes and handlings."""
 
@@ -138,10 +146,7 @@ class Tracing:
                 context = span.get_span_context()
                 traceparent = _traceparent(context)
                 tracestate = context.trace_state.to_header() or None
-                stamped = [
-                    msgspec.structs.replace(e, traceparent=traceparent, tracestate=tracestate)
-                    for e in events
-                ]
+                stamped = [_stamped(e, traceparent, tracestate) for e in events]
                 await next_publish(
                     Outgoing(outgoing.topic, stamped, deliver_at=outgoing.deliver_at)
                 )
