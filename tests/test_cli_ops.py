@@ -20,6 +20,7 @@ from typing import IO, Any, TypeVar
 
 import pytest
 
+import tidings
 from tidings import App, Message, Reject
 from tidings.brokers.sqlite import SqliteBroker
 from tidings.cli import main
@@ -225,6 +226,9 @@ def test_tail_shows_poison_messages(cli: Callable[..., Result], db: str) -> None
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("TIDINGS_BROKER", "FORCE_COLOR")}
     env["NO_COLOR"] = "1"
+    # The tidings under test, wherever the child process starts.
+    source = str(Path(tidings.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
     return env
 
 
@@ -441,6 +445,135 @@ def test_replay_refuses_an_unknown_topic_without_creating_it(cli: Callable[..., 
     assert result.code == 1
     assert "no topic 'ordres' (topics: orders)" in _error_line(result)
     assert [t["name"] for t in cli("topics", "--json").json_lines()] == ["orders"]
+
+
+# -- deleting a group -----------------------------------------------------------------------
+
+_GROUP_TABLES = ("members", "assignments", "group_offsets", "retries", "processed", "settled_ahead")
+
+
+def _rows_of(url: str, group: str) -> dict[str, int]:
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+        counts = {
+            table: conn.execute(f"SELECT COUNT(*) FROM {table} WHERE grp = ?", (group,)).fetchone()[
+                0
+            ]
+            for table in _GROUP_TABLES
+        }
+    conn.close()
+    return counts
+
+
+def _leave_state_behind(url: str, topic: str, group: str) -> None:
+    """Ack some, schedule a retry, record an exactly-once handling, settle one ahead."""
+
+    async def go() -> None:
+        broker = _broker(url)
+        await broker.connect()
+        try:
+            subscription = await broker.subscribe([topic], group)
+            deliveries: list[Any] = []
+            while len(deliveries) < 8:
+                deliveries += await subscription.fetch(8 - len(deliveries), 1.0)
+            by_partition: dict[int, list[Any]] = {}
+            for delivery in deliveries:
+                by_partition.setdefault(delivery.partition, []).append(delivery)
+            runs = sorted(by_partition.values(), key=len, reverse=True)
+            await runs[0][0].nack(delay=3600)  # a retry row, and what follows settles ahead
+            for delivery in runs[0][1:]:
+                await delivery.ack()
+            assert await broker.commit(runs[1][0], [], dedup_key="once")
+            await subscription.flush()
+            await subscription.close()
+        finally:
+            await broker.close()
+
+    _run(go)
+
+
+def _handled_by_a_new_member(url: str, topic: str, group: str) -> int:
+    async def go() -> int:
+        broker = _broker(url)
+        await broker.connect()
+        try:
+            subscription = await broker.subscribe([topic], group)
+            got = []
+            while batch := await subscription.fetch(100, 0.5):
+                got += batch
+            await subscription.close()
+            return len(got)
+        finally:
+            await broker.close()
+
+    return _run(go)
+
+
+def test_groups_delete_forgets_every_row_and_a_new_group_starts_afresh(
+    cli: Callable[..., Result], db: str
+) -> None:
+    for n in range(8):
+        cli("publish", "orders", "-t", "OrderPlaced", "-d", str(n), "--key", f"k{n}")
+    _leave_state_behind(db, "orders", "billing")
+    _consume(db, "orders", "audit", 8, lambda: None)
+    left = _rows_of(db, "billing")
+    assert all(left[t] for t in ("group_offsets", "retries", "processed", "settled_ahead")), left
+
+    result = cli("groups", "delete", "billing", "--yes")
+    assert result.code == 0, result.err
+    assert "deleted consumer group 'billing'" in result.out
+    assert set(_rows_of(db, "billing").values()) == {0}
+    assert [g["name"] for g in cli("groups", "--json").json_lines()] == ["audit"]
+    assert _handled_by_a_new_member(db, "orders", "billing") == 8
+    assert _group(cli, "audit")["lag"] == 0  # the other group is untouched
+
+
+def test_groups_delete_refusals(
+    cli: Callable[..., Result], db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli("publish", "orders", "-t", "X", "-d", "1")
+    _consume(db, "orders", "billing", 1, lambda: None)
+
+    unknown = cli("groups", "delete", "biling", "--yes")
+    assert unknown.code == 1
+    assert "no consumer group named 'biling' (known: billing)" in _error_line(unknown)
+
+    live = _consume(db, "orders", "billing", 0, lambda: cli("groups", "delete", "billing", "-y"))
+    assert live.code == 1
+    message = _error_line(live)
+    assert "consumer group 'billing' has 1 live member(s)" in message
+    assert "stop them first" in message
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # not a terminal
+    asked = cli("groups", "delete", "billing")
+    assert asked.code == 2
+    assert "pass --yes to confirm" in _error_line(asked)
+    assert _group(cli, "billing")["partitions"]
+
+
+@pytest.mark.parametrize(("answer", "deleted"), [("n", False), ("y", True)])
+def test_groups_delete_asks_on_a_terminal(
+    cli: Callable[..., Result], db: str, tmp_path: Path, answer: str, deleted: bool
+) -> None:
+    cli("publish", "orders", "-t", "X", "-d", "1")
+    _consume(db, "orders", "billing", 1, lambda: None)
+    leader, follower = os.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tidings.cli", "groups", "delete", "billing", "-b", db],
+            cwd=tmp_path,
+            env=_env(),
+            stdin=follower,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        os.close(follower)
+        os.write(leader, f"{answer}\n".encode())
+        code, out, err = _finish(proc)
+    finally:
+        os.close(leader)
+    assert ("deleted consumer group 'billing'" in out) is deleted, out + err
+    assert code == (0 if deleted else 1), err
+    assert ("billing" in [g["name"] for g in cli("groups", "--json").json_lines()]) is not deleted
 
 
 # -- dead letters ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 from tidings import App, ConfigurationError, Context, Message, RetryPolicy
 from tidings.brokers import from_url
 from tidings.brokers.sqlite import SqliteBroker
+from tidings.errors import GroupInUseError
 from tidings.testing.conformance import collect
 
 
@@ -588,3 +589,23 @@ async def test_brokers_on_one_file_in_one_process_wake_each_others_readers(
     finally:
         await writer.close()
         await reader.close()
+
+
+async def test_delete_group_refuses_live_members_and_names_no_reader(tmp_path: Path) -> None:
+    broker = SqliteBroker(str(tmp_path / "g.db"))
+    await broker.connect()
+    try:
+        await broker.publish("t", [Message(b"1")])
+        member = await broker.subscribe(["t"], "g")
+        reader = await broker.subscribe(["t"], None)
+        with pytest.raises(GroupInUseError, match="'g' has 1 live member"):
+            await broker.delete_group("g")
+        assert not await broker.delete_group(reader.group)  # a reader is not a group
+        assert not await broker.delete_group("nope")
+        await member.close()
+        assert await broker.delete_group("g")
+        assert not await broker.delete_group("g")
+        assert [g.name for g in await broker.list_groups()] == []
+        await reader.close()
+    finally:
+        await broker.close()

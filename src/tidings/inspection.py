@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 from tidings.broker import Message
 
 __all__ = [
+    "GroupAdmin",
     "GroupInfo",
     "Inspectable",
     "LocalStorage",
@@ -115,3 +116,18 @@ class LocalStorage(Protocol):
 
     def missing_storage(self) -> str | None:
         """Where the storage would be (for a message) if it does not exist yet, else None."""
+
+
+@runtime_checkable
+class GroupAdmin(Protocol):
+    """A broker that can delete what it stores for a consumer group."""
+
+    async def delete_group(self, name: str) -> bool:
+        """Forget group ``name``, so that a new group of that name starts afresh.
+
+        Removes its positions and whatever else the broker keeps for it
+        (assignments, scheduled retries, exactly-once records, members).
+        Returns False if there is no such group. Raises
+        :class:`~tidings.errors.GroupInUseError`, deleting nothing, while the
+        group has live members.
+        """

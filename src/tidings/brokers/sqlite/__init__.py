@@ -408,6 +408,12 @@ class SqliteBroker:
         topic_id, _ = await self.topic(topic)
         return await self.writer.submit(lambda conn: _admin.delete(conn, topic_id, entries))
 
+    async def delete_group(self, name: str) -> bool:
+        """Delete the group's rows in one transaction (:class:`~tidings.inspection.GroupAdmin`)."""
+        self._check_open()
+        timeout = self.config.session_timeout
+        return await self.writer.submit(lambda conn: _admin.delete_group(conn, name, timeout))
+
     async def move(self, topic: str, entries: Sequence[tuple[int, int, str, Message]]) -> int:
         self._check_open()
         source_id, _ = await self.topic(topic)

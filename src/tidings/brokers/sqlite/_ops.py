@@ -27,6 +27,7 @@ __all__ = [
     "drop_group",
     "find_or_create_topic",
     "flush",
+    "group_tables",
     "leave",
     "rebalance",
     "seek",
@@ -384,8 +385,13 @@ _GROUP_TABLES = (
 )
 
 
+def group_tables() -> tuple[str, ...]:
+    """The tables holding rows of a consumer group (column ``grp``)."""
+    return _GROUP_TABLES
+
+
 def drop_group(conn: sqlite3.Connection, group: str) -> None:
-    """Delete every row of ``group`` (a group-less reader that closed)."""
+    """Delete every row of ``group`` (a group-less reader that closed, a deleted group)."""
     for table in _GROUP_TABLES:
         conn.execute(f"DELETE FROM {table} WHERE grp = ?", (group,))
 
