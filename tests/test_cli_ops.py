@@ -408,7 +408,8 @@ def test_replay_each_form(cli: Callable[..., Result], db: str) -> None:
     cli("replay", "-g", "billing", "-t", "orders", "--since", "1h")
     assert _group(cli, "billing")["lag"] == 7
 
-    result = cli("replay", "-g", "fresh", "-t", "orders", "--since", "2020-01-01T00:00:00Z")
+    since = ("--since", "2020-01-01T00:00:00Z")
+    result = cli("replay", "-g", "fresh", "-t", "orders", *since, "--create")
     assert "partition 0: - -> 0" in result.out
     assert _group(cli, "fresh")["lag"] == 7
 
@@ -437,6 +438,22 @@ def test_replay_usage_mistakes(cli: Callable[..., Result], args: list[str], mess
     result = cli("replay", "--group", "g", "--topic", "orders", *args)
     assert result.code == 2
     assert message in _error_line(result)
+
+
+def test_replay_refuses_an_unknown_group_unless_create(cli: Callable[..., Result], db: str) -> None:
+    cli("publish", "orders", "-t", "X", "-d", "1")
+    _consume(db, "orders", "b", 1, lambda: None)
+    _consume(db, "orders", "a", 1, lambda: None)
+    result = cli("replay", "-g", "typo", "-t", "orders", "--from-beginning")
+    assert result.code == 1
+    assert _error_line(result) == (
+        "error: no consumer group named 'typo' (known: a, b); "
+        "pass --create to start one at the replay position"
+    )
+    assert [g["name"] for g in cli("groups", "--json").json_lines()] == ["a", "b"]
+    created = cli("replay", "-g", "typo", "-t", "orders", "--from-beginning", "--create")
+    assert created.code == 0, created.err
+    assert _group(cli, "typo")["lag"] == 1
 
 
 def test_replay_refuses_an_unknown_topic_without_creating_it(cli: Callable[..., Result]) -> None:
