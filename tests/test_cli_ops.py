@@ -8,6 +8,7 @@ import json
 import os
 import selectors
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import pytest
 
 import tidings
 from tidings import App, Message, Reject
+from tidings.broker import SubscribeOptions
 from tidings.brokers.sqlite import SqliteBroker
 from tidings.cli import main
 from tidings.cli.replay import parse_since
@@ -318,14 +320,22 @@ def test_tail_follow_waits_for_a_topic_and_stops_cleanly_on_ctrl_c(
 # -- topics, groups, replay ------------------------------------------------------------------
 
 
-def _consume(url: str, topic: str, group: str, count: int, during: Callable[[], T]) -> T:
+def _consume(
+    url: str,
+    topic: str,
+    group: str,
+    count: int,
+    during: Callable[[], T],
+    client_name: str | None = None,
+) -> T:
     """Consume and ack ``count`` events as a member of ``group``; call ``during`` meanwhile."""
 
     async def go() -> T:
         broker = _broker(url)
         await broker.connect()
         try:
-            subscription = await broker.subscribe([topic], group)
+            options = SubscribeOptions(client_name=client_name)
+            subscription = await broker.subscribe([topic], group, options)
             got = 0
             while got < count:
                 for delivery in await subscription.fetch(count - got, 1.0):
@@ -363,9 +373,13 @@ def test_topics_and_groups(cli: Callable[..., Result], db: str) -> None:
     assert topics["orders"]["bytes"] > 0
     assert topics["orders"]["rate"] > 0
 
-    live = _consume(db, "orders", "billing", 3, lambda: _group(cli, "billing"))
-    assert len(live["members"]) == 1
-    assert any(p["owner"] == live["members"][0] for p in live["partitions"])
+    live, text = _consume(
+        db, "orders", "billing", 3, lambda: (_group(cli, "billing"), cli("groups").out), "billing"
+    )
+    (member,) = live["members"]
+    assert member.startswith(f"billing@{socket.gethostname()}:{os.getpid()}-"), member
+    assert any(p["owner"] == member for p in live["partitions"])
+    assert f"members: {member}" in text
 
     billing = _group(cli, "billing")
     assert billing["members"] == []

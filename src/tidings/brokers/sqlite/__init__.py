@@ -303,7 +303,8 @@ class SqliteBroker:
     ) -> SqliteSubscription:
         """Join ``group`` on ``topics``; ``None``: a group-less reader from the end.
 
-        Of ``options`` only ``start`` applies: prefetch is the consumer's to
+        Of ``options`` only ``start`` and ``client_name`` (shown in the member
+        id, ``<client_name>@<host>:<pid>-<random>``) apply: prefetch is the consumer's to
         enforce, an unsettled delivery stays with its member as long as the
         member heartbeats (no ``ack_wait``), and redeliveries are not counted
         against ``max_deliveries`` here (the retry policy decides).
@@ -316,7 +317,7 @@ class SqliteBroker:
         assert watcher is not None
         await watcher.refresh_heads([topic_id for _, topic_id, _ in resolved])
         subscription = SqliteSubscription(
-            self, group, resolved, options.start == "latest", on_revoke
+            self, group, resolved, options.start == "latest", on_revoke, options.client_name
         )
         self._subscriptions.append(subscription)
         try:

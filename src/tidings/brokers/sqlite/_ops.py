@@ -222,7 +222,7 @@ def rebalance(
     """Heartbeat, expire dead members, release and claim partitions.
 
     Partition ``p`` of a topic belongs to the ``p % n``-th live member (by
-    join order) among the ``n`` members subscribed to it. A member claims what
+    member id) among the ``n`` members subscribed to it. A member claims what
     is its own once free or its lease has expired. What is no longer its own it
     releases in two heartbeats: the first leaves it out of ``held`` (the member
     revokes its deliveries) without renewing the lease, the next one, no longer
