@@ -709,6 +709,67 @@ def test_dlq_of_a_topic_without_dead_letters(cli: Callable[..., Result]) -> None
     assert "no topic 'nope' and no dead-letter topic 'nope.dlq'" in _error_line(unknown)
 
 
+# -- read-only use --------------------------------------------------------------------------
+
+
+def _run_unprivileged(*args: str, cwd: Path) -> tuple[int, str, str]:
+    """``tidings ARGS`` in a process that file permissions apply to.
+
+    As root, file modes stop nobody: the process then runs without the
+    capabilities that override them (util-linux ``setpriv``).
+    """
+    prefix = []
+    if os.geteuid() == 0:
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    command = [*prefix, sys.executable, "-m", "tidings.cli", *args]
+    done = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, timeout=TIMEOUT)
+    return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+
+@pytest.fixture
+def read_only_db(tmp_path: Path, cli: Callable[..., Result]) -> Iterator[Path]:
+    """A database with events, a group and dead letters, in a read-only directory."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    url = f"sqlite:///{folder / 'shop.db'}"
+    cli("publish", "orders", "-t", "X", "-d", "1", broker=url)
+    cli("publish", "orders.dlq", "-t", "X", "-d", "2", broker=url)
+    _consume(url, "orders", "billing", 1, lambda: None)
+    assert sorted(p.name for p in folder.iterdir()) == ["shop.db"]
+    (folder / "shop.db").chmod(0o444)
+    folder.chmod(0o555)
+    yield folder / "shop.db"
+    folder.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (["topics"], "orders"),
+        (["groups", "--json"], '"name":"billing"'),
+        (["tail", "orders", "--json"], '"type":"X"'),
+        (["dlq", "list"], "orders.dlq"),
+    ],
+    ids=lambda a: " ".join(a[:2]) if isinstance(a, list) else "",
+)
+def test_reading_commands_work_on_a_read_only_database(
+    read_only_db: Path, tmp_path: Path, args: list[str], shown: str
+) -> None:
+    code, out, err = _run_unprivileged(*args, "-b", f"sqlite:///{read_only_db}", cwd=tmp_path)
+    assert code == 0, err
+    assert shown in out + err
+    assert sorted(p.name for p in read_only_db.parent.iterdir()) == ["shop.db"]
+
+
+def test_an_unreadable_database_is_a_permission_problem(read_only_db: Path, tmp_path: Path) -> None:
+    read_only_db.parent.chmod(0o755)
+    read_only_db.chmod(0o000)
+    for args in (["topics"], ["publish", "orders", "-t", "X", "-d", "1"]):
+        code, _, err = _run_unprivileged(*args, "-b", f"sqlite:///{read_only_db}", cwd=tmp_path)
+        assert code == 1
+        assert err.strip() == f"error: permission denied: {read_only_db}"
+
+
 # -- mistakes and refusals ------------------------------------------------------------------
 
 COMMANDS = [

@@ -19,6 +19,7 @@ __all__ = [
     "Inspectable",
     "LocalStorage",
     "PartitionLag",
+    "ReadOnly",
     "StoredMessage",
     "TopicInfo",
 ]
@@ -131,3 +132,11 @@ class GroupAdmin(Protocol):
         :class:`~tidings.errors.GroupInUseError`, deleting nothing, while the
         group has live members.
         """
+
+
+@runtime_checkable
+class ReadOnly(Protocol):
+    """A broker that can be connected for reading only (inspection of read-only storage)."""
+
+    def open_read_only(self) -> None:
+        """Before ``connect``: open the storage read-only; writing then raises."""

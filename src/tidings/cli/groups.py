@@ -89,7 +89,7 @@ def _group_object(info: GroupInfo) -> dict[str, Any]:
 
 
 async def _list_groups(url: str | None) -> list[GroupInfo]:
-    async with inspecting(url) as broker:
+    async with inspecting(url, read_only=True) as broker:
         return await broker.list_groups()
 
 

@@ -75,5 +75,5 @@ def _topic_object(info: TopicInfo) -> dict[str, Any]:
 
 
 async def _list_topics(url: str | None) -> list[TopicInfo]:
-    async with inspecting(url) as broker:
+    async with inspecting(url, read_only=True) as broker:
         return await broker.list_topics()
