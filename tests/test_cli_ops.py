@@ -8,6 +8,7 @@ import json
 import os
 import selectors
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +21,9 @@ from typing import IO, Any, TypeVar
 
 import pytest
 
+import tidings
 from tidings import App, Message, Reject
+from tidings.broker import SubscribeOptions
 from tidings.brokers.sqlite import SqliteBroker
 from tidings.cli import main
 from tidings.cli.replay import parse_since
@@ -225,6 +228,9 @@ def test_tail_shows_poison_messages(cli: Callable[..., Result], db: str) -> None
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("TIDINGS_BROKER", "FORCE_COLOR")}
     env["NO_COLOR"] = "1"
+    # The tidings under test, wherever the child process starts.
+    source = str(Path(tidings.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
     return env
 
 
@@ -314,14 +320,22 @@ def test_tail_follow_waits_for_a_topic_and_stops_cleanly_on_ctrl_c(
 # -- topics, groups, replay ------------------------------------------------------------------
 
 
-def _consume(url: str, topic: str, group: str, count: int, during: Callable[[], T]) -> T:
+def _consume(
+    url: str,
+    topic: str,
+    group: str,
+    count: int,
+    during: Callable[[], T],
+    client_name: str | None = None,
+) -> T:
     """Consume and ack ``count`` events as a member of ``group``; call ``during`` meanwhile."""
 
     async def go() -> T:
         broker = _broker(url)
         await broker.connect()
         try:
-            subscription = await broker.subscribe([topic], group)
+            options = SubscribeOptions(client_name=client_name)
+            subscription = await broker.subscribe([topic], group, options)
             got = 0
             while got < count:
                 for delivery in await subscription.fetch(count - got, 1.0):
@@ -359,9 +373,13 @@ def test_topics_and_groups(cli: Callable[..., Result], db: str) -> None:
     assert topics["orders"]["bytes"] > 0
     assert topics["orders"]["rate"] > 0
 
-    live = _consume(db, "orders", "billing", 3, lambda: _group(cli, "billing"))
-    assert len(live["members"]) == 1
-    assert any(p["owner"] == live["members"][0] for p in live["partitions"])
+    live, text = _consume(
+        db, "orders", "billing", 3, lambda: (_group(cli, "billing"), cli("groups").out), "billing"
+    )
+    (member,) = live["members"]
+    assert member.startswith(f"billing@{socket.gethostname()}:{os.getpid()}-"), member
+    assert any(p["owner"] == member for p in live["partitions"])
+    assert f"members: {member}" in text
 
     billing = _group(cli, "billing")
     assert billing["members"] == []
@@ -404,7 +422,8 @@ def test_replay_each_form(cli: Callable[..., Result], db: str) -> None:
     cli("replay", "-g", "billing", "-t", "orders", "--since", "1h")
     assert _group(cli, "billing")["lag"] == 7
 
-    result = cli("replay", "-g", "fresh", "-t", "orders", "--since", "2020-01-01T00:00:00Z")
+    since = ("--since", "2020-01-01T00:00:00Z")
+    result = cli("replay", "-g", "fresh", "-t", "orders", *since, "--create")
     assert "partition 0: - -> 0" in result.out
     assert _group(cli, "fresh")["lag"] == 7
 
@@ -435,12 +454,157 @@ def test_replay_usage_mistakes(cli: Callable[..., Result], args: list[str], mess
     assert message in _error_line(result)
 
 
+def test_replay_refuses_an_unknown_group_unless_create(cli: Callable[..., Result], db: str) -> None:
+    cli("publish", "orders", "-t", "X", "-d", "1")
+    _consume(db, "orders", "b", 1, lambda: None)
+    _consume(db, "orders", "a", 1, lambda: None)
+    result = cli("replay", "-g", "typo", "-t", "orders", "--from-beginning")
+    assert result.code == 1
+    assert _error_line(result) == (
+        "error: no consumer group named 'typo' (known: a, b); "
+        "pass --create to start one at the replay position"
+    )
+    assert [g["name"] for g in cli("groups", "--json").json_lines()] == ["a", "b"]
+    created = cli("replay", "-g", "typo", "-t", "orders", "--from-beginning", "--create")
+    assert created.code == 0, created.err
+    assert _group(cli, "typo")["lag"] == 1
+
+
 def test_replay_refuses_an_unknown_topic_without_creating_it(cli: Callable[..., Result]) -> None:
     cli("publish", "orders", "-t", "X", "-d", "1")
     result = cli("replay", "-g", "g", "-t", "ordres", "--from-beginning")
     assert result.code == 1
     assert "no topic 'ordres' (topics: orders)" in _error_line(result)
     assert [t["name"] for t in cli("topics", "--json").json_lines()] == ["orders"]
+
+
+# -- deleting a group -----------------------------------------------------------------------
+
+_GROUP_TABLES = ("members", "assignments", "group_offsets", "retries", "processed", "settled_ahead")
+
+
+def _rows_of(url: str, group: str) -> dict[str, int]:
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+        counts = {
+            table: conn.execute(f"SELECT COUNT(*) FROM {table} WHERE grp = ?", (group,)).fetchone()[
+                0
+            ]
+            for table in _GROUP_TABLES
+        }
+    conn.close()
+    return counts
+
+
+def _leave_state_behind(url: str, topic: str, group: str) -> None:
+    """Ack some, schedule a retry, record an exactly-once handling, settle one ahead."""
+
+    async def go() -> None:
+        broker = _broker(url)
+        await broker.connect()
+        try:
+            subscription = await broker.subscribe([topic], group)
+            deliveries: list[Any] = []
+            while len(deliveries) < 8:
+                deliveries += await subscription.fetch(8 - len(deliveries), 1.0)
+            by_partition: dict[int, list[Any]] = {}
+            for delivery in deliveries:
+                by_partition.setdefault(delivery.partition, []).append(delivery)
+            runs = sorted(by_partition.values(), key=len, reverse=True)
+            await runs[0][0].nack(delay=3600)  # a retry row, and what follows settles ahead
+            for delivery in runs[0][1:]:
+                await delivery.ack()
+            assert await broker.commit(runs[1][0], [], dedup_key="once")
+            await subscription.flush()
+            await subscription.close()
+        finally:
+            await broker.close()
+
+    _run(go)
+
+
+def _handled_by_a_new_member(url: str, topic: str, group: str) -> int:
+    async def go() -> int:
+        broker = _broker(url)
+        await broker.connect()
+        try:
+            subscription = await broker.subscribe([topic], group)
+            got = []
+            while batch := await subscription.fetch(100, 0.5):
+                got += batch
+            await subscription.close()
+            return len(got)
+        finally:
+            await broker.close()
+
+    return _run(go)
+
+
+def test_groups_delete_forgets_every_row_and_a_new_group_starts_afresh(
+    cli: Callable[..., Result], db: str
+) -> None:
+    for n in range(8):
+        cli("publish", "orders", "-t", "OrderPlaced", "-d", str(n), "--key", f"k{n}")
+    _leave_state_behind(db, "orders", "billing")
+    _consume(db, "orders", "audit", 8, lambda: None)
+    left = _rows_of(db, "billing")
+    assert all(left[t] for t in ("group_offsets", "retries", "processed", "settled_ahead")), left
+
+    result = cli("groups", "delete", "billing", "--yes")
+    assert result.code == 0, result.err
+    assert "deleted consumer group 'billing'" in result.out
+    assert set(_rows_of(db, "billing").values()) == {0}
+    assert [g["name"] for g in cli("groups", "--json").json_lines()] == ["audit"]
+    assert _handled_by_a_new_member(db, "orders", "billing") == 8
+    assert _group(cli, "audit")["lag"] == 0  # the other group is untouched
+
+
+def test_groups_delete_refusals(
+    cli: Callable[..., Result], db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli("publish", "orders", "-t", "X", "-d", "1")
+    _consume(db, "orders", "billing", 1, lambda: None)
+
+    unknown = cli("groups", "delete", "biling", "--yes")
+    assert unknown.code == 1
+    assert "no consumer group named 'biling' (known: billing)" in _error_line(unknown)
+
+    live = _consume(db, "orders", "billing", 0, lambda: cli("groups", "delete", "billing", "-y"))
+    assert live.code == 1
+    message = _error_line(live)
+    assert "consumer group 'billing' has 1 live member(s)" in message
+    assert "stop them first" in message
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # not a terminal
+    asked = cli("groups", "delete", "billing")
+    assert asked.code == 2
+    assert "pass --yes to confirm" in _error_line(asked)
+    assert _group(cli, "billing")["partitions"]
+
+
+@pytest.mark.parametrize(("answer", "deleted"), [("n", False), ("y", True)])
+def test_groups_delete_asks_on_a_terminal(
+    cli: Callable[..., Result], db: str, tmp_path: Path, answer: str, deleted: bool
+) -> None:
+    cli("publish", "orders", "-t", "X", "-d", "1")
+    _consume(db, "orders", "billing", 1, lambda: None)
+    leader, follower = os.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tidings.cli", "groups", "delete", "billing", "-b", db],
+            cwd=tmp_path,
+            env=_env(),
+            stdin=follower,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        os.close(follower)
+        os.write(leader, f"{answer}\n".encode())
+        code, out, err = _finish(proc)
+    finally:
+        os.close(leader)
+    assert ("deleted consumer group 'billing'" in out) is deleted, out + err
+    assert code == (0 if deleted else 1), err
+    assert ("billing" in [g["name"] for g in cli("groups", "--json").json_lines()]) is not deleted
 
 
 # -- dead letters ---------------------------------------------------------------------------
@@ -543,6 +707,67 @@ def test_dlq_of_a_topic_without_dead_letters(cli: Callable[..., Result]) -> None
     unknown = cli("dlq", "list", "nope")
     assert unknown.code == 1
     assert "no topic 'nope' and no dead-letter topic 'nope.dlq'" in _error_line(unknown)
+
+
+# -- read-only use --------------------------------------------------------------------------
+
+
+def _run_unprivileged(*args: str, cwd: Path) -> tuple[int, str, str]:
+    """``tidings ARGS`` in a process that file permissions apply to.
+
+    As root, file modes stop nobody: the process then runs without the
+    capabilities that override them (util-linux ``setpriv``).
+    """
+    prefix = []
+    if os.geteuid() == 0:
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    command = [*prefix, sys.executable, "-m", "tidings.cli", *args]
+    done = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, timeout=TIMEOUT)
+    return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+
+@pytest.fixture
+def read_only_db(tmp_path: Path, cli: Callable[..., Result]) -> Iterator[Path]:
+    """A database with events, a group and dead letters, in a read-only directory."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    url = f"sqlite:///{folder / 'shop.db'}"
+    cli("publish", "orders", "-t", "X", "-d", "1", broker=url)
+    cli("publish", "orders.dlq", "-t", "X", "-d", "2", broker=url)
+    _consume(url, "orders", "billing", 1, lambda: None)
+    assert sorted(p.name for p in folder.iterdir()) == ["shop.db"]
+    (folder / "shop.db").chmod(0o444)
+    folder.chmod(0o555)
+    yield folder / "shop.db"
+    folder.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (["topics"], "orders"),
+        (["groups", "--json"], '"name":"billing"'),
+        (["tail", "orders", "--json"], '"type":"X"'),
+        (["dlq", "list"], "orders.dlq"),
+    ],
+    ids=lambda a: " ".join(a[:2]) if isinstance(a, list) else "",
+)
+def test_reading_commands_work_on_a_read_only_database(
+    read_only_db: Path, tmp_path: Path, args: list[str], shown: str
+) -> None:
+    code, out, err = _run_unprivileged(*args, "-b", f"sqlite:///{read_only_db}", cwd=tmp_path)
+    assert code == 0, err
+    assert shown in out + err
+    assert sorted(p.name for p in read_only_db.parent.iterdir()) == ["shop.db"]
+
+
+def test_an_unreadable_database_is_a_permission_problem(read_only_db: Path, tmp_path: Path) -> None:
+    read_only_db.parent.chmod(0o755)
+    read_only_db.chmod(0o000)
+    for args in (["topics"], ["publish", "orders", "-t", "X", "-d", "1"]):
+        code, _, err = _run_unprivileged(*args, "-b", f"sqlite:///{read_only_db}", cwd=tmp_path)
+        assert code == 1
+        assert err.strip() == f"error: permission denied: {read_only_db}"
 
 
 # -- mistakes and refusals ------------------------------------------------------------------

@@ -131,7 +131,12 @@ class Consumer:
 
     async def _subscribe(self) -> BrokerSubscription:
         sub = self.sub
-        options = SubscribeOptions(start=sub.start, prefetch=sub.prefetch, ack_wait=sub.ack_wait)
+        options = SubscribeOptions(
+            start=sub.start,
+            prefetch=sub.prefetch,
+            ack_wait=sub.ack_wait,
+            client_name=self.handling.app_name,
+        )
         return await self.broker.subscribe(sub.topics, sub.group, options, self._revoked)
 
     @property

@@ -191,6 +191,8 @@ class SubscribeOptions:
     """Seconds an unsettled delivery stays with this member without ``extend``."""
     max_deliveries: int | None = None
     """Where the broker counts deliveries itself: stop redelivering after this many."""
+    client_name: str | None = None
+    """Who subscribes (an App passes its name): brokers show it in member ids."""
 
     def __post_init__(self) -> None:
         if self.start not in ("earliest", "latest"):

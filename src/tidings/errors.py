@@ -15,6 +15,7 @@ __all__ = [
     "ConnectionError",
     "DecodeError",
     "EventTooLargeError",
+    "GroupInUseError",
     "HandlerError",
     "InvalidEventError",
     "PublishError",
@@ -151,6 +152,10 @@ class SubscriptionFailedError(TidingsError):
 
 class ConcurrencyError(TidingsError):
     """An optimistic-concurrency check failed (expected version did not match)."""
+
+
+class GroupInUseError(TidingsError):
+    """A consumer group cannot be deleted while it has live members: stop them first."""
 
 
 class RequestError(TidingsError):

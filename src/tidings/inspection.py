@@ -14,10 +14,12 @@ from typing import Protocol, runtime_checkable
 from tidings.broker import Message
 
 __all__ = [
+    "GroupAdmin",
     "GroupInfo",
     "Inspectable",
     "LocalStorage",
     "PartitionLag",
+    "ReadOnly",
     "StoredMessage",
     "TopicInfo",
 ]
@@ -115,3 +117,26 @@ class LocalStorage(Protocol):
 
     def missing_storage(self) -> str | None:
         """Where the storage would be (for a message) if it does not exist yet, else None."""
+
+
+@runtime_checkable
+class GroupAdmin(Protocol):
+    """A broker that can delete what it stores for a consumer group."""
+
+    async def delete_group(self, name: str) -> bool:
+        """Forget group ``name``, so that a new group of that name starts afresh.
+
+        Removes its positions and whatever else the broker keeps for it
+        (assignments, scheduled retries, exactly-once records, members).
+        Returns False if there is no such group. Raises
+        :class:`~tidings.errors.GroupInUseError`, deleting nothing, while the
+        group has live members.
+        """
+
+
+@runtime_checkable
+class ReadOnly(Protocol):
+    """A broker that can be connected for reading only (inspection of read-only storage)."""
+
+    def open_read_only(self) -> None:
+        """Before ``connect``: open the storage read-only; writing then raises."""

@@ -12,12 +12,13 @@ import tidings
 from tidings.cli._errors import EXIT_FAILURE, EXIT_USAGE, CommandError, report
 from tidings.cli.demo import demo
 from tidings.cli.dlq import dlq
+from tidings.cli.groups import groups
 from tidings.cli.publish import publish
 from tidings.cli.replay import replay
 from tidings.cli.request import request
 from tidings.cli.run import run
 from tidings.cli.tail import tail
-from tidings.cli.topics import groups, topics
+from tidings.cli.topics import topics
 from tidings.cli.trace import trace
 from tidings.errors import TidingsError
 
@@ -36,7 +37,7 @@ cli.command()(publish)
 cli.command()(request)
 cli.command()(tail)
 cli.command()(topics)
-cli.command()(groups)
+cli.add_typer(groups, name="groups")
 cli.command()(replay)
 cli.command()(trace)
 cli.add_typer(dlq, name="dlq")

@@ -16,7 +16,7 @@ from tidings.broker import Broker
 from tidings.brokers import from_url, redact_url
 from tidings.cli._errors import EXIT_FAILURE, EXIT_USAGE, CommandError
 from tidings.errors import ConfigurationError, ConnectionError
-from tidings.inspection import Inspectable, LocalStorage, StoredMessage
+from tidings.inspection import Inspectable, LocalStorage, ReadOnly, StoredMessage
 from tidings.settings import default_broker_url
 
 __all__ = ["InspectableBroker", "connected", "heads", "inspecting", "stored"]
@@ -66,13 +66,17 @@ async def connected(url: str | None, *, create: bool = False) -> AsyncIterator[B
 
 @asynccontextmanager
 async def inspecting(
-    url: str | None, *, unsupported: int = EXIT_FAILURE
+    url: str | None, *, unsupported: int = EXIT_FAILURE, read_only: bool = False
 ) -> AsyncIterator[InspectableBroker]:
     """Like :func:`connected`, for a broker that implements :class:`Inspectable`.
 
     A broker that does not ends the command with exit code ``unsupported``.
+    ``read_only``: the command only reads, so a broker that can (:class:`ReadOnly`)
+    opens its storage read-only: it works on a read-only file.
     """
     url, broker = _build(url)
+    if read_only and isinstance(broker, ReadOnly):
+        broker.open_read_only()
     if not isinstance(broker, Inspectable):
         raise CommandError(
             f"{redact_url(url)} cannot be inspected: {type(broker).__name__} does not "

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-__all__ = ["BROKER_ENVVAR", "BrokerOption", "given_on_command_line"]
+__all__ = ["BROKER_ENVVAR", "BrokerOption", "JsonLinesOption", "given_on_command_line"]
 
 BROKER_ENVVAR = "TIDINGS_BROKER"
 
@@ -21,6 +21,9 @@ BrokerOption = Annotated[
         help="Broker URL, e.g. memory:// or sqlite:///./tidings.db.",
     ),
 ]
+
+#: ``--json`` of a listing: one JSON object per line.
+JsonLinesOption = Annotated[bool, typer.Option("--json", help="One JSON object per line.")]
 
 
 def given_on_command_line(ctx: typer.Context, name: str) -> bool:

@@ -15,6 +15,7 @@ from tidings.codec import Codec
 from tidings.event import Event
 
 __all__ = [
+    "cells",
     "compact",
     "echo",
     "event_object",
@@ -35,6 +36,11 @@ def stdout() -> Console:
     if not console.is_terminal:
         console = Console(highlight=False, width=400)
     return console
+
+
+def cells(*values: object) -> list[Text]:
+    """Table cells: Text, not str, so a name like "[red]" is shown as is, never read as markup."""
+    return [Text(str(value)) for value in values]
 
 
 def echo(line: str) -> None:

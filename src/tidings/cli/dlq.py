@@ -185,7 +185,7 @@ def list_dead_letters(
 
 
 async def _list_topics(url: str | None, as_json: bool) -> None:
-    async with inspecting(url) as broker:
+    async with inspecting(url, read_only=True) as broker:
         found = [t for t in await broker.list_topics() if t.name.endswith(DLQ_SUFFIX)]
     if as_json:
         for info in found:
@@ -211,7 +211,7 @@ async def _list_topics(url: str | None, as_json: bool) -> None:
 
 
 async def _list_letters(url: str | None, topic: str, as_json: bool) -> None:
-    async with inspecting(url) as broker:
+    async with inspecting(url, read_only=True) as broker:
         info = await _find(broker, topic)
         if info is None:
             note(f"no dead letters: {_dlq_name(topic)} does not exist")
@@ -270,7 +270,7 @@ def _text(value: object) -> str:
 
 
 async def _show(url: str | None, topic: str, offset: int, partition: int | None) -> _Letter:
-    async with inspecting(url) as broker:
+    async with inspecting(url, read_only=True) as broker:
         info = await _find(broker, topic)
         name = _dlq_name(topic)
         if info is None:

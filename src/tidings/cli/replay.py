@@ -14,6 +14,7 @@ from tidings.cli._broker import InspectableBroker, inspecting
 from tidings.cli._errors import EXIT_USAGE, CommandError
 from tidings.cli._options import BrokerOption
 from tidings.cli._output import echo, format_time
+from tidings.cli.groups import unknown_group
 from tidings.inspection import PartitionLag
 
 __all__ = ["parse_since", "replay"]
@@ -48,13 +49,18 @@ def replay(
     to_end: Annotated[
         bool, typer.Option("--to-end", help="Skip every stored event (continue with new ones).")
     ] = False,
+    create: Annotated[
+        bool,
+        typer.Option("--create", help="Start GROUP at the position if it does not exist yet."),
+    ] = False,
     broker: BrokerOption = None,
 ) -> None:
     """Move GROUP on TOPIC: to the beginning, an offset, a time, or the end.
 
     Give exactly one of --from-beginning, --offset, --since, --to-end. Running
     members of the group pick up the new position at their next heartbeat;
-    events after it are delivered again (handlers must be idempotent).
+    events after it are delivered again (handlers must be idempotent). An
+    unknown GROUP is refused unless --create is given.
     """
     chosen = [
         name
@@ -85,7 +91,7 @@ def replay(
         assert since is not None
         position = parse_since(since, datetime.now(UTC))
         described = f"the first event stored at or after {format_time(position)}"
-    before, after, members = asyncio.run(_seek(broker, group, topic, position))
+    before, after, members = asyncio.run(_seek(broker, group, topic, position, create))
     echo(f"group {group!r} on topic {topic!r} moved to {described}")
     for part in after:
         old = before.get(part.partition)
@@ -120,7 +126,7 @@ def parse_since(text: str, now: datetime) -> datetime:
 
 
 async def _seek(
-    url: str | None, group: str, topic: str, position: Position
+    url: str | None, group: str, topic: str, position: Position, create: bool
 ) -> tuple[dict[int, PartitionLag], list[PartitionLag], int]:
     async with inspecting(url) as broker:
         if not isinstance(broker, Seekable):
@@ -129,6 +135,10 @@ async def _seek(
         if topic not in known:
             # Seeking would create the topic: a typo must not.
             raise CommandError(f"no topic {topic!r} (topics: {', '.join(known) or 'none'})")
+        groups = await broker.list_groups()
+        if not create and group not in {info.name for info in groups}:
+            # Seeking would create the group: a typo must not.
+            raise unknown_group(group, groups, "pass --create to start one at the replay position")
         before = {p.partition: p for p in (await _group(broker, group, topic))[0]}
         await broker.seek(topic, group, position)
         after, members = await _group(broker, group, topic)

@@ -183,7 +183,7 @@ async def _tail(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with inspecting(url) as broker:
+        async with inspecting(url, read_only=True) as broker:
             info = await _find(broker, topic)
             if info is None and not follow:
                 known = ", ".join(t.name for t in await broker.list_topics()) or "none"

@@ -63,7 +63,7 @@ def trace(
 
 async def _read(url: str | None, wanted: str) -> Flow | None:
     found = _Found()
-    async with inspecting(url, unsupported=EXIT_USAGE) as broker:
+    async with inspecting(url, unsupported=EXIT_USAGE, read_only=True) as broker:
         for info in await broker.list_topics():
             if info.name == HANDLINGS_TOPIC or not is_internal_topic(info.name):
                 async for message in stored(broker, info.name, info.partitions):

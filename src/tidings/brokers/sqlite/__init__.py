@@ -113,6 +113,7 @@ class SqliteBroker:
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Brokers of this process on the same file share wake-ups (see ``_advance``).
         self._file_key = os.path.realpath(path)
+        self._read_only = False
 
     @classmethod
     def from_url(cls, url: str) -> SqliteBroker:
@@ -126,6 +127,8 @@ class SqliteBroker:
 
     @property
     def writer(self) -> Writer:
+        if self._read_only:
+            raise BrokerClosedError(f"{self.path} was opened read-only (for inspection)")
         if self._writer is None:
             raise BrokerClosedError("the embedded broker is not connected (or is closed)")
         return self._writer
@@ -146,9 +149,12 @@ class SqliteBroker:
     async def connect(self) -> None:
         if self._closed:
             raise BrokerClosedError("the embedded broker is closed")
-        if self._writer is not None:
+        if self._writer is not None or self._reader is not None:
             return
         config = self.config
+        if self._read_only:
+            self._reader = await Reader.open_read_only(config.path, config.durability)
+            return
         self._reader, conn = await Reader.open(config.path, config.durability)
         # The writer waits for the write lock itself, in short steps (see Writer.begin).
         conn.execute("PRAGMA busy_timeout = 0")
@@ -190,9 +196,19 @@ class SqliteBroker:
         """The database path if the file does not exist yet (``LocalStorage``)."""
         return None if os.path.exists(self.path) else self.path
 
+    def open_read_only(self) -> None:
+        """Connect without writing, for inspection (:class:`~tidings.inspection.ReadOnly`).
+
+        Works on a read-only file or directory; only ``list_topics``,
+        ``list_groups`` and ``read`` can be used.
+        """
+        self._read_only = True
+
     def _check_open(self) -> None:
         if self._closed:
             raise BrokerClosedError("the embedded broker is closed")
+        if self._read_only and self._reader is not None:
+            return
         if self._writer is None:
             raise BrokerClosedError("the embedded broker is not connected; call connect()")
 
@@ -303,7 +319,8 @@ class SqliteBroker:
     ) -> SqliteSubscription:
         """Join ``group`` on ``topics``; ``None``: a group-less reader from the end.
 
-        Of ``options`` only ``start`` applies: prefetch is the consumer's to
+        Of ``options`` only ``start`` and ``client_name`` (shown in the member
+        id, ``<client_name>@<host>:<pid>-<random>``) apply: prefetch is the consumer's to
         enforce, an unsettled delivery stays with its member as long as the
         member heartbeats (no ``ack_wait``), and redeliveries are not counted
         against ``max_deliveries`` here (the retry policy decides).
@@ -316,7 +333,7 @@ class SqliteBroker:
         assert watcher is not None
         await watcher.refresh_heads([topic_id for _, topic_id, _ in resolved])
         subscription = SqliteSubscription(
-            self, group, resolved, options.start == "latest", on_revoke
+            self, group, resolved, options.start == "latest", on_revoke, options.client_name
         )
         self._subscriptions.append(subscription)
         try:
@@ -407,6 +424,12 @@ class SqliteBroker:
         self._check_open()
         topic_id, _ = await self.topic(topic)
         return await self.writer.submit(lambda conn: _admin.delete(conn, topic_id, entries))
+
+    async def delete_group(self, name: str) -> bool:
+        """Delete the group's rows in one transaction (:class:`~tidings.inspection.GroupAdmin`)."""
+        self._check_open()
+        timeout = self.config.session_timeout
+        return await self.writer.submit(lambda conn: _admin.delete_group(conn, name, timeout))
 
     async def move(self, topic: str, entries: Sequence[tuple[int, int, str, Message]]) -> int:
         self._check_open()

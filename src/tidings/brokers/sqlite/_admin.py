@@ -1,7 +1,7 @@
 """Inspection and administration of the embedded broker (for the CLI).
 
-The read-only queries run on the reader's connection; ``delete`` and ``move``
-run inside a writer transaction.
+The read-only queries run on the reader's connection; ``delete``, ``move`` and
+``delete_group`` run inside a writer transaction.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from typing import Any
 import msgspec
 
 from tidings.broker import Message
-from tidings.brokers.sqlite._ops import READER_PREFIX, append
+from tidings.brokers.sqlite._ops import READER_PREFIX, append, drop_group, group_tables
+from tidings.errors import GroupInUseError
 from tidings.inspection import GroupInfo, PartitionLag, StoredMessage, TopicInfo
 
-__all__ = ["delete", "list_groups", "list_topics", "move", "read"]
+__all__ = ["delete", "delete_group", "list_groups", "list_topics", "move", "read"]
 
 _headers = msgspec.json.Decoder(dict[str, str])
 
@@ -161,6 +162,34 @@ def move(
             heads.setdefault(topic_id, {}).update(written)
             moved += 1
     return moved, heads
+
+
+def delete_group(conn: sqlite3.Connection, group: str, session_timeout: float) -> bool:
+    """Delete every row of ``group``; False if it has none (or names a group-less reader).
+
+    Refuses (GroupInUseError, nothing deleted) while a member heartbeats.
+    """
+    if group.startswith(READER_PREFIX):
+        return False
+    live = [
+        member
+        for (member,) in conn.execute(
+            "SELECT member_id FROM members WHERE grp = ? AND heartbeat >= ? ORDER BY member_id",
+            (group, time.time() - session_timeout),
+        )
+    ]
+    if live:
+        raise GroupInUseError(
+            f"consumer group {group!r} has {len(live)} live member(s) ({', '.join(live)}); "
+            "stop them first"
+        )
+    found = any(
+        conn.execute(f"SELECT 1 FROM {table} WHERE grp = ? LIMIT 1", (group,)).fetchone()
+        for table in group_tables()
+    )
+    if found:
+        drop_group(conn, group)
+    return found
 
 
 def _merge_heads(runs: list[list[Any]], limit: int, newest_first: bool) -> list[Any]:

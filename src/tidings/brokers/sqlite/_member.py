@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tidings.broker import Delivery, RevokeHandler
+from tidings.brokers._member_id import member_id
 from tidings.brokers._timer import WakeTimer
 from tidings.brokers._waiting import wait_until
 from tidings.brokers.sqlite import _ops
@@ -56,6 +56,7 @@ class SqliteSubscription:
         topics: Sequence[tuple[str, int, int]],
         start_latest: bool,
         on_revoke: RevokeHandler | None = None,
+        client_name: str | None = None,
     ) -> None:
         if group is not None and group.startswith(_ops.READER_PREFIX):
             raise ConfigurationError(
@@ -63,7 +64,7 @@ class SqliteSubscription:
                 "group-less readers; pick another name, or pass group=None"
             )
         self.broker = broker
-        self.member_id = f"{time.time():017.6f}-{uuid.uuid4().hex[:12]}"
+        self.member_id = member_id(client_name)
         self.ephemeral = group is None
         self.group = _ops.READER_PREFIX + self.member_id if group is None else group
         self.topics = {topic_id: name for name, topic_id, _ in topics}

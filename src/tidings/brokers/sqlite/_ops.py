@@ -27,6 +27,7 @@ __all__ = [
     "drop_group",
     "find_or_create_topic",
     "flush",
+    "group_tables",
     "leave",
     "rebalance",
     "seek",
@@ -221,7 +222,7 @@ def rebalance(
     """Heartbeat, expire dead members, release and claim partitions.
 
     Partition ``p`` of a topic belongs to the ``p % n``-th live member (by
-    join order) among the ``n`` members subscribed to it. A member claims what
+    member id) among the ``n`` members subscribed to it. A member claims what
     is its own once free or its lease has expired. What is no longer its own it
     releases in two heartbeats: the first leaves it out of ``held`` (the member
     revokes its deliveries) without renewing the lease, the next one, no longer
@@ -384,8 +385,13 @@ _GROUP_TABLES = (
 )
 
 
+def group_tables() -> tuple[str, ...]:
+    """The tables holding rows of a consumer group (column ``grp``)."""
+    return _GROUP_TABLES
+
+
 def drop_group(conn: sqlite3.Connection, group: str) -> None:
-    """Delete every row of ``group`` (a group-less reader that closed)."""
+    """Delete every row of ``group`` (a group-less reader that closed, a deleted group)."""
     for table in _GROUP_TABLES:
         conn.execute(f"DELETE FROM {table} WHERE grp = ?", (group,))
 

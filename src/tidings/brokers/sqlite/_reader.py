@@ -59,6 +59,19 @@ class Reader:
             raise
         return cls(reader, executor, path), conn
 
+    @classmethod
+    async def open_read_only(cls, path: str, durability: Durability) -> Reader:
+        """A reader of an existing database that never writes to it (nor migrates it)."""
+        executor = ThreadPoolExecutor(1, thread_name_prefix="tidings-sqlite-reader")
+        try:
+            conn = await asyncio.get_running_loop().run_in_executor(
+                executor, lambda: connect(path, durability, readonly=True)
+            )
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(conn, executor, path)
+
     async def run(self, query: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             raise BrokerClosedError("the embedded broker is not connected (or is closed)")

@@ -33,6 +33,7 @@ Tables (inspect them with the ``sqlite3`` shell):
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from typing import Literal
 
@@ -131,9 +132,14 @@ def connect(path: str, durability: Durability, *, readonly: bool = False) -> sql
     """
     if durability not in ("full", "normal"):
         raise ConfigurationError(f"durability must be 'full' or 'normal', got {durability!r}")
+    _check_permissions(path, readonly)
     # Never open the file from Python to sniff it: closing any handle on it drops
     # every POSIX lock this process holds there, including SQLite's own.
     uri = f"file:{path}?mode={'ro' if readonly else 'rwc'}"
+    if readonly and _frozen(path):
+        # Nobody can be writing (a writer needs the -wal file next to it), and SQLite
+        # could not create its shared-memory file: read the file as it is.
+        uri += "&immutable=1"
     try:
         conn = sqlite3.connect(
             uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0
@@ -159,6 +165,25 @@ def connect(path: str, durability: Durability, *, readonly: bool = False) -> sql
         conn.close()
         raise
     return conn
+
+
+def _check_permissions(path: str, readonly: bool) -> None:
+    """Say "permission denied" rather than SQLite's "unable to open database file"."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(path):
+        needed, what = (os.R_OK, path) if readonly else (os.R_OK | os.W_OK, path)
+    else:
+        needed, what = os.W_OK | os.X_OK, directory
+    if not os.access(directory, os.X_OK):
+        raise ConfigurationError(f"permission denied: {directory}")
+    if not os.access(what, needed):
+        raise ConfigurationError(f"permission denied: {what}")
+
+
+def _frozen(path: str) -> bool:
+    """A read-only directory holding the database and no write-ahead log."""
+    directory = os.path.dirname(os.path.abspath(path))
+    return not os.access(directory, os.W_OK) and not os.path.exists(path + "-wal")
 
 
 def _refuse_foreign(conn: sqlite3.Connection, path: str) -> bool:
