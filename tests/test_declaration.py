@@ -107,7 +107,7 @@ async def test_a_routed_return_type_and_a_reply_type_start() -> None:
 
 @pytest.mark.parametrize("returned", ["a str", 42, object()], ids=["str", "int", "object"])
 async def test_a_returned_value_that_cannot_be_published_is_dead_lettered_at_once(
-    returned: Any,
+    returned: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = App("decl", broker="memory://returns")
     attempts: list[int] = []
@@ -131,6 +131,8 @@ async def test_a_returned_value_that_cannot_be_published_is_dead_lettered_at_onc
             await asyncio.sleep(0.01)
     assert attempts == [1]
     assert len(letters) == 1
+    (loud,) = [r for r in caplog.records if "dead-lettered" in r.getMessage()]
+    assert loud.levelname == "ERROR" and "never retried" in loud.getMessage()
 
 
 async def _publish_and_wait(app: App, types: list[str], handled: list[Any]) -> None:

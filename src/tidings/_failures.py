@@ -20,6 +20,7 @@ from tidings._logfields import EXTRA, delivery_fields
 from tidings._replies import failure_reply, is_request, reply_address
 from tidings.broker import Broker, Delivery
 from tidings.deadletter import dead_letter_message, dead_letter_topic
+from tidings.errors import ConfigurationError, UnroutableError
 from tidings.event import Event
 from tidings.exactly_once import ExactlyOnce
 from tidings.hooks import Observers
@@ -123,13 +124,17 @@ class Failures:
         self.first_failure.pop(delivery.id, None)
         fields = delivery_fields(self.name, delivery, event)
         fields.update(error=repr(error), outcome="dead_letter", dead_letter_topic=topic)
-        log.warning(
-            "%s: %s failed on attempt %d with %r; dead-lettered to %s",
+        # A mistake in the code (a handler returning what cannot be published) is loud.
+        mistake = isinstance(error, ConfigurationError | UnroutableError)
+        log.log(
+            logging.ERROR if mistake else logging.WARNING,
+            "%s: %s failed on attempt %d with %r; dead-lettered to %s%s",
             self.name,
             _described(fields),
             delivery.attempt,
             error,
             topic,
+            " (a mistake in the handler's code: never retried)" if mistake else "",
             extra={EXTRA: fields},
         )
         self.stats.dead_lettered += 1
