@@ -17,6 +17,7 @@ import time
 from typing import TYPE_CHECKING
 
 from tidings._handling import begin
+from tidings._logfields import EXTRA, delivery_fields, described
 from tidings.broker import Delivery
 from tidings.broker import Subscription as BrokerSubscription
 from tidings.errors import AttemptsExhausted
@@ -92,13 +93,23 @@ class BatchHandling:
             for d in deliveries:  # CountsAttempts: the starts are recorded first
                 if (written := begin(d)) is not None:
                     await written
+        started = time.perf_counter()
         try:
             outputs = await handling.handle(ctx)
             await self.publisher.publish_events(outputs, ctx.routes)
         except Exception as exc:
             if at_most_once:
                 consumer.stats.failed += len(deliveries)
-                log.error("%s: batch handler failed (at most once): %r", consumer.sub.name, exc)
+                fields = delivery_fields(consumer.sub.name, deliveries[0], events[0])
+                fields.update(error=repr(exc), outcome="dropped", batch=len(deliveries))
+                log.error(
+                    "%s: a batch of %d from %s failed with %r; dropped (at most once)",
+                    consumer.sub.name,
+                    len(deliveries),
+                    described(fields),
+                    exc,
+                    extra={EXTRA: fields},
+                )
                 for d in deliveries:
                     consumer.after(d, False)
                 return
@@ -106,6 +117,10 @@ class BatchHandling:
                 retry = await consumer.failures.failed(d, exc, event)
                 consumer.after(d, retry)
             return
+        if consumer.timing:  # each event of the batch took the batch's time
+            seconds = time.perf_counter() - started
+            for d, event in items:
+                consumer.observers.handled(consumer.sub.name, d, event, seconds)
         for d in deliveries:
             if not at_most_once:
                 consumer.flow.release(d)

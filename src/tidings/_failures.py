@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from tidings._flow import Flow
-from tidings._logfields import EXTRA, delivery_fields
+from tidings._logfields import EXTRA, delivery_fields, described
 from tidings._replies import failure_reply, is_request, reply_address
 from tidings.broker import Broker, Delivery
 from tidings.deadletter import dead_letter_message, dead_letter_topic
@@ -84,7 +84,7 @@ class Failures:
         log.info(
             "%s: %s failed on attempt %d with %r; retrying in %.3gs",
             self.name,
-            _described(fields),
+            described(fields),
             delivery.attempt,
             error,
             decision.delay,
@@ -130,7 +130,7 @@ class Failures:
             logging.ERROR if mistake else logging.WARNING,
             "%s: %s failed on attempt %d with %r; dead-lettered to %s%s",
             self.name,
-            _described(fields),
+            described(fields),
             delivery.attempt,
             error,
             topic,
@@ -153,16 +153,3 @@ class Failures:
             await publisher.send_reply(address, failure_reply(request, error, publisher.source))
         except Exception as exc:  # dead-lettered already: the caller times out instead
             log.warning("%s: the failure reply to %s was not sent: %r", self.name, request.id, exc)
-
-
-def _described(fields: dict[str, object]) -> str:
-    """``event <id> (<type>) on <topic>``, or the broker position of an undecodable message."""
-    where = f"on {fields['topic']}"
-    if fields["event_id"] is None:
-        return f"message {fields['position']} {where}"
-    ids = f"event {fields['event_id']} ({fields['type']}) {where}"
-    if fields["correlation_id"] is not None:
-        ids += f", correlation {fields['correlation_id']}"
-    if fields["trace_id"] is not None:
-        ids += f", trace {fields['trace_id']}"
-    return ids

@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
+from tidings._logfields import EXTRA, delivery_fields, described
 from tidings._replies import has_type, is_request, reply_address
 from tidings.broker import Delivery, Message
 from tidings.context import Context
@@ -189,7 +190,15 @@ class Handling:
             consumer.stats.handled += 1
         except Exception as exc:
             consumer.stats.failed += 1
-            log.error("%s: handler failed (at most once, dropped): %r", self.name, exc)
+            fields = delivery_fields(self.name, d, event)
+            fields.update(error=repr(exc), outcome="dropped")
+            log.error(
+                "%s: %s failed with %r; dropped (at most once: never retried)",
+                self.name,
+                described(fields),
+                exc,
+                extra={EXTRA: fields},
+            )
 
     async def _commit(
         self,

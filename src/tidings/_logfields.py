@@ -10,7 +10,7 @@ from __future__ import annotations
 from tidings.broker import Delivery
 from tidings.event import Event
 
-__all__ = ["EXTRA", "delivery_fields", "trace_id"]
+__all__ = ["EXTRA", "delivery_fields", "described", "trace_id"]
 
 #: The LogRecord attribute holding the fields.
 EXTRA = "tidings"
@@ -42,3 +42,16 @@ def delivery_fields(
         "trace_id": None if event is None else trace_id(event.traceparent),
         "attempt": delivery.attempt,
     }
+
+
+def described(fields: dict[str, object]) -> str:
+    """``event <id> (<type>) on <topic>``, or the broker position of an undecodable message."""
+    where = f"on {fields['topic']}"
+    if fields["event_id"] is None:
+        return f"message {fields['position']} {where}"
+    ids = f"event {fields['event_id']} ({fields['type']}) {where}"
+    if fields["correlation_id"] is not None:
+        ids += f", correlation {fields['correlation_id']}"
+    if fields["trace_id"] is not None:
+        ids += f", trace {fields['trace_id']}"
+    return ids
