@@ -302,3 +302,26 @@ async def test_ensure_topic_updates_an_existing_topics_settings(
             await broker.ensure_topic(topic, partitions=3)
     finally:
         await broker.close()
+
+
+async def test_group_members_say_which_app_host_and_process_they_are(tansu: Tansu) -> None:  # noqa: F811
+    import socket
+
+    topic = f"members-{uuid.uuid4().hex[:8]}"
+    app = App("billing", broker=tansu.url(TEST_OPTIONS))
+    handled: list[object] = []
+
+    @app.subscribe(topic, group=f"g-{topic}")
+    async def bill(data: dict[str, object]) -> None:
+        handled.append(data)
+
+    async with app:
+        await app.publish({"n": 1}, topic=topic, type="Invoice")
+        groups: list[Any] = []
+        for _ in range(200):
+            groups = [g for g in await app.broker.list_groups() if g.name == f"g-{topic}"]  # type: ignore[attr-defined]
+            if handled and groups and groups[0].members:
+                break
+            await asyncio.sleep(0.05)
+    (member,) = groups[0].members
+    assert member.startswith(f"billing@{socket.gethostname()}:{os.getpid()}-")

@@ -36,6 +36,7 @@ from tidings.broker import (
     RevokeHandler,
     SubscribeOptions,
 )
+from tidings.brokers._member_id import member_id
 from tidings.brokers.kafka._admin import KafkaAdmin
 from tidings.brokers.kafka._binding import codec_for
 from tidings.brokers.kafka._client import (
@@ -226,8 +227,14 @@ class KafkaBroker:
         self._subscriptions.append(sub)
         return sub
 
-    def _consumer(self, group: str | None, start: str, prefetch: int) -> Any:
+    def _consumer(
+        self, group: str | None, start: str, prefetch: int, client_name: str | None = None
+    ) -> Any:
         config = self.config
+        settings = client_settings(config)
+        if group is not None:
+            # The coordinator names a member <client_id>-<uuid>: say whose it is.
+            settings["client_id"] = member_id(client_name or config.client_id)
         return self._aiokafka.AIOKafkaConsumer(
             group_id=group,
             enable_auto_commit=False,
@@ -236,7 +243,7 @@ class KafkaBroker:
             heartbeat_interval_ms=int(config.heartbeat_interval * 1000),
             fetch_max_wait_ms=100,
             max_poll_records=max(prefetch, 500),
-            **client_settings(config),
+            **settings,
         )
 
     async def _member(
@@ -257,7 +264,7 @@ class KafkaBroker:
             for topic in topics:
                 for p, (_, end) in (await self._admin.bounds(topic)).items():
                     latest[self._aiokafka.TopicPartition(topic, p)] = end
-        consumer = self._consumer(group, options.start, options.prefetch)
+        consumer = self._consumer(group, options.start, options.prefetch, options.client_name)
         sub = KafkaSubscription(
             config,
             consumer,
