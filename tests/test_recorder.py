@@ -72,7 +72,7 @@ async def test_an_app_on_the_embedded_broker_records_every_attempt(tmp_path: Pat
         ("dead_lettered", 3),
     ]
     handled = of[flaky.id][1]
-    assert handled.event == flaky.id
+    assert handled.event is None  # found by where it is stored: the id would only add bytes
     assert handled.seconds is not None and 0 <= handled.seconds < 5
     assert handled.started is not None and handled.started >= handled.published_at
     retried = of[flaky.id][0]

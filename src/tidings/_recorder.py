@@ -19,7 +19,7 @@ from tidings.broker import Broker, Delivery, Provisioning
 from tidings.errors import ConfigurationError
 from tidings.event import Event
 from tidings.hooks import Observer
-from tidings.outcomes import HANDLINGS_TOPIC, Handling, Outcome, encode_handlings
+from tidings.outcomes import HANDLINGS_TOPIC, Outcome, Row, encode_rows
 
 __all__ = ["RETENTION", "OutcomeRecorder"]
 
@@ -58,7 +58,7 @@ class OutcomeRecorder(Observer):
         self.max_buffered = max_buffered
         #: Records given up: the buffer overflowed, or the broker refused them.
         self.dropped = 0
-        self._buffer: list[Handling] = []
+        self._buffer: list[Row] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -85,7 +85,10 @@ class OutcomeRecorder(Observer):
         if not records:
             return
         size = self.batch
-        messages = [encode_handlings(records[i : i + size]) for i in range(0, len(records), size)]
+        messages = [
+            encode_rows(self.app, self.source, records[i : i + size])
+            for i in range(0, len(records), size)
+        ]
         try:
             await self.broker.publish(self.topic, messages)
         except Exception as exc:
@@ -118,8 +121,7 @@ class OutcomeRecorder(Observer):
                 self.dropped += 1
                 return
         buffer.append(
-            Handling(
-                self.app,
+            (
                 subscription,
                 d.group,
                 d.topic,
@@ -129,12 +131,11 @@ class OutcomeRecorder(Observer):
                 outcome,
                 time.time(),
                 d.published_at,
-                None if event is None else event.id,
+                None if event is None or outcome == "handled" else event.id,
                 seconds,
                 None if error is None else repr(error),
                 delay,
                 dead_letter_topic,
-                self.source,
             )
         )
 

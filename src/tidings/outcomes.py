@@ -5,8 +5,8 @@ internal topic :data:`HANDLINGS_TOPIC`, a batch of records per message, so
 that ``tidings trace`` can tell for every event of a flow which groups
 handled it, after how many retries, how long it waited and how long its
 handling took. A record names the event by where it is stored (topic,
-partition, offset), which every hook knows, and by id when the hook has the
-decoded event.
+partition, offset), which every hook knows; a failed attempt's record also
+carries the event id.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ __all__ = [
     "RECORD_HEADER",
     "Handling",
     "Outcome",
+    "Row",
     "decode_handlings",
     "encode_handlings",
+    "encode_rows",
     "is_internal_topic",
 ]
 
@@ -35,7 +37,7 @@ INTERNAL_PREFIX = "tidings."
 HANDLINGS_TOPIC = "tidings.handlings"
 #: Header naming the format of a message of :data:`HANDLINGS_TOPIC`.
 RECORD_HEADER = "tidings-record"
-_FORMAT = "handlings/1"
+_FORMAT = "handlings/2"
 
 Outcome: TypeAlias = Literal["handled", "retried", "dead_lettered", "committed"]
 
@@ -79,18 +81,63 @@ class Handling(msgspec.Struct, frozen=True, array_like=True):
         return None if self.seconds is None else self.at - self.seconds
 
 
+#: A handling as the recorder keeps it until written (a tuple is cheap to make):
+#: subscription, group, topic, partition, offset, attempt, outcome, at, published_at,
+#: event id, seconds, error, delay, dead-letter topic.
+Row: TypeAlias = tuple[
+    str, str, str, int, int, int, Outcome, float, float,
+    str | None, float | None, str | None, float | None, str | None,
+]  # fmt: skip
+
+
+class _Batch(msgspec.Struct, array_like=True):
+    """A message of records: the app and source once, then the rows as recorded."""
+
+    app: str
+    source: str | None
+    rows: list[Row]
+
+
 _encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(list[Handling])
+_decoder = msgspec.json.Decoder(_Batch)
 
 
-def is_internal_topic(topic: str) -> bool:
-    """True for tidings' own topics (handling records, reply inboxes)."""
-    return topic.startswith(INTERNAL_PREFIX)
+def encode_rows(app: str, source: str | None, rows: Sequence[Row]) -> Message:
+    """One message holding the recorder's ``rows`` (see :data:`Row`), encoded in C.
+
+    (The rows are written as recorded: any per-row reshaping in Python would
+    cost more than the bytes it saves.)
+    """
+    value = _encoder.encode(_Batch(app, source, list(rows)))
+    return Message(value=value, headers={RECORD_HEADER: _FORMAT})
 
 
 def encode_handlings(records: Sequence[Handling]) -> Message:
-    """One message holding ``records``."""
-    return Message(value=_encoder.encode(records), headers={RECORD_HEADER: _FORMAT})
+    """One message holding ``records`` (all of one app)."""
+    first = records[0] if records else None
+    return encode_rows(
+        "" if first is None else first.app,
+        None if first is None else first.source,
+        [
+            (
+                r.subscription,
+                r.group,
+                r.topic,
+                r.partition,
+                r.offset,
+                r.attempt,
+                r.outcome,
+                r.at,
+                r.published_at,
+                r.event,
+                r.seconds,
+                r.error,
+                r.delay,
+                r.dead_letter_topic,
+            )
+            for r in records
+        ],
+    )
 
 
 def decode_handlings(message: Message) -> list[Handling]:
@@ -98,6 +145,12 @@ def decode_handlings(message: Message) -> list[Handling]:
     if message.headers.get(RECORD_HEADER) != _FORMAT:
         raise DecodeError(f"not a message of handling records ({RECORD_HEADER} header missing)")
     try:
-        return _decoder.decode(message.value)
-    except msgspec.DecodeError as exc:
+        batch = _decoder.decode(message.value)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise DecodeError(f"invalid handling records: {exc}") from exc
+    return [Handling(batch.app, *row, source=batch.source) for row in batch.rows]
+
+
+def is_internal_topic(topic: str) -> bool:
+    """True for tidings' own topics (handling records, reply inboxes)."""
+    return topic.startswith(INTERNAL_PREFIX)
