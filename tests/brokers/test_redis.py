@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio
+from _services import free_port, port_open, service_missing
+
+from tidings.broker import Message
+from tidings.brokers.redis import RedisBroker
+from tidings.errors import BrokerUnavailable
+from tidings.testing.conformance import BrokerConformance, collect
+
+SYSTEM = "redis://127.0.0.1:6379/0"
+#: Fast membership, so rebalances in the suite take a second, not five.
+FAST_GROUPS = "?heartbeat=0.25&session_timeout=1.5"
+
+
+def system_url() -> str:
+    if not port_open("127.0.0.1", 6379):
+        service_missing("no Redis server on 127.0.0.1:6379")
+    return SYSTEM
+
+
+async def delete_keys(url: str, marker: str) -> None:
+    """Delete every key (and topic-set entry) whose name holds ``marker``."""
+    client = redis.asyncio.Redis.from_url(url.split("?", 1)[0])
+    try:
+        found = [key async for key in client.scan_iter(match=f"*{marker}*", count=1000)]
+        if found:
+            await client.delete(*found)
+        topics = [t for t in await client.smembers("tidings:topics") if marker.encode() in t]
+        if topics:
+            await client.srem("tidings:topics", *topics)
+    finally:
+        await client.aclose()
+
+
+class TestRedisBroker(BrokerConformance):
+    rebalance_delay = 1.0
+
+    @pytest.fixture
+    async def broker_factory(self, names: Callable[[str], str]) -> AsyncIterator[Any]:
+        url = system_url() + FAST_GROUPS
+        made: list[RedisBroker] = []
+
+        def make() -> RedisBroker:
+            made.append(RedisBroker.from_url(url))
+            return made[-1]
+
+        yield make
+        for broker in made:  # Apps given a broker object leave closing it to its owner
+            await broker.close()
+        await delete_keys(url, names("x").rsplit("-", 1)[1])
+
+
+# -- adapter-specific ------------------------------------------------------------------
+
+
+@pytest.fixture
+def run() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+async def cleanup(run: str) -> AsyncIterator[None]:
+    yield
+    await delete_keys(system_url(), run)
+
+
+async def test_a_dead_members_pending_entries_go_to_a_living_one(run: str, cleanup: None) -> None:
+    """A member that stops heartbeating (killed: no clean leave) loses its partitions
+    after the session; the survivor claims its pending entries, attempt counted."""
+    url = system_url() + FAST_GROUPS
+    topic, group = f"takeover-{run}", f"g-{run}"
+    dead, alive = RedisBroker.from_url(url), RedisBroker.from_url(url)
+    await dead.connect()
+    await alive.connect()
+    try:
+        doomed = await dead.subscribe([topic], group)
+        await dead.publish(topic, [Message(f"m{i}".encode(), key=f"k{i}") for i in range(8)])
+        held = await collect(doomed, 8, ack=False, timeout=5)
+        assert len(held) == 8
+        # Simulate a kill -9: the heartbeat stops, nothing is handed back.
+        coordinator = dead._members[doomed]
+        assert coordinator._task is not None
+        coordinator._task.cancel()
+        survivor = await alive.subscribe([topic], group)
+        started = time.monotonic()
+        got = await collect(survivor, 8, timeout=10)
+        assert sorted(d.value for d in got) == sorted(f"m{i}".encode() for i in range(8))
+        assert all(d.attempt == 2 for d in got)
+        assert time.monotonic() - started < 6
+        await held[0].ack()  # the dead member's late ack is fenced: ignored
+        client = alive.client
+        assert client is not None
+        pending = await client.xpending(alive.keys.stream(topic, held[0].partition), group)
+        assert pending["pending"] == 0
+    finally:
+        await alive.close()
+        await dead.close()
+
+
+async def test_offsets_count_per_partition_and_ids_carry_them(run: str, cleanup: None) -> None:
+    broker = RedisBroker.from_url(system_url() + "&partitions=1".replace("&", "?"))
+    await broker.connect()
+    try:
+        topic = f"ids-{run}"
+        await broker.publish(topic, [Message(b"a"), Message(b"b")])
+        await broker.publish(topic, [Message(b"c")])
+        sub = await broker.subscribe([topic], f"g-{run}")
+        got = await collect(sub, 3, timeout=5)
+        assert [(d.value, d.offset) for d in got] == [(b"a", 0), (b"b", 1), (b"c", 2)]
+        assert got[0].published_at == pytest.approx(time.time(), abs=5)
+    finally:
+        await broker.close()
+
+
+async def test_connect_raises_broker_unavailable_within_the_timeout() -> None:
+    port = free_port()
+    broker = RedisBroker.from_url(f"redis://u:pw@127.0.0.1:{port}/0?connect_timeout=0.5")
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable) as caught:
+        await broker.connect()
+    assert time.monotonic() - started < 3
+    assert "u:***@127.0.0.1" in str(caught.value)
+    assert "pw@" not in str(caught.value)
+
+
+def test_url_options_are_validated() -> None:
+    from tidings.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="unknown redis URL option"):
+        RedisBroker.from_url("redis://127.0.0.1/0?partition=3")
+    options = RedisBroker.from_url("rediss://:pw@example:6380/2?partitions=8").options
+    assert (options.host, options.port, options.db, options.tls) == ("example", 6380, 2, True)
+    assert "pw" not in repr(options)
+
+
+async def test_close_leaves_no_lease_behind(run: str, cleanup: None) -> None:
+    broker = RedisBroker.from_url(system_url() + FAST_GROUPS)
+    await broker.connect()
+    topic, group = f"leave-{run}", f"g-{run}"
+    sub = await broker.subscribe([topic], group)
+    await sub.close()
+    client = broker.client
+    assert client is not None
+    assert await client.exists(broker.keys.lease(group, topic, 0)) == 0
+    await broker.close()
+    await asyncio.sleep(0)
