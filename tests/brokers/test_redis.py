@@ -1,15 +1,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio
 from _services import free_port, port_open, service_missing
 
+import tidings
 from tidings.broker import Message
 from tidings.brokers.redis import RedisBroker
 from tidings.errors import BrokerUnavailable
@@ -18,6 +23,14 @@ from tidings.testing.conformance import BrokerConformance, collect
 SYSTEM = "redis://127.0.0.1:6379/0"
 #: Fast membership, so rebalances in the suite take a second, not five.
 FAST_GROUPS = "?heartbeat=0.25&session_timeout=1.5"
+
+
+#: The tidings under test, also for subprocesses started in another directory.
+SOURCE = str(Path(tidings.__file__).resolve().parents[1])
+
+
+def _path() -> str:
+    return os.pathsep.join(p for p in (SOURCE, os.environ.get("PYTHONPATH")) if p)
 
 
 def system_url() -> str:
@@ -152,3 +165,25 @@ async def test_close_leaves_no_lease_behind(run: str, cleanup: None) -> None:
     assert await client.exists(broker.keys.lease(group, topic, 0)) == 0
     await broker.close()
     await asyncio.sleep(0)
+
+
+def test_the_docs_page_example_runs(tmp_path: Path, run: str, cleanup: None) -> None:
+    url = f"{system_url()}?prefix=docs{run}"
+    page = Path(__file__).resolve().parents[2] / "docs" / "brokers" / "redis.md"
+    blocks = page.read_text().split("```python\n")[1:]
+    assert blocks, "the page has no python example"
+    for number, block in enumerate(blocks):
+        code = block.split("```", 1)[0].replace("redis://127.0.0.1:6379/0", url)
+        script = tmp_path / f"example{number}.py"
+        script.write_text(code)
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            check=False,
+            env={**os.environ, "PYTHONPATH": _path()},
+        )
+        assert done.returncode == 0, done.stderr
+        assert "billing {'amount': 12}" in done.stdout
