@@ -187,3 +187,52 @@ def test_the_docs_page_example_runs(tmp_path: Path, run: str, cleanup: None) -> 
         )
         assert done.returncode == 0, done.stderr
         assert "billing {'amount': 12}" in done.stdout
+
+
+def _cli(
+    *args: str, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tidings.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        check=False,
+        env={**os.environ, "PYTHONPATH": _path()},
+    )
+
+
+def test_demo_runs_headless_and_its_invariants_hold(
+    tmp_path: Path, run: str, cleanup: None
+) -> None:
+    url = f"{system_url()}?prefix=demo{run}"  # a fresh prefix: the broker holds no shop events
+    done = _cli("demo", "--broker", url, "--orders", "100", "--headless", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "every invariant holds" in done.stdout
+
+
+async def test_the_cli_reads_topics_and_groups(run: str, cleanup: None) -> None:
+    url = f"{system_url()}?prefix=cli{run}"
+    broker = RedisBroker.from_url(url)
+    await broker.connect()
+    try:
+        await broker.publish("bars", [Message(b'{"n": 1}', key="k")])
+        sub = await broker.subscribe(["bars"], "readers")
+        assert len(await collect(sub, 1, ack=False, timeout=5)) == 1
+        topics = await asyncio.to_thread(_cli, "topics", "--broker", url)
+        assert "bars" in topics.stdout, topics.stderr
+        groups = await asyncio.to_thread(_cli, "groups", "--broker", url)
+        assert "readers" in groups.stdout, groups.stderr
+    finally:
+        await broker.close()
+
+
+def test_an_unreachable_broker_is_one_line_naming_the_url_without_password() -> None:
+    port = free_port()
+    done = _cli("tail", "bars", "--broker", f"redis://:s3cret@127.0.0.1:{port}/0?connect_timeout=1")
+    assert done.returncode != 0
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert f"127.0.0.1:{port}" in done.stderr
+    assert "s3cret" not in done.stderr
+    assert "Traceback" not in done.stderr

@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tidings.broker import Capabilities, Message, Position, RevokeHandler, SubscribeOptions
 from tidings.brokers._member_id import member_id
 from tidings.brokers._partitioning import partition_for
 from tidings.errors import BrokerClosedError, BrokerUnavailable, ConfigurationError, PublishError
+from tidings.inspection import GroupInfo, StoredMessage, TopicInfo
 
 try:
     import redis.exceptions
@@ -29,6 +30,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     raise ImportError("the redis:// broker needs redis-py: pip install 'tidings[redis]'") from None
 
+from tidings.brokers.redis import _admin
 from tidings.brokers.redis._binding import Keys, entry_fields
 from tidings.brokers.redis._delivery import Source
 from tidings.brokers.redis._group import Coordinator
@@ -366,3 +368,51 @@ class RedisBroker:
                         subscription.forget(source)
         for partition in range(found.partitions):
             await seek_stream(client, self.keys.stream(topic, partition), group, position)
+
+    # -- inspection (tidings.inspection.Inspectable) ----------------------------------
+
+    async def _all_topics(self) -> list[Topic]:
+        stored: Any = await self._check_open().smembers(self.keys.topics())
+        names = sorted(name.decode() for name in stored)
+        found = [await self.topic(name, create=False) for name in names]
+        return [topic for topic in found if topic is not None]
+
+    async def list_topics(self) -> list[TopicInfo]:
+        return await _admin.list_topics(self._check_open(), self.keys, await self._all_topics())
+
+    async def list_groups(self) -> list[GroupInfo]:
+        return await _admin.list_groups(self._check_open(), self.keys, await self._all_topics())
+
+    async def read(
+        self,
+        topic: str,
+        *,
+        after: Mapping[int, int] | None = None,
+        last: int | None = None,
+        limit: int = 1000,
+    ) -> list[StoredMessage]:
+        found = await self.topic(topic, create=False)
+        if found is None:
+            return []
+        return await _admin.read(
+            self._check_open(), self.keys, topic, found.partitions, after, last, limit
+        )
+
+    async def delete(self, topic: str, entries: Sequence[tuple[int, int]]) -> int:
+        client = self._check_open()
+        deleted = 0
+        for partition, offset in entries:
+            stream = self.keys.stream(topic, partition)
+            stream_id = await _admin.entry_id(client, stream, offset)
+            if stream_id is not None:
+                deleted += await client.xdel(stream, stream_id)
+        return deleted
+
+    async def move(self, topic: str, entries: Sequence[tuple[int, int, str, Message]]) -> int:
+        """Publish each message to its target, then delete the original (not atomic:
+        a failure in between leaves both copies, never none)."""
+        moved = 0
+        for partition, offset, target, message in entries:
+            await self.publish(target, [message])
+            moved += await self.delete(topic, [(partition, offset)])
+        return moved

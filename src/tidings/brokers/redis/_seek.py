@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from tidings.broker import Position
 from tidings.brokers.redis._binding import split_id
 
-__all__ = ["seek_stream"]
+__all__ = ["before_offset", "seek_stream"]
 
 _MAX_SEQ = (1 << 64) - 1
 
@@ -29,11 +29,11 @@ async def seek_stream(client: Redis, stream: str, group: str, position: Position
         ms = int(position.timestamp() * 1000)
         last = f"{ms - 1}-{_MAX_SEQ}" if ms > 0 else "0"
     else:
-        last = await _before_offset(client, stream, int(position))
+        last = await before_offset(client, stream, int(position))
     await client.xgroup_setid(stream, group, last)
 
 
-async def _before_offset(client: Redis, stream: str, offset: int) -> str:
+async def before_offset(client: Redis, stream: str, offset: int) -> str:
     """The id just before the first entry whose offset is ``offset`` or more."""
     if offset <= 0:
         return "0"
