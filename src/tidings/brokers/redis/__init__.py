@@ -37,6 +37,7 @@ from tidings.brokers.redis._group import Coordinator
 from tidings.brokers.redis._reader import RedisReader
 from tidings.brokers.redis._seek import seek_stream
 from tidings.brokers.redis._subscription import RedisSubscription, Scripts
+from tidings.brokers.redis._topics import Topic, load_topic
 from tidings.brokers.redis._url import RedisOptions
 
 __all__ = ["RedisBroker", "RedisOptions"]
@@ -57,18 +58,6 @@ CAPABILITIES = Capabilities(
     wildcards=False,
     max_message_size=512 << 20,
 )
-
-
-class Topic:
-    """A topic's settings, as stored in its hash."""
-
-    __slots__ = ("maxlen", "name", "partitions", "retention_ms")
-
-    def __init__(self, name: str, partitions: int, maxlen: int, retention_ms: int) -> None:
-        self.name = name
-        self.partitions = partitions
-        self.maxlen = maxlen
-        self.retention_ms = retention_ms
 
 
 class RedisBroker:
@@ -160,32 +149,18 @@ class RedisBroker:
     # -- topics ---------------------------------------------------------------------
 
     async def topic(self, name: str, *, create: bool = True) -> Topic | None:
-        """The settings of ``name`` (stored with the server's defaults on first use)."""
+        """The settings of ``name`` (stored with this URL's defaults on first use)."""
         known = self._topics.get(name)
         if known is not None:
             return known
-        client = self._check_open()
-        key = self.keys.topic(name)
         try:
-            if create:
-                async with client.pipeline(transaction=True) as pipe:
-                    pipe.hsetnx(key, "partitions", self.options.partitions)
-                    pipe.hsetnx(key, "maxlen", self.options.maxlen)
-                    pipe.sadd(self.keys.topics(), name)
-                    await pipe.execute()
-            stored = await client.hgetall(key)
+            found = await load_topic(self._check_open(), self.keys, name, self.options, create)
         except redis.exceptions.RedisError as exc:
             raise BrokerUnavailable(
                 f"cannot read topic {name!r} on {self.options.url}: {exc!r}"
             ) from exc
-        if not stored:
+        if found is None:
             return None
-        found = Topic(
-            name,
-            int(stored.get(b"partitions", self.options.partitions)),
-            int(stored.get(b"maxlen", 0)),
-            int(stored.get(b"retention_ms", 0)),
-        )
         self._topics[name] = found
         return found
 

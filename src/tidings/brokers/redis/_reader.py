@@ -6,11 +6,13 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import redis.exceptions
 from redis.asyncio import Redis
 
 from tidings.broker import Delivery
 from tidings.brokers._settle import OffsetDelivery
 from tidings.brokers.redis._binding import parse_entry, split_id
+from tidings.errors import BrokerUnavailable
 
 __all__ = ["RedisReader"]
 
@@ -68,6 +70,14 @@ class RedisReader:
             self.positions[stream] = newest[0][0] if newest else "0-0"
 
     async def fetch(self, max_count: int, timeout: float) -> Sequence[Delivery]:
+        try:
+            return await self._fetch(max_count, timeout)
+        except (OSError, redis.exceptions.RedisError) as exc:
+            if self.closed:
+                return []
+            raise BrokerUnavailable(f"reading from Redis failed: {exc!r}") from exc
+
+    async def _fetch(self, max_count: int, timeout: float) -> Sequence[Delivery]:
         deadline = time.monotonic() + timeout
         while not self.closed:
             remaining = deadline - time.monotonic()

@@ -23,11 +23,13 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import redis.exceptions
 from redis.asyncio import Redis
 
 from tidings.broker import Delivery, RevokeHandler
 from tidings.brokers.redis._binding import parse_entry, split_id
 from tidings.brokers.redis._delivery import RedisDelivery, Source
+from tidings.errors import BrokerUnavailable
 
 __all__ = ["RedisSubscription", "Scripts"]
 
@@ -82,6 +84,16 @@ class RedisSubscription:
     # -- fetching ----------------------------------------------------------------
 
     async def fetch(self, max_count: int, timeout: float) -> Sequence[Delivery]:
+        try:
+            return await self._fetch(max_count, timeout)
+        except (OSError, redis.exceptions.RedisError) as exc:
+            if self.closed:
+                return []
+            raise BrokerUnavailable(
+                f"reading group {self.group!r} from Redis failed: {exc!r}"
+            ) from exc
+
+    async def _fetch(self, max_count: int, timeout: float) -> Sequence[Delivery]:
         deadline = time.monotonic() + timeout
         while not self.closed:
             await self._due(max_count)
@@ -181,10 +193,16 @@ class RedisSubscription:
 
     async def settle_ack(self, source: Source, delivery: RedisDelivery) -> None:
         source.held.pop(delivery.offset, None)
-        await self.scripts.ack(
-            keys=[source.lease, source.stream, source.dues],
-            args=[source.token, self.group, delivery.stream_id],
-        )
+        try:
+            await self.scripts.ack(
+                keys=[source.lease, source.stream, source.dues],
+                args=[source.token, self.group, delivery.stream_id],
+            )
+        except (OSError, redis.exceptions.RedisError) as exc:
+            # Still pending, and unknown here now: the idle sweep brings it back.
+            log.warning(
+                "%s: ack of %s failed (%r); it will come again", self.group, delivery.id, exc
+            )
 
     async def settle_nack(self, source: Source, delivery: RedisDelivery, delay: float) -> None:
         source.held.pop(delivery.offset, None)
@@ -194,15 +212,26 @@ class RedisSubscription:
         source.waiting_entries[delivery.offset] = delivery.stream_id
         self.wake.set()
         if delay > 0:
-            await self.scripts.delay(
-                keys=[source.lease, source.dues],
-                args=[source.token, delivery.stream_id, f"{int(due * 1000)}:{delivery.key or ''}"],
-            )
+            try:
+                await self.scripts.delay(
+                    keys=[source.lease, source.dues],
+                    args=[
+                        source.token,
+                        delivery.stream_id,
+                        f"{int(due * 1000)}:{delivery.key or ''}",
+                    ],
+                )
+            except (OSError, redis.exceptions.RedisError) as exc:
+                # Only a member taking the partition over would need the time.
+                log.warning(
+                    "%s: storing the retry time of %s failed: %r", self.group, delivery.id, exc
+                )
 
     async def keep(self, source: Source, delivery: RedisDelivery) -> None:
-        await self.client.xclaim(
-            source.stream, self.group, self.consumer, 0, [delivery.stream_id], justid=True
-        )
+        with contextlib.suppress(OSError, redis.exceptions.RedisError):
+            await self.client.xclaim(
+                source.stream, self.group, self.consumer, 0, [delivery.stream_id], justid=True
+            )
 
     # -- ownership -------------------------------------------------------------------
 
