@@ -236,3 +236,21 @@ def test_an_unreachable_broker_is_one_line_naming_the_url_without_password() -> 
     assert f"127.0.0.1:{port}" in done.stderr
     assert "s3cret" not in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_a_member_that_leaves_holding_nothing_leaves_no_consumer(
+    run: str, cleanup: None
+) -> None:
+    broker = RedisBroker.from_url(system_url() + FAST_GROUPS + "&partitions=1")
+    await broker.connect()
+    try:
+        topic, group = f"prune-{run}", f"g-{run}"
+        await broker.publish(topic, [Message(b"x")])
+        sub = await broker.subscribe([topic], group)
+        assert len(await collect(sub, 1, timeout=5)) == 1
+        await sub.close()
+        client = broker.client
+        assert client is not None
+        assert await client.xinfo_consumers(broker.keys.stream(topic, 0), group) == []
+    finally:
+        await broker.close()

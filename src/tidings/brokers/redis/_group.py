@@ -123,6 +123,8 @@ class Coordinator:
                 await task
         for source in self.member.sources:
             await self.member.release(source, revoke=False)
+            with contextlib.suppress(Exception):
+                await self.member.prune(source, leaving=True)
         for topic in self.topics:
             await self.client.zrem(
                 self.keys.members(self.member.group, topic), self.member.consumer

@@ -241,6 +241,20 @@ class RedisSubscription:
         source.owned = True
         await self.sweep(source, 0)
         self.wake.set()
+        await self.prune(source)
+
+    async def prune(self, source: Source, *, leaving: bool = False) -> None:
+        """Delete consumers of the group on ``source`` that hold nothing: this member's
+        when it leaves, others' idle for a minute (members gone). Each member id is a
+        new Redis consumer; they would pile up."""
+        consumers: Any = await self.client.xinfo_consumers(source.stream, self.group)
+        for consumer in consumers:
+            name = consumer["name"]
+            name = name.decode() if isinstance(name, bytes) else name
+            mine = name == self.consumer
+            gone = not mine and consumer["idle"] > 60_000
+            if not consumer["pending"] and (mine if leaving else gone):
+                await self.client.xgroup_delconsumer(source.stream, self.group, name)
 
     async def sweep(self, source: Source, min_idle: float) -> None:
         """Claim the group's entries on ``source`` idle ``min_idle`` seconds, unknown here."""
