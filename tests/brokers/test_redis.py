@@ -15,7 +15,7 @@ import redis.asyncio
 from _services import free_port, port_open, service_missing
 
 import tidings
-from tidings.broker import Message
+from tidings.broker import Message, Releasable
 from tidings.brokers.redis import RedisBroker
 from tidings.errors import BrokerUnavailable
 from tidings.testing.conformance import BrokerConformance, collect
@@ -252,5 +252,28 @@ async def test_a_member_that_leaves_holding_nothing_leaves_no_consumer(
         client = broker.client
         assert client is not None
         assert await client.xinfo_consumers(broker.keys.stream(topic, 0), group) == []
+    finally:
+        await broker.close()
+
+
+async def test_a_released_delivery_comes_again_with_the_same_attempt(
+    run: str, cleanup: None
+) -> None:
+    broker = RedisBroker.from_url(system_url() + FAST_GROUPS)
+    await broker.connect()
+    try:
+        topic, group = f"release-{run}", f"g-{run}"
+        first = await broker.subscribe([topic], group)
+        await broker.publish(topic, [Message(b"x", key="k")])
+        (d,) = await collect(first, 1, ack=False, timeout=5)
+        assert isinstance(d, Releasable)
+        await d.release()
+        (again,) = await collect(first, 1, ack=False, timeout=5)
+        assert again.attempt == d.attempt == 1
+        await again.release()
+        await first.close()  # the next owner claims it: still the first attempt
+        second = await broker.subscribe([topic], group)
+        (last,) = await collect(second, 1, timeout=5)
+        assert (last.value, last.attempt) == (b"x", 1)
     finally:
         await broker.close()

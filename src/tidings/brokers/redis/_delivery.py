@@ -4,7 +4,9 @@ Settling goes through the member (:class:`~._subscription.RedisSubscription`):
 ``ack`` is a fenced ``XACK``; ``nack(delay)`` keeps the entry pending with this
 member and claims it again when the delay is over (``XCLAIM`` counts the
 delivery, so the attempt survives any restart); ``extend`` resets the entry's
-idle time (``XCLAIM ... JUSTID``) so no sweep takes it from a living member. A
+idle time (``XCLAIM ... JUSTID``) so no sweep takes it from a living member;
+``release`` sets the entry's delivery counter back (``XCLAIM ... RETRYCOUNT``),
+so it comes again with the same attempt. A
 delivery is fenced once its source's epoch moved on (its partition went to
 another member, the group was moved by a seek, or the member closed).
 """
@@ -118,3 +120,11 @@ class RedisDelivery(OffsetDelivery):
 
     def _on_extend(self) -> Awaitable[None] | None:
         return self._member.keep(self._source, self)
+
+    async def release(self) -> None:
+        """Give the delivery back unhandled (:class:`~tidings.broker.Releasable`)."""
+        if self.settled:
+            return
+        self.settled = True
+        if not self.fenced():
+            await self._member.give_back(self._source, self)

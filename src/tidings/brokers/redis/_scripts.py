@@ -13,7 +13,16 @@ ack what another member now owns.
 
 from __future__ import annotations
 
-__all__ = ["ACK", "DELAY", "DROP_LEASE", "PUBLISH", "REDELIVER", "RENEW_LEASE", "SWEEP"]
+__all__ = [
+    "ACK",
+    "DELAY",
+    "DROP_LEASE",
+    "PUBLISH",
+    "REDELIVER",
+    "RELEASE",
+    "RENEW_LEASE",
+    "SWEEP",
+]
 
 #: KEYS: stream. ARGV: maxlen (0: none), min age ms (0: none), then per message
 #: its field count and fields. Returns the offset of the first entry written.
@@ -89,6 +98,14 @@ for i = 4, #ARGV do
   end
 end
 return out
+"""
+
+#: KEYS: lease, stream. ARGV: token, group, consumer, id, deliveries. Sets the entry's
+#: delivery counter back (``RETRYCOUNT``), so that its next claim repeats the attempt.
+RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+redis.call('XCLAIM', KEYS[2], ARGV[2], ARGV[3], 0, ARGV[4], 'RETRYCOUNT', ARGV[5], 'JUSTID')
+return 1
 """
 
 #: KEYS: stream. ARGV: group, consumer, min idle ms. Claims (without counting a

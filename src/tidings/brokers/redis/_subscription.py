@@ -52,6 +52,7 @@ class Scripts:
         self.renew = client.register_script(_scripts.RENEW_LEASE)
         self.drop = client.register_script(_scripts.DROP_LEASE)
         self.sweep = client.register_script(_scripts.SWEEP)
+        self.release = client.register_script(_scripts.RELEASE)
 
 
 class RedisSubscription:
@@ -226,6 +227,24 @@ class RedisSubscription:
                 log.warning(
                     "%s: storing the retry time of %s failed: %r", self.group, delivery.id, exc
                 )
+
+    async def give_back(self, source: Source, delivery: RedisDelivery) -> None:
+        """Unhandled: set the delivery counter back and deliver it again, same attempt."""
+        source.held.pop(delivery.offset, None)
+        source.waiting.push(time.time(), delivery.offset)
+        source.waiting_entries[delivery.offset] = delivery.stream_id
+        self.wake.set()
+        with contextlib.suppress(OSError, redis.exceptions.RedisError):
+            await self.scripts.release(
+                keys=[source.lease, source.stream],
+                args=[
+                    source.token,
+                    self.group,
+                    self.consumer,
+                    delivery.stream_id,
+                    delivery.attempt - 1,
+                ],
+            )
 
     async def keep(self, source: Source, delivery: RedisDelivery) -> None:
         with contextlib.suppress(OSError, redis.exceptions.RedisError):
