@@ -23,13 +23,20 @@ _BUILTIN: dict[str, str] = {
     "sqlite": "tidings.brokers.sqlite:SqliteBroker.from_url",
     "kafka": "tidings.brokers.kafka:KafkaBroker.from_url",
     "nats": "tidings.brokers.nats:NatsBroker.from_url",
+    "redis": "tidings.brokers.redis:RedisBroker.from_url",
+    "rediss": "tidings.brokers.redis:RedisBroker.from_url",
 }
 
 
 #: Scheme -> (the client library its adapter needs, the extra that installs it).
-_CLIENTS: dict[str, tuple[str, str]] = {"kafka": ("aiokafka", "kafka"), "nats": ("nats", "nats")}
+_CLIENTS: dict[str, tuple[str, str]] = {
+    "kafka": ("aiokafka", "kafka"),
+    "nats": ("nats", "nats"),
+    "redis": ("redis", "redis"),
+    "rediss": ("redis", "redis"),
+}
 #: Schemes of adapters not in this version yet, so that a URL gets a plain answer.
-_PLANNED = ("amqp", "redis", "mqtt", "gcppubsub", "sns", "sqs", "stomp")
+_PLANNED = ("amqp", "mqtt", "gcppubsub", "sns", "sqs", "stomp")
 
 
 def schemes() -> list[str]:
