@@ -133,6 +133,25 @@ async def test_offsets_count_per_partition_and_ids_carry_them(run: str, cleanup:
         await broker.close()
 
 
+async def test_reading_after_an_offset_within_a_shared_millisecond(run: str, cleanup: None) -> None:
+    """Found by a chaos run: entries sharing a millisecond were skipped by ``read(after=)``
+    (the CLI's tail and the chaos checker page with it)."""
+    broker = RedisBroker.from_url(system_url() + "?partitions=1")
+    await broker.connect()
+    try:
+        topic = f"paging-{run}"
+        for first in range(0, 600, 200):  # a few calls, each many entries per millisecond
+            await broker.publish(
+                topic, [Message(str(n).encode()) for n in range(first, first + 200)]
+            )
+        for after in (1, 2, 199, 200, 201, 399, 400, 599):
+            stored = await broker.read(topic, after={0: after}, limit=1000)
+            assert [m.offset for m in stored] == list(range(after, 600)), after
+        assert await broker.read(topic, after={0: 600}) == []
+    finally:
+        await broker.close()
+
+
 async def test_connect_raises_broker_unavailable_within_the_timeout() -> None:
     port = free_port()
     broker = RedisBroker.from_url(f"redis://u:pw@127.0.0.1:{port}/0?connect_timeout=0.5")
