@@ -137,11 +137,18 @@ class RedisSubscription:
         reply: Any = await self.client.xreadgroup(
             self.group, self.consumer, streams, count=count, block=max(int(wait * 1000), 1)
         )
-        now = time.time()
         for stream, entries in reply or []:
             source = self.by_stream[stream if isinstance(stream, bytes) else stream.encode()]
             if epochs[source.stream] != source.epoch or not source.owned:
                 continue  # read while the partition moved: the next owner claims them
+            if await self._others_hold(source):
+                # A member that lost this partition (a zombie, or a read it sent before
+                # it lost the lease) was handed earlier entries after our take-over:
+                # claim them first, so that later entries of their keys wait behind.
+                await self.sweep(source, 0)
+                if epochs[source.stream] != source.epoch or not source.owned:
+                    continue
+            now = time.time()
             for stream_id, fields in entries:
                 delivery = self._delivery(source, stream_id, fields, 1)
                 held_until = source.waiting.barrier(delivery.key, delivery.offset)
@@ -150,6 +157,17 @@ class RedisSubscription:
                     source.waiting_entries[delivery.offset] = delivery
                 else:
                     self.buffer.append(delivery)
+
+    async def _others_hold(self, source: Source) -> bool:
+        """Whether another consumer of the group has entries of ``source`` pending."""
+        summary: Any = await self.client.xpending(source.stream, self.group)
+        mine = self.consumer
+        for consumer in summary.get("consumers") or ():
+            name = consumer["name"]
+            name = name.decode() if isinstance(name, bytes) else name
+            if name != mine and int(consumer["pending"]) > 0:
+                return True
+        return False
 
     def _delivery(
         self, source: Source, stream_id: bytes, fields: Sequence[bytes], attempt: int
