@@ -148,11 +148,12 @@ class RedisSubscription:
                 await self.sweep(source, 0)
                 if epochs[source.stream] != source.epoch or not source.owned:
                     continue
-            now = time.time()
             for stream_id, fields in entries:
                 delivery = self._delivery(source, stream_id, fields, 1)
                 held_until = source.waiting.barrier(delivery.key, delivery.offset)
-                if held_until is not None and held_until > now:
+                if held_until is not None:
+                    # Behind an earlier entry of its key that still waits, even when
+                    # that one is due already: the queue hands them out in order.
                     source.waiting.push(held_until, delivery.offset)
                     source.waiting_entries[delivery.offset] = delivery
                 else:
