@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from _nats_cases import CASES
+from _nats_cases import CASES, Case
 from rich.console import Console
 from rich.table import Table
 
@@ -63,9 +63,11 @@ def _wait_for(port: int, timeout: float = 10.0) -> None:
     raise SystemExit(f"nats-server did not listen on {port}")
 
 
-async def _run(url: str, events: int, only: str | None) -> dict[str, float]:
+async def _run(
+    url: str, events: int, only: str | None, cases: Mapping[str, Case] = CASES
+) -> dict[str, float]:
     rates: dict[str, float] = {}
-    for label, case in CASES.items():
+    for label, case in cases.items():
         if only and only not in label:
             continue
         count, seconds = await case(url, events)

@@ -5,8 +5,9 @@ throughput/latency/RSS table, tidings against pyee and blinker; then the
 embedded (SQLite) broker's table against raw ``sqlite3`` baselines
 (``bench_sqlite.py``); each with whether its targets are met. ``--profile``
 profiles the tidings dict-payload case instead; ``--stages`` prints its cost
-per stage; ``--sqlite-profile CASE`` profiles one sqlite case. ``--suite kafka``
-or ``--suite nats`` runs that adapter's table (its own server; its options after ``--``);
+per stage; ``--sqlite-profile CASE`` profiles one sqlite case. ``--suite kafka``,
+``--suite nats`` or ``--suite redis`` runs that adapter's table (its own server; its
+options after ``--``);
 ``--suite requests`` the request/reply round trips (memory, sqlite, NATS);
 ``--suite observability`` what tracing and metrics cost (on vs off, same run).
 """
@@ -49,6 +50,7 @@ from rich.table import Table
 ADAPTER_SUITES = {
     "kafka": "bench_kafka",
     "nats": "bench_nats",
+    "redis": "bench_redis",
     "requests": "bench_requests",
     "observability": "bench_observability",
 }

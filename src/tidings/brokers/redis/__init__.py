@@ -222,14 +222,23 @@ class RedisBroker:
             batches.setdefault(partition, []).extend(entry_fields(message))
         client = self._check_open()
         try:
-            async with client.pipeline(transaction=False) as pipe:
-                for partition, fields in batches.items():
+            # asyncio.timeout, not wait_for: no task per publish.
+            async with asyncio.timeout(self.options.publish_timeout):
+                if len(batches) == 1:  # one EVALSHA; a pipeline of scripts asks SCRIPT EXISTS
+                    [(partition, fields)] = batches.items()
                     await self.scripts.publish(
                         keys=[self.keys.stream(topic, partition)],
                         args=[found.maxlen, found.retention_ms, *fields],
-                        client=pipe,
                     )
-                await asyncio.wait_for(pipe.execute(), self.options.publish_timeout)
+                    return
+                async with client.pipeline(transaction=False) as pipe:
+                    for partition, fields in batches.items():
+                        await self.scripts.publish(
+                            keys=[self.keys.stream(topic, partition)],
+                            args=[found.maxlen, found.retention_ms, *fields],
+                            client=pipe,
+                        )
+                    await pipe.execute()
         except (TimeoutError, redis.exceptions.RedisError) as exc:
             if self._closed:
                 raise BrokerClosedError(f"redis broker {self.options.url} is closed") from None

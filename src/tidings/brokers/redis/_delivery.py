@@ -112,8 +112,8 @@ class RedisDelivery(OffsetDelivery):
     def fenced(self) -> bool:
         return self._epoch != self._source.epoch
 
-    def _on_ack(self) -> Awaitable[None] | None:
-        return self._member.settle_ack(self._source, self)
+    def _on_ack(self) -> None:
+        self._member.settle_ack(self._source, self)
 
     def _on_nack(self, delay: float) -> Awaitable[None] | None:
         return self._member.settle_nack(self._source, self, delay)

@@ -81,6 +81,9 @@ class RedisSubscription:
         self.buffer: deque[RedisDelivery] = deque()
         self.wake = asyncio.Event()
         self.closed = False
+        #: Acks not sent yet, by partition and the lease token they were made under.
+        self._acks: dict[tuple[Source, str], list[bytes]] = {}
+        self._acking: asyncio.Task[None] | None = None
 
     # -- fetching ----------------------------------------------------------------
 
@@ -211,18 +214,40 @@ class RedisSubscription:
 
     # -- settling ------------------------------------------------------------------
 
-    async def settle_ack(self, source: Source, delivery: RedisDelivery) -> None:
+    def settle_ack(self, source: Source, delivery: RedisDelivery) -> None:
+        """Queue the ack; one task sends what queued meanwhile (one script call per
+        partition), so a handler never waits for a round trip per event."""
         source.held.pop(delivery.offset, None)
+        self._acks.setdefault((source, source.token), []).append(delivery.stream_id)
+        if self._acking is None:
+            self._acking = asyncio.create_task(self._send_acks(), name="tidings-redis-acks")
+
+    async def _send_acks(self) -> None:
         try:
-            await self.scripts.ack(
-                keys=[source.lease, source.stream, source.dues],
-                args=[source.token, self.group, delivery.stream_id],
-            )
-        except (OSError, redis.exceptions.RedisError) as exc:
-            # Still pending, and unknown here now: the idle sweep brings it back.
-            log.warning(
-                "%s: ack of %s failed (%r); it will come again", self.group, delivery.id, exc
-            )
+            while self._acks:
+                acks, self._acks = self._acks, {}
+                for (source, token), ids in acks.items():
+                    try:
+                        await self.scripts.ack(
+                            keys=[source.lease, source.stream, source.dues],
+                            args=[token, self.group, *ids],
+                        )
+                    except (OSError, redis.exceptions.RedisError) as exc:
+                        # Still pending, unknown here now: the idle sweep brings them back.
+                        log.warning(
+                            "%s: ack of %d entries of %s failed (%r); they will come again",
+                            self.group,
+                            len(ids),
+                            source.stream,
+                            exc,
+                        )
+        finally:
+            self._acking = None
+
+    async def acks_sent(self) -> None:
+        """Wait until every ack queued so far has been sent."""
+        while (task := self._acking) is not None:
+            await asyncio.shield(task)
 
     async def settle_nack(self, source: Source, delivery: RedisDelivery, delay: float) -> None:
         source.held.pop(delivery.offset, None)
@@ -326,6 +351,8 @@ class RedisSubscription:
         """Give ``source`` up: core is told what it lost; the entries stay pending."""
         if not source.owned:
             return
+        with contextlib.suppress(Exception):
+            await self.acks_sent()  # while the lease is still ours
         lost: list[RedisDelivery] = sorted(
             (*source.held.values(), *source.nacked.values()), key=lambda d: d.offset
         )

@@ -1,0 +1,201 @@
+"""The Redis Streams adapter under faults, with real processes: workers killed with
+SIGKILL, a redis-server stopped and started again mid-flow.
+
+Each test runs its own ``redis-server`` on a free port in a temporary directory
+(append-only file, fsync on every write), so stopping it disturbs nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _services import free_port, service_missing, wait_for_port
+
+import tidings
+from tidings import App
+from tidings.errors import PublishError
+
+HERE = Path(__file__).resolve().parent
+SOURCE = str(Path(tidings.__file__).resolve().parents[1])
+#: Fast membership: a killed worker's partitions move within two seconds.
+FAST_GROUPS = "heartbeat=0.25&session_timeout=1.5"
+
+
+class OwnRedis:
+    """``redis-server`` on a free port, persisting to ``directory`` (AOF, fsync always)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0?{FAST_GROUPS}"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            service_missing("no redis-server on PATH")
+        self.directory.mkdir(exist_ok=True)
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        if not wait_for_port("127.0.0.1", self.port, 10.0):
+            self.stop()
+            service_missing("the redis-server started for the test did not listen")
+
+    def stop(self) -> None:
+        """SIGTERM (Redis writes and syncs its append-only file, then exits), by PID."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[OwnRedis]:
+    own = OwnRedis(tmp_path / "redis")
+    own.start()
+    yield own
+    own.stop()
+
+
+def _worker(url: str, topic: str, log: Path) -> subprocess.Popen[bytes]:
+    path = os.pathsep.join(p for p in (SOURCE, str(HERE), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "REDIS_FAULTS_TOPIC": topic}
+    env["REDIS_FAULTS_LOG"] = str(log)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tidings.cli", "run", "_redis_worker:app", "--broker", url,
+         "--log-level", "error"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+def _handled(log: Path) -> dict[int, list[tuple[int, str]]]:
+    """seq -> (attempt, pid) of each handling."""
+    seen: dict[int, list[tuple[int, str]]] = {}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 3:
+                seen.setdefault(int(parts[0]), []).append((int(parts[1]), parts[2]))
+    return seen
+
+
+async def _publish_all(
+    app: App, topic: str, count: int, batch: int, on_batch: Callable[[int], Awaitable[None]]
+) -> None:
+    """Publish ``count`` events; a batch that failed is published again until it is confirmed
+    (at-least-once: a failed batch may be stored twice)."""
+    for start in range(0, count, batch):
+        events = [
+            app.event({"seq": i}, type="Item", key=f"k{i % 32}")
+            for i in range(start, min(start + batch, count))
+        ]
+        while True:
+            try:
+                await app.publish_batch(events, topic=topic)
+                break
+            except (PublishError, tidings.errors.ConnectionError):
+                await asyncio.sleep(0.2)
+        await on_batch(start + batch)
+
+
+async def _eventually(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(0.1)
+    return condition()
+
+
+async def test_workers_killed_with_sigkill_lose_no_published_event(
+    server: OwnRedis, tmp_path: Path
+) -> None:
+    topic, log, count = "faults.kill", tmp_path / "handled.log", 3000
+    producer = App("producer", broker=server.url)
+    workers = [_worker(server.url, topic, log) for _ in range(2)]
+    try:
+        async with producer:
+            await producer.publish({"seq": -1}, topic=topic, type="Warmup", key="w")
+            assert await _eventually(lambda: -1 in _handled(log), 30), "workers never started"
+
+            async def chaos(published: int) -> None:
+                await asyncio.sleep(0.02)  # a flow over seconds, so kills land mid-stream
+                if published in (1000, 2000):
+                    victim = workers.pop(0)
+                    os.kill(victim.pid, signal.SIGKILL)
+                    victim.wait(5)
+                    workers.append(_worker(server.url, topic, log))
+
+            await _publish_all(producer, topic, count, 100, chaos)
+        done = await _eventually(lambda: set(range(count)) <= set(_handled(log)), 40)
+        missing = sorted(set(range(count)) - set(_handled(log)))
+        assert done, f"{len(missing)} published events never handled, e.g. {missing[:5]}"
+        handlings = [h for seq, found in _handled(log).items() if seq >= 0 for h in found]
+        assert len({pid for _, pid in handlings}) >= 3, "killed workers and replacements handled"
+        again = [attempt for attempt, _ in handlings if attempt > 1]
+        assert again or len(handlings) > count, "a kill landed while a worker held events"
+    finally:
+        for worker in workers:
+            _stop(worker)
+
+
+async def test_a_server_restart_mid_flow_loses_no_confirmed_event(server: OwnRedis) -> None:
+    """SIGTERM to redis-server mid-flow, started again a second later on the same port and
+    files: the producer and the consumer come back by themselves, nothing confirmed is lost."""
+    topic, count = "faults.restart", 4000
+    seen: set[int] = set()
+    consumer = App("consumer", broker=server.url)
+
+    @consumer.subscribe(topic, group="restart", concurrency=8)
+    async def handle(data: dict[str, Any]) -> None:
+        seen.add(data["seq"])
+
+    producer = App("producer", broker=server.url)
+    async with consumer, producer:
+        before: list[int] = []
+
+        async def restart(published: int) -> None:
+            await asyncio.sleep(0.01)
+            if published == 1500:
+                before.append(len(seen))
+                await asyncio.to_thread(server.stop)
+                await asyncio.sleep(1.0)
+                await asyncio.to_thread(server.start)
+
+        await _publish_all(producer, topic, count, 100, restart)
+        done = await _eventually(lambda: len(seen) == count, 40)
+        assert done, f"{count - len(seen)} confirmed events not handled after the restart"
+        assert before and 0 < before[0] < count, "the server restarted mid-flow"
