@@ -23,13 +23,18 @@ _BUILTIN: dict[str, str] = {
     "sqlite": "tidings.brokers.sqlite:SqliteBroker.from_url",
     "kafka": "tidings.brokers.kafka:KafkaBroker.from_url",
     "nats": "tidings.brokers.nats:NatsBroker.from_url",
+    "mqtt": "tidings.brokers.mqtt:MqttBroker.from_url",
 }
 
 
 #: Scheme -> (the client library its adapter needs, the extra that installs it).
-_CLIENTS: dict[str, tuple[str, str]] = {"kafka": ("aiokafka", "kafka"), "nats": ("nats", "nats")}
+_CLIENTS: dict[str, tuple[str, str]] = {
+    "kafka": ("aiokafka", "kafka"),
+    "nats": ("nats", "nats"),
+    "mqtt": ("aiomqtt", "mqtt"),
+}
 #: Schemes of adapters not in this version yet, so that a URL gets a plain answer.
-_PLANNED = ("amqp", "redis", "mqtt", "gcppubsub", "sns", "sqs", "stomp")
+_PLANNED = ("amqp", "redis", "gcppubsub", "sns", "sqs", "stomp")
 
 
 def schemes() -> list[str]:
