@@ -4,12 +4,14 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import pytest
-from _services import free_port, port_open, service_missing
+from _services import free_port, port_open, run_python, service_missing
 
+from tidings import App
 from tidings.broker import Message
 from tidings.brokers import from_url
 from tidings.brokers.mqtt import MqttBroker
@@ -95,11 +97,9 @@ async def test_wildcards_match_topics_and_keep_each_topic_name(broker: MqttBroke
 
 
 async def test_a_plain_mqtt_client_reads_binary_mode_as_cloudevents_attributes() -> None:
-    import tidings
-
     url = system_url()
     topic = _unique("plain")
-    app = tidings.App("plain", broker=url)
+    app = App("plain", broker=url)
     async with aiomqtt.Client(HOST, PORT, protocol=aiomqtt.ProtocolVersion.V5) as plain:
         await plain.subscribe(topic, qos=1)
         async with app:
@@ -124,3 +124,25 @@ async def test_connect_raises_broker_unavailable_within_the_timeout() -> None:
     assert time.monotonic() - started < 3
     assert f"u:***@127.0.0.1:{port}" in str(caught.value)
     assert "s3cret" not in str(caught.value)
+
+
+def test_the_sensors_example_runs_on_mosquitto(tmp_path: Path) -> None:
+    url = system_url()
+    done = run_python(
+        "-m", "tidings.examples.sensors", "--broker", url, "--rounds", "8", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"45 readings from 5 devices on {url}" in done.stdout
+    assert "ALERT sensor-00: 95.0 °C, above the limit of 60 °C" in done.stdout
+
+
+def test_the_docs_page_example_runs(tmp_path: Path) -> None:
+    url = system_url()
+    page = Path(__file__).resolve().parents[2] / "docs" / "brokers" / "mqtt.md"
+    blocks = page.read_text().split("```python\n")[1:]
+    assert blocks, "the page has no python example"
+    for number, block in enumerate(blocks):
+        script = tmp_path / f"example{number}.py"
+        script.write_text(block.split("```", 1)[0].replace("mqtt://127.0.0.1:1883", url))
+        done = run_python(str(script), cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
