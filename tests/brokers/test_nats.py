@@ -14,7 +14,7 @@ from typing import Any
 import nats
 import pytest
 from _nats_server import OwnServer, delete_streams, system_url
-from _services import free_port
+from _services import free_port, run_python
 
 import tidings
 from tidings.brokers.nats import NatsBroker
@@ -99,16 +99,7 @@ SOURCE = str(Path(tidings.__file__).resolve().parents[1])
 def _cli(
     *args: str, cwd: Path | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    path = os.pathsep.join(p for p in (SOURCE, os.environ.get("PYTHONPATH")) if p)
-    return subprocess.run(
-        [*CLI, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        check=False,
-        env={**os.environ, "PYTHONPATH": path},
-    )
+    return run_python(*CLI[1:], *args, cwd=cwd, timeout=timeout)
 
 
 async def test_tail_prints_what_a_raw_jetstream_client_wrote() -> None:

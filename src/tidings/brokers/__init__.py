@@ -25,6 +25,7 @@ _BUILTIN: dict[str, str] = {
     "nats": "tidings.brokers.nats:NatsBroker.from_url",
     "redis": "tidings.brokers.redis:RedisBroker.from_url",
     "rediss": "tidings.brokers.redis:RedisBroker.from_url",
+    "mqtt": "tidings.brokers.mqtt:MqttBroker.from_url",
 }
 
 
@@ -34,9 +35,10 @@ _CLIENTS: dict[str, tuple[str, str]] = {
     "nats": ("nats", "nats"),
     "redis": ("redis", "redis"),
     "rediss": ("redis", "redis"),
+    "mqtt": ("aiomqtt", "mqtt"),
 }
 #: Schemes of adapters not in this version yet, so that a URL gets a plain answer.
-_PLANNED = ("amqp", "mqtt", "gcppubsub", "sns", "sqs", "stomp")
+_PLANNED = ("amqp", "gcppubsub", "sns", "sqs", "stomp")
 
 
 def schemes() -> list[str]:
