@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -146,3 +147,61 @@ def test_the_docs_page_example_runs(tmp_path: Path) -> None:
         script.write_text(block.split("```", 1)[0].replace("mqtt://127.0.0.1:1883", url))
         done = run_python(str(script), cwd=tmp_path)
         assert done.returncode == 0, done.stderr
+
+
+def test_tail_follows_live_events_and_refuses_history(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import tidings
+
+    url = system_url()
+    topic = _unique("tail")
+    refused = run_python("-m", "tidings.cli", "tail", topic, "--broker", url, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "keeps no history to read" in refused.stderr and "--follow" in refused.stderr
+    source = str(Path(tidings.__file__).resolve().parents[1])
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p),
+    }
+    tail = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tidings.cli",
+            "tail",
+            topic,
+            "--follow",
+            "--limit",
+            "2",
+            "--broker",
+            url,
+            "--json",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert tail.stderr is not None
+        line = tail.stderr.readline()  # "following ..." once subscribed
+        assert "following" in line, line
+
+        async def publish() -> None:
+            app = App("tailed", broker=url)
+            async with app:
+                for n in range(2):
+                    await app.publish({"n": n}, topic=topic, type="Reading")
+
+        asyncio.run(publish())
+        out, err = tail.communicate(timeout=30)
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+            tail.wait()
+    assert tail.returncode == 0, err
+    assert [json.loads(row)["data"]["n"] for row in out.splitlines()] == [0, 1]

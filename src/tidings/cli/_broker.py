@@ -19,7 +19,7 @@ from tidings.errors import ConfigurationError, ConnectionError
 from tidings.inspection import Inspectable, LocalStorage, ReadOnly, StoredMessage
 from tidings.settings import default_broker_url
 
-__all__ = ["InspectableBroker", "connected", "heads", "inspecting", "stored"]
+__all__ = ["InspectableBroker", "can_inspect", "connected", "heads", "inspecting", "stored"]
 
 #: Schemes whose broker lives inside one process: another process sees nothing of it.
 _IN_PROCESS = frozenset({"memory"})
@@ -62,6 +62,11 @@ async def connected(url: str | None, *, create: bool = False) -> AsyncIterator[B
     url, broker = _build(url)
     async with _session(url, broker, create):
         yield broker
+
+
+def can_inspect(url: str | None) -> bool:
+    """Whether the broker ``url`` names keeps what it stores readable (:class:`Inspectable`)."""
+    return isinstance(_build(url)[1], Inspectable)
 
 
 @asynccontextmanager

@@ -18,7 +18,9 @@ from typing import Annotated, TypeAlias
 
 import typer
 
-from tidings.cli._broker import InspectableBroker, heads, inspecting, stored
+from tidings.broker import Message, SubscribeOptions
+from tidings.brokers import redact_url
+from tidings.cli._broker import InspectableBroker, can_inspect, connected, heads, inspecting, stored
 from tidings.cli._errors import EXIT_USAGE, CommandError
 from tidings.cli._options import BrokerOption
 from tidings.cli._output import compact, echo, event_object, format_time, json_line, note, warn
@@ -27,6 +29,7 @@ from tidings.errors import ConfigurationError, DecodeError
 from tidings.event import Event
 from tidings.filters import Filter, all_of, exact
 from tidings.inspection import StoredMessage, TopicInfo
+from tidings.settings import default_broker_url
 
 __all__ = ["tail"]
 
@@ -183,6 +186,9 @@ async def _tail(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        if not can_inspect(url):
+            await _tail_live(url, topic, start, follow, printer, stop)
+            return
         async with inspecting(url, read_only=True) as broker:
             info = await _find(broker, topic)
             if info is None and not follow:
@@ -198,6 +204,38 @@ async def _tail(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+async def _tail_live(
+    url: str | None,
+    topic: str,
+    start: _Start,
+    follow: bool,
+    printer: _Printer,
+    stop: asyncio.Event,
+) -> None:
+    """A broker that keeps no readable history (MQTT): new events only, with --follow."""
+    if not follow or start.from_beginning:
+        raise CommandError(
+            f"{redact_url(url or default_broker_url())} keeps no history to read; "
+            "tidings tail --follow shows the events published from now on",
+            EXIT_USAGE,
+        )
+    async with connected(url) as broker:
+        source = await broker.subscribe([topic], None, SubscribeOptions(start="latest"))
+        note(f"following {topic!r} (this broker keeps no history: new events only); Ctrl-C stops")
+        try:
+            while not stop.is_set() and not printer.done:
+                for d in await source.fetch(_PAGE, POLL_INTERVAL):
+                    message = Message(d.value, d.headers, d.key)
+                    item = printer.select(
+                        StoredMessage(d.topic, d.partition, d.offset, d.published_at, message)
+                    )
+                    if item is not None:
+                        printer.show(item)
+                    await d.ack()
+        finally:
+            await source.close()
 
 
 async def _find(broker: InspectableBroker, topic: str) -> TopicInfo | None:
