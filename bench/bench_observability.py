@@ -16,7 +16,9 @@ Configurations:
   on Python calls per event: the same code runs, so the rate differs only by noise);
 * ``tracing``: the SDK with a batch span processor and an exporter that drops;
 * ``metrics``: :class:`tidings.metrics.Metrics` installed, no tracing;
-* ``both``: tracing and metrics (target <= 15%).
+* ``both``: tracing and metrics (target <= 15%);
+* ``both-sampled``: the same with a ParentBased(TraceIdRatioBased(0.1)) sampler, as a
+  busy service would run it (not a target: shown for what sampling buys).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from bench_nats import verdict_table
 from rich.console import Console
 from rich.table import Table
 
-CONFIGS = ("bare", "api", "tracing", "metrics", "both")
+CONFIGS = ("bare", "api", "tracing", "metrics", "both", "both-sampled")
 TARGETS = {"api": 0.98, "both": 0.85}  # rate vs bare
 BATCH = 500
 _COUNTED = 2_000  # events of the profiled run that counts calls
@@ -51,7 +53,7 @@ def _setup(config: str) -> Any:
     if config == "bare":
         sys.modules["opentelemetry"] = None  # type: ignore[assignment]
         return None
-    if config in ("tracing", "both"):
+    if config in ("tracing", "both", "both-sampled"):
         from opentelemetry import trace
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import (
@@ -64,7 +66,12 @@ def _setup(config: str) -> Any:
             def export(self, spans: Any) -> SpanExportResult:
                 return SpanExportResult.SUCCESS
 
-        provider = TracerProvider()
+        sampler = None
+        if config == "both-sampled":  # what a busy service would run: 1 trace in 10
+            from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+            sampler = ParentBased(TraceIdRatioBased(0.1))
+        provider = TracerProvider(sampler=sampler)
         provider.add_span_processor(BatchSpanProcessor(Drop()))
         trace.set_tracer_provider(provider)
         return provider
@@ -75,7 +82,7 @@ async def _measure(config: str, broker: str, events: int, warmup: int) -> tuple[
     from tidings import App, Event
 
     app = App("bench", broker=broker)
-    if config in ("metrics", "both"):
+    if config in ("metrics", "both", "both-sampled"):
         from tidings.metrics import Metrics
 
         Metrics().install(app)
