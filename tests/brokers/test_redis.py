@@ -296,3 +296,27 @@ async def test_a_released_delivery_comes_again_with_the_same_attempt(
         assert (last.value, last.attempt) == (b"x", 1)
     finally:
         await broker.close()
+
+
+async def test_a_group_is_deleted_only_without_live_members(run: str, cleanup: None) -> None:
+    from tidings.errors import GroupInUseError
+
+    url = system_url() + FAST_GROUPS
+    broker = RedisBroker.from_url(url)
+    await broker.connect()
+    try:
+        topic, group = f"del-{run}", f"g-{run}"
+        await broker.publish(topic, [Message(f"m{i}".encode(), key=f"k{i}") for i in range(6)])
+        member = await broker.subscribe([topic], group)
+        await collect(member, 6, timeout=5)
+        with pytest.raises(GroupInUseError, match="stop them first"):
+            await broker.delete_group(group)
+        await member.close()
+        assert await broker.delete_group(group) is True
+        assert group not in {g.name for g in await broker.list_groups()}
+        assert await broker.delete_group(group) is False
+        again = await broker.subscribe([topic], group)  # a new group of that name: afresh
+        assert len(await collect(again, 6, timeout=5)) == 6
+        await again.close()
+    finally:
+        await broker.close()

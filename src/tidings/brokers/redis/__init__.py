@@ -367,6 +367,16 @@ class RedisBroker:
     async def list_groups(self) -> list[GroupInfo]:
         return await _admin.list_groups(self._check_open(), self.keys, await self._all_topics())
 
+    async def delete_group(self, name: str) -> bool:
+        """Forget group ``name`` (:class:`~tidings.inspection.GroupAdmin`)."""
+        return await _admin.delete_group(
+            self._check_open(),
+            self.keys,
+            await self._all_topics(),
+            name,
+            self.options.session_timeout,
+        )
+
     async def read(
         self,
         topic: str,

@@ -10,16 +10,19 @@ entries of the last minute, from the offsets in the ids.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import redis.exceptions
 from redis.asyncio import Redis
 
 from tidings.broker import Message
 from tidings.brokers.redis._binding import Keys, parse_entry, split_id
 from tidings.brokers.redis._seek import before_offset
+from tidings.errors import GroupInUseError
 from tidings.inspection import GroupInfo, PartitionLag, StoredMessage, TopicInfo
 
 __all__ = ["entry_id", "list_groups", "list_topics", "read"]
@@ -136,3 +139,35 @@ async def read(
     if last is not None:
         merged = merged[-last:]
     return merged[:limit]
+
+
+async def delete_group(
+    client: Redis, keys: Keys, topics: Sequence[Any], group: str, session_timeout: float
+) -> bool:
+    """Destroy ``group`` on every stream and drop its leases, retry times and members.
+
+    Refuses (deleting nothing) while a member heartbeated within the session.
+    """
+    alive_since = (time.time() - session_timeout) * 1000
+    live: set[str] = set()
+    for topic in topics:
+        found: Any = await client.zrangebyscore(
+            keys.members(group, topic.name), alive_since, "+inf"
+        )
+        live.update(m.decode() for m in found)
+    if live:
+        raise GroupInUseError(
+            f"consumer group {group!r} has {len(live)} live member(s) "
+            f"({', '.join(sorted(live))}); stop them first"
+        )
+    existed = False
+    for topic in topics:
+        for partition in range(topic.partitions):
+            stream = keys.stream(topic.name, partition)
+            with contextlib.suppress(redis.exceptions.ResponseError):  # no such stream
+                existed |= bool(await client.xgroup_destroy(stream, group))
+            await client.delete(
+                keys.lease(group, topic.name, partition), keys.dues(group, topic.name, partition)
+            )
+        await client.delete(keys.members(group, topic.name))
+    return existed
