@@ -168,3 +168,19 @@ def test_reload_restarts_the_app_when_its_source_changes(service: Path) -> None:
     code, output = _stop(proc, log)
     assert code == 0, output
     assert "svc.py changed; restarting" in output
+
+
+def test_workers_that_keep_dying_stop_the_supervisor(service: Path) -> None:
+    (service / "dying.py").write_text(
+        "from tidings import App\n"
+        "app = App('dying')\n\n"
+        "@app.on_startup\n"
+        "def refuse() -> None:\n"
+        "    raise OSError('database unreachable')\n"
+    )
+    proc, log = _start(service, "dying:app", "--workers", "2")
+    assert proc.wait(timeout=TIMEOUT) == 1
+    output = log.read_text()
+    assert output.count("starting it again") == 5
+    assert "times in 60s (last: worker" in output and "stopping all" in output
+    assert "{n}" not in output

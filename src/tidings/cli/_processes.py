@@ -88,7 +88,7 @@ def supervise(commands: Sequence[list[str]]) -> int:
             if len(restarts) > MAX_RESTARTS:
                 say(
                     f"tidings: workers exited {len(restarts)} times in {RESTART_WINDOW:.0f}s "
-                    "(last: worker {n}, exit {code}); stopping all"
+                    f"(last: worker {n}, exit {code}); stopping all"
                 )
                 return _stop_all(signals, children, EXIT_FAILURE)
             say(f"tidings: worker {n} (pid {child.pid}) exited with {code}; starting it again")
