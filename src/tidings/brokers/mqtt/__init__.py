@@ -56,6 +56,8 @@ CAPABILITIES = Capabilities(
     # MQTT's largest packet is 256 MiB; leave room for the properties.
     max_message_size=(256 << 20) - (64 << 10),
 )
+#: Beyond any number of publishes in flight (aiomqtt warns above its threshold).
+_NO_PENDING_WARNING = 1 << 62
 
 
 class MqttBroker:
@@ -115,6 +117,9 @@ class MqttBroker:
             tls_context=tls_context,
             logger=log,
         )
+        # aiomqtt logs a warning per publish while more than 10 are unacknowledged, which
+        # every publish_batch of more than 10 events would do.
+        client.pending_calls_threshold = _NO_PENDING_WARNING
         if receive_maximum is not None:
             manual_acks(client)
         try:
