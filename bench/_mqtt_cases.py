@@ -162,15 +162,19 @@ async def tidings_consume_batch(url: str, n: int) -> tuple[int, float]:
 
 
 def _same_publishes(n: int) -> list[tuple[bytes, Properties]]:
-    """What tidings publishes per event: the encoded data and the user properties."""
+    """What tidings publishes per event: the encoded data and the user properties (built here,
+    untimed; the raw cases pay only paho's packing)."""
     app = App("bench-raw", broker="mqtt://127.0.0.1:1")
     codec = app.codec
     out = []
     for i in range(n):
         event = app.event({"i": i}, type="Tick", key=f"k{i % 64}")
         body, headers = codec.encode(event)
-        message = Message(body, key=event.key, headers=headers)
-        out.append((body, _binding.write(message, uuid.uuid4().hex)))
+        ours = _binding.write(Message(body, key=event.key, headers=headers), uuid.uuid4().hex)
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.ContentType = ours.ContentType  # paho's own class, as a raw client has it
+        properties.UserProperty = ours.UserProperty
+        out.append((body, properties))
     return out
 
 
