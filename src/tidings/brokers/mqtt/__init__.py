@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     raise ImportError("the mqtt:// broker needs aiomqtt: pip install 'tidings[mqtt]'") from None
 
 from tidings.brokers.mqtt import _binding
-from tidings.brokers.mqtt._client import manual_acks
+from tidings.brokers.mqtt._client import manual_acks, no_delay
 from tidings.brokers.mqtt._subscription import REDELIVER, MqttDelivery, MqttSubscription
 from tidings.brokers.mqtt._url import MqttOptions
 
@@ -133,6 +133,7 @@ class MqttBroker:
                 else str(exc) or type(exc).__name__
             )
             raise BrokerUnavailable(f"no MQTT broker at {options.url}: {reason}") from None
+        no_delay(client)
         return client
 
     async def connect(self) -> None:
