@@ -14,9 +14,10 @@ reconnecting) and stops when the handler has seen every event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,6 +28,7 @@ from paho.mqtt.properties import Properties
 from tidings import App
 from tidings.broker import Message
 from tidings.brokers.mqtt import _binding
+from tidings.brokers.mqtt._client import no_delay
 
 __all__ = ["CASES", "CHUNK", "WINDOW", "Case"]
 
@@ -63,6 +65,16 @@ def _client(url: str, identifier: str | None = None, persistent: bool = False) -
     )
     client.pending_calls_threshold = 1 << 62  # no warning per publish with many in flight
     return client
+
+
+@contextlib.asynccontextmanager
+async def _connected(
+    url: str, identifier: str | None = None, persistent: bool = False
+) -> AsyncIterator[aiomqtt.Client]:
+    """A connected raw client, with Nagle's algorithm off as tidings has it (same TCP)."""
+    async with _client(url, identifier, persistent) as client:
+        no_delay(client)
+        yield client
 
 
 async def _fill(url: str, topic: str, n: int) -> None:
@@ -181,7 +193,7 @@ def _same_publishes(n: int) -> list[tuple[bytes, Properties]]:
 async def _raw_publish(url: str, n: int, concurrent: bool) -> tuple[int, float]:
     topic = _topic("rawpub")
     publishes = _same_publishes(n)
-    async with _client(url) as client:
+    async with _connected(url) as client:
         started = time.perf_counter()
         if concurrent:
             for start in range(0, n, CHUNK):
@@ -210,12 +222,12 @@ async def raw_consume(url: str, n: int) -> tuple[int, float]:
     """A shared subscription at QoS 1, paho's automatic PUBACK, ``client.messages``."""
     topic = _topic("rawread")
     identifier = f"bench-raw-{uuid.uuid4().hex[:12]}"
-    async with _client(url, identifier, persistent=True) as client:
+    async with _connected(url, identifier, persistent=True) as client:
         await client.subscribe(f"$share/raw/{topic}", qos=1)
     await _fill(url, topic, n)  # queued for the offline session
     seen = 0
     started = time.perf_counter()
-    async with _client(url, identifier, persistent=True) as client:
+    async with _connected(url, identifier, persistent=True) as client:
         async for message in client.messages:
             if message.payload is not None:
                 seen += 1

@@ -1,7 +1,8 @@
 """MQTT 5: tidings against the raw aiomqtt client, in one run.
 
 Starts its own ``mosquitto`` on a free port (a temporary config: loopback,
-anonymous, ``max_queued_messages 0``, so a session may hold a whole run), runs
+anonymous, ``max_queued_messages 0``, so a session may hold a whole run, and
+``set_tcp_nodelay true``, as docs/brokers/mqtt.md advises), runs
 every case of ``_mqtt_cases.py`` one after the other against it, prints one
 table with events/s and the ratios against the targets, and stops the server
 by its PID. FastStream has no MQTT broker, so there is no FastStream row.
@@ -37,7 +38,7 @@ TARGETS = [
 
 @contextlib.contextmanager
 def mosquitto(prefix: str) -> Iterator[str]:
-    """``mosquitto`` on a free loopback port with unlimited queues; its ``mqtt://`` URL."""
+    """``mosquitto`` on a free loopback port, unlimited queues, no Nagle; its ``mqtt://`` URL."""
     binary = shutil.which("mosquitto")
     if binary is None:
         raise SystemExit("no mosquitto on PATH")
@@ -47,6 +48,7 @@ def mosquitto(prefix: str) -> Iterator[str]:
         config.write_text(
             f"listener {port} 127.0.0.1\nallow_anonymous true\n"
             "max_queued_messages 0\nmax_inflight_messages 0\npersistence false\n"
+            "set_tcp_nodelay true\n"
         )
         server = subprocess.Popen(
             [binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
