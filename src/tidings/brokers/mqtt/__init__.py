@@ -164,20 +164,22 @@ class MqttBroker:
         if topic.startswith(("$", REDELIVER)):
             raise ConfigurationError(f"topic {topic!r} is reserved (starts with $ or {REDELIVER})")
         timeout = self.options.publish_timeout
-        try:
-            # Each publish is handed to the client in order before the first await.
-            await asyncio.gather(
-                *(
-                    client.publish(
-                        topic,
-                        message.value,
-                        qos=1,
-                        properties=_binding.write(message, uuid.uuid4().hex),
-                        timeout=timeout,
-                    )
-                    for message in messages
-                )
+        sends = [
+            client.publish(
+                topic,
+                message.value,
+                qos=1,
+                properties=_binding.write(message, uuid.uuid4().hex),
+                timeout=timeout,
             )
+            for message in messages
+        ]
+        try:
+            if len(sends) == 1:  # no task and gather for a lone publish
+                await sends[0]
+            else:
+                # Each publish is handed to the client in order before the first await.
+                await asyncio.gather(*sends)
         except (aiomqtt.MqttError, TimeoutError) as exc:
             raise PublishError(
                 f"publish to {topic!r} on {self.options.url} may not have been stored: "
