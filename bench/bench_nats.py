@@ -112,6 +112,27 @@ def verdict_table(
     return verdicts, failed
 
 
+def print_rates(
+    title: str,
+    rates: Mapping[str, float],
+    targets: Sequence[tuple[str, str, float]],
+    note: str = "",
+) -> bool:
+    """The events/s of every case, the targets table and ``note``; whether a target missed."""
+    table = Table(title=title)
+    table.add_column("case")
+    table.add_column("events/s", justify="right")
+    for label, rate in rates.items():
+        table.add_row(label, f"{rate:,.0f}")
+    verdicts, failed = verdict_table(rates, targets)
+    console = Console()
+    console.print(table)
+    console.print(verdicts)
+    if note:
+        console.print(note)
+    return failed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000, help="events per case")
@@ -119,15 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with nats_server("bench-nats-") as (url, _):
         rates = asyncio.run(_run(url, args.events, args.only))
-    table = Table(title=f"NATS JetStream, {args.events:,} events per case")
-    table.add_column("case")
-    table.add_column("events/s", justify="right")
-    for label, rate in rates.items():
-        table.add_row(label, f"{rate:,.0f}")
-    verdicts, failed = verdict_table(rates, TARGETS)
-    console = Console()
-    console.print(table)
-    console.print(verdicts)
+    failed = print_rates(f"NATS JetStream, {args.events:,} events per case", rates, TARGETS)
     return 1 if failed else 0
 
 

@@ -6,8 +6,8 @@ embedded (SQLite) broker's table against raw ``sqlite3`` baselines
 (``bench_sqlite.py``); each with whether its targets are met. ``--profile``
 profiles the tidings dict-payload case instead; ``--stages`` prints its cost
 per stage; ``--sqlite-profile CASE`` profiles one sqlite case. ``--suite kafka``,
-``--suite nats`` or ``--suite redis`` runs that adapter's table (its own server; its
-options after ``--``);
+``--suite nats``, ``--suite redis`` or ``--suite mqtt`` runs that adapter's table (its own
+server; its options after ``--``);
 ``--suite requests`` the request/reply round trips (memory, sqlite, NATS);
 ``--suite observability`` what tracing and metrics cost (on vs off, same run).
 """
@@ -51,6 +51,7 @@ ADAPTER_SUITES = {
     "kafka": "bench_kafka",
     "nats": "bench_nats",
     "redis": "bench_redis",
+    "mqtt": "bench_mqtt",
     "requests": "bench_requests",
     "observability": "bench_observability",
 }

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -114,6 +115,14 @@ async def test_a_plain_mqtt_client_reads_binary_mode_as_cloudevents_attributes()
     assert attributes["source"] == event.source
     assert message.properties.ContentType == "application/json"
     assert message.payload == b'{"celsius":21.5}'
+
+
+async def test_connections_send_small_packets_at_once(broker: MqttBroker) -> None:
+    # With Nagle's algorithm on, a PUBACK or publish behind an unacknowledged one waits ~40 ms.
+    assert broker.client is not None
+    sock = broker.client._client.socket()
+    assert isinstance(sock, socket.socket)
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
 async def test_connect_raises_broker_unavailable_within_the_timeout() -> None:

@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     raise ImportError("the mqtt:// broker needs aiomqtt: pip install 'tidings[mqtt]'") from None
 
 from tidings.brokers.mqtt import _binding
-from tidings.brokers.mqtt._client import manual_acks
+from tidings.brokers.mqtt._client import manual_acks, no_delay
 from tidings.brokers.mqtt._subscription import REDELIVER, MqttDelivery, MqttSubscription
 from tidings.brokers.mqtt._url import MqttOptions
 
@@ -56,6 +56,8 @@ CAPABILITIES = Capabilities(
     # MQTT's largest packet is 256 MiB; leave room for the properties.
     max_message_size=(256 << 20) - (64 << 10),
 )
+#: Beyond any number of publishes in flight (aiomqtt warns above its threshold).
+_NO_PENDING_WARNING = 1 << 62
 
 
 class MqttBroker:
@@ -115,6 +117,9 @@ class MqttBroker:
             tls_context=tls_context,
             logger=log,
         )
+        # aiomqtt logs a warning per publish while more than 10 are unacknowledged, which
+        # every publish_batch of more than 10 events would do.
+        client.pending_calls_threshold = _NO_PENDING_WARNING
         if receive_maximum is not None:
             manual_acks(client)
         try:
@@ -128,6 +133,7 @@ class MqttBroker:
                 else str(exc) or type(exc).__name__
             )
             raise BrokerUnavailable(f"no MQTT broker at {options.url}: {reason}") from None
+        no_delay(client)
         return client
 
     async def connect(self) -> None:
@@ -158,20 +164,22 @@ class MqttBroker:
         if topic.startswith(("$", REDELIVER)):
             raise ConfigurationError(f"topic {topic!r} is reserved (starts with $ or {REDELIVER})")
         timeout = self.options.publish_timeout
-        try:
-            # Each publish is handed to the client in order before the first await.
-            await asyncio.gather(
-                *(
-                    client.publish(
-                        topic,
-                        message.value,
-                        qos=1,
-                        properties=_binding.write(message, uuid.uuid4().hex),
-                        timeout=timeout,
-                    )
-                    for message in messages
-                )
+        sends = [
+            client.publish(
+                topic,
+                message.value,
+                qos=1,
+                properties=_binding.write(message, uuid.uuid4().hex),
+                timeout=timeout,
             )
+            for message in messages
+        ]
+        try:
+            if len(sends) == 1:  # no task and gather for a lone publish
+                await sends[0]
+            else:
+                # Each publish is handed to the client in order before the first await.
+                await asyncio.gather(*sends)
         except (aiomqtt.MqttError, TimeoutError) as exc:
             raise PublishError(
                 f"publish to {topic!r} on {self.options.url} may not have been stored: "

@@ -1,20 +1,31 @@
-"""The two things this adapter needs from aiomqtt beyond its public API.
+"""The three things this adapter needs from aiomqtt beyond its public API.
 
 aiomqtt 2.x has no manual acknowledgement, which paho (under it) has: the
 adapter switches it on in paho and sends each PUBACK itself when the delivery
 is acked, so an unacked message stays unacked (the broker resends it only to
 the same session). And a subscription waits on aiomqtt's message queue itself,
 because ``Client.messages`` hides each wait in a task whose message a timeout
-could lose. Both reach into aiomqtt's private attributes, here only.
+could lose. And paho leaves Nagle's algorithm on, which holds a small packet
+(a PUBACK, the next publish) back until the peer's delayed ACK, up to 40 ms
+on Linux, whenever an earlier one is unacknowledged. All three reach into
+aiomqtt's private attributes, here only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import aiomqtt
 
-__all__ = ["incoming", "manual_acks", "send_puback"]
+__all__ = ["incoming", "manual_acks", "no_delay", "send_puback"]
+
+
+def no_delay(client: aiomqtt.Client) -> None:
+    """Switch Nagle's algorithm off on ``client``'s socket (call once connected)."""
+    sock = client._client.socket()
+    if isinstance(sock, socket.socket):  # TLS too (SSLSocket is one)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def manual_acks(client: aiomqtt.Client) -> None:

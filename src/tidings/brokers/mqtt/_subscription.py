@@ -143,11 +143,13 @@ class MqttSubscription:
         queue = self._queue
         if queue.empty():
             getter = asyncio.ensure_future(queue.get())
-            await asyncio.wait(
-                (getter, self._closing), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            if not getter.done():
-                getter.cancel()
+            try:
+                await asyncio.wait(
+                    (getter, self._closing), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:  # also when the fetch itself is cancelled: no getter left pending
+                if not getter.done():
+                    getter.cancel()
             try:
                 first = await getter
             except asyncio.CancelledError:
