@@ -1,0 +1,206 @@
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import pytest
+from _services import free_port, port_open, run_python, service_missing
+
+from tidings.broker import Message
+from tidings.brokers import from_url
+from tidings.brokers.rabbitmq import RabbitBroker
+from tidings.errors import BrokerUnavailable, ConfigurationError
+from tidings.testing.conformance import BrokerConformance, collect
+
+HOST, PORT = "127.0.0.1", 5672
+SYSTEM = f"amqp://guest:guest@{HOST}:{PORT}/"
+#: Fast group checks, so rebalances in the suite take a fraction of a second.
+FAST_GROUPS = "?heartbeat=0.25"
+
+
+def system_url(options: str = FAST_GROUPS) -> str:
+    if not port_open(HOST, PORT):
+        service_missing(f"no RabbitMQ server at {HOST}:{PORT}")
+    return SYSTEM + options
+
+
+async def delete_names(marker: str, topics: set[str], groups: set[str]) -> None:
+    """Delete the exchanges and queues of ``topics`` and ``groups`` (every name holds
+    ``marker``): RabbitMQ cannot list them without its management plugin."""
+    connection = await aio_pika.connect(SYSTEM)
+    try:
+        for topic in topics:
+            if marker not in topic:
+                continue
+            names = [f"{topic}.unrouted"]
+            for group in groups:
+                names.append(f"{topic}.{group}.members")
+                names += [f"{topic}.{group}.{p}" for p in range(4)]
+            for name in names:
+                channel = await connection.channel()
+                await channel.queue_delete(name)
+                await channel.close()
+            for exchange in (topic, f"{topic}.unrouted"):
+                channel = await connection.channel()
+                await channel.exchange_delete(exchange)
+                await channel.close()
+    finally:
+        await connection.close()
+
+
+class Recording(RabbitBroker):
+    """A broker that remembers the topics and groups it touched, for cleaning up."""
+
+    touched: tuple[set[str], set[str]]
+
+    async def exchange(self, topic: str) -> Any:
+        self.touched[0].add(topic)
+        return await super().exchange(topic)
+
+    async def subscribe(self, topics: Any, group: Any, *args: Any, **kwargs: Any) -> Any:
+        if group is not None:
+            self.touched[1].add(group)
+        return await super().subscribe(topics, group, *args, **kwargs)
+
+
+class TestRabbitBroker(BrokerConformance):
+    rebalance_delay = 1.0
+
+    @pytest.fixture
+    async def broker_factory(self, names: Callable[[str], str]) -> AsyncIterator[Any]:
+        url = system_url()
+        touched: tuple[set[str], set[str]] = (set(), set())
+        made: list[RabbitBroker] = []
+
+        def make() -> RabbitBroker:
+            broker = Recording.from_url(url)
+            assert isinstance(broker, Recording)
+            broker.touched = touched
+            made.append(broker)
+            return broker
+
+        yield make
+        for broker in made:  # Apps given a broker object leave closing it to its owner
+            await broker.close()
+        marker = names("x").rsplit("-", 1)[1]
+        touched[0].update({f"{t}.dlq" for t in touched[0]})
+        await delete_names(marker, touched[0], touched[1])
+
+
+# -- adapter-specific ------------------------------------------------------------------
+
+
+@pytest.fixture
+async def broker() -> AsyncIterator[RabbitBroker]:
+    opened = Recording.from_url(system_url())
+    assert isinstance(opened, Recording)
+    opened.touched = (set(), set())
+    await opened.connect()
+    yield opened
+    await opened.close()
+    await delete_names("rmq-", *opened.touched)
+
+
+def _unique(base: str) -> str:
+    return f"rmq-{base}-{uuid.uuid4().hex[:8]}"
+
+
+async def test_every_group_gets_every_event_and_members_compete(broker: RabbitBroker) -> None:
+    topic = _unique("fan")
+    one, other = _unique("g"), _unique("g")
+    first = await broker.subscribe([topic], one)
+    second = await broker.subscribe([topic], one)
+    alone = await broker.subscribe([topic], other)
+    await asyncio.sleep(1.0)  # members share the group's partitions on their next check
+    await broker.publish(topic, [Message(f"m{i}".encode(), key=f"k{i}") for i in range(40)])
+    got = await collect(alone, 40, timeout=5.0)
+    assert sorted(d.value for d in got) == sorted(f"m{i}".encode() for i in range(40))
+    shared = await collect(first, 40, timeout=2.0) + await collect(second, 40, timeout=2.0)
+    assert sorted(d.value for d in shared) == sorted(f"m{i}".encode() for i in range(40))
+
+
+async def test_events_published_before_any_group_go_to_the_first_group(
+    broker: RabbitBroker,
+) -> None:
+    topic = _unique("early")
+    await broker.publish(topic, [Message(f"m{i}".encode(), key="k") for i in range(5)])
+    first = await broker.subscribe([topic], _unique("g"))
+    got = await collect(first, 5, timeout=5.0)
+    assert [d.value for d in got] == [f"m{i}".encode() for i in range(5)]
+    later = await broker.subscribe([topic], _unique("g"))
+    assert await collect(later, 5, timeout=0.5) == []
+
+
+async def test_a_plain_amqp_client_reads_cloudevents_application_properties(
+    broker: RabbitBroker,
+) -> None:
+    from tidings import App
+
+    topic = _unique("plain")
+    connection = await aio_pika.connect(SYSTEM)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(exclusive=True)
+        await broker.exchange(topic)
+        await queue.bind(topic, "*.order.#")  # a binding that selects by CloudEvents type
+        app = App("plain", broker=broker)
+        async with app:
+            await app.publish({"n": 1}, topic=topic, type="invoice.sent")
+            event = await app.publish({"n": 2}, topic=topic, type="order.placed", key="o1")
+        message = await queue.get(timeout=5)
+        assert message.headers["cloudEvents_id"] == event.id
+        assert message.headers["cloudEvents_type"] == "order.placed"
+        assert message.content_type == "application/json"
+        assert message.body == b'{"n":2}'
+        assert await queue.get(fail=False) is None
+    finally:
+        await connection.close()
+
+
+async def test_connect_raises_broker_unavailable_within_the_timeout() -> None:
+    port = free_port()
+    broker = from_url(f"amqp://u:s3cret@127.0.0.1:{port}/?connect_timeout=0.5")
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable) as caught:
+        await broker.connect()
+    assert time.monotonic() - started < 3
+    assert f"u:***@127.0.0.1:{port}" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
+def test_url_options_are_validated() -> None:
+    with pytest.raises(ConfigurationError, match="unknown amqp URL option"):
+        RabbitBroker.from_url("amqp://127.0.0.1/?partition=3")
+    options = RabbitBroker.from_url("amqps://u:pw@example/%2Fshop?partitions=8").options
+    assert (options.host, options.port, options.vhost, options.tls) == (
+        "example",
+        5671,
+        "/shop",
+        True,
+    )
+    assert (options.username, options.partitions) == ("u", 8)
+    assert "pw" not in repr(options)
+    assert RabbitBroker.from_url("amqp://h").options.vhost == "/"
+
+
+def test_the_docs_page_example_runs(tmp_path: Path) -> None:
+    url = system_url("")
+    page = Path(__file__).resolve().parents[2] / "docs" / "brokers" / "rabbitmq.md"
+    blocks = page.read_text().split("```python\n")[1:]
+    assert blocks, "the page has no python example"
+    for number, block in enumerate(blocks):
+        run = uuid.uuid4().hex[:8]
+        code = block.split("```", 1)[0].replace("amqp://guest:guest@127.0.0.1:5672/", url)
+        code = code.replace('"billing"', f'"billing-{run}"')
+        code = code.replace('"invoices"', f'"invoices-{run}"')
+        script = tmp_path / f"example{number}.py"
+        script.write_text(code)
+        done = run_python(str(script), cwd=tmp_path)
+        asyncio.run(delete_names(run, {f"invoices-{run}"}, {f"billing-{run}"}))
+        assert done.returncode == 0, done.stderr
+        assert "billing" in done.stdout
