@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,18 @@ def system_url(options: str = FAST_GROUPS) -> str:
     return SYSTEM + options
 
 
-async def delete_names(marker: str, topics: set[str], groups: set[str]) -> None:
+async def delete_names(
+    marker: str, topics: set[str], groups: set[str], delays: Iterable[str] = ()
+) -> None:
     """Delete the exchanges and queues of ``topics`` and ``groups`` (every name holds
-    ``marker``): RabbitMQ cannot list them without its management plugin."""
+    ``marker``), and the ``delays`` queues: RabbitMQ cannot list them without its
+    management plugin."""
     connection = await aio_pika.connect(SYSTEM)
     try:
+        for name in delays:
+            channel = await connection.channel()
+            await channel.queue_delete(name)
+            await channel.close()
         for topic in topics:
             if marker not in topic:
                 continue
@@ -89,7 +96,8 @@ class TestRabbitBroker(BrokerConformance):
             await broker.close()
         marker = names("x").rsplit("-", 1)[1]
         touched[0].update({f"{t}.dlq" for t in touched[0]})
-        await delete_names(marker, touched[0], touched[1])
+        delays = {name for broker in made for name in broker.delay_queues}
+        await delete_names(marker, touched[0], touched[1], delays)
 
 
 # -- adapter-specific ------------------------------------------------------------------
@@ -103,7 +111,7 @@ async def broker() -> AsyncIterator[RabbitBroker]:
     await opened.connect()
     yield opened
     await opened.close()
-    await delete_names("rmq-", *opened.touched)
+    await delete_names("rmq-", *opened.touched, opened.delay_queues)
 
 
 def _unique(base: str) -> str:

@@ -82,6 +82,8 @@ class RabbitBroker:
         self._exchanges: dict[str, AbstractExchange] = {}
         self._members: set[RabbitMember] = set()
         self._readers: set[RabbitReader] = set()
+        #: Delay queues declared through this client (they expire once unused).
+        self.delay_queues: set[str] = set()
         self._spread = 0
         self._closed = False
 
@@ -239,6 +241,7 @@ class RabbitBroker:
                 self.options.heartbeat,
                 on_revoke,
                 self._leave,
+                self.delay_queues,
             )
             self._members.add(member)
             await member.start()

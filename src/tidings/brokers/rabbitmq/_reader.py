@@ -39,7 +39,8 @@ class RabbitReader:
 
     async def _receive(self, incoming: AbstractIncomingMessage) -> None:
         key, headers, attempt, published = read(incoming)
-        partition = int((incoming.routing_key or "0").split(".", 1)[0] or 0)
+        first = (incoming.routing_key or "").split(".", 1)[0]
+        partition = int(first) if first.isdigit() else 0  # published by another client
         topic = incoming.exchange or ""
         self.buffer.append(
             RabbitDelivery(

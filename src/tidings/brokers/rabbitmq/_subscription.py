@@ -61,6 +61,7 @@ class RabbitMember:
         heartbeat: float,
         on_revoke: RevokeHandler | None,
         closer: Callable[[RabbitMember], Awaitable[None]],
+        delays: set[str],
     ) -> None:
         self.connection = connection
         self.group = group
@@ -73,6 +74,8 @@ class RabbitMember:
         self.heartbeat = heartbeat
         self.on_revoke = on_revoke
         self._closer = closer
+        #: The broker's record of the delay queues its members declared.
+        self.delays = delays
         self.buffer: deque[RabbitDelivery] = deque()
         self.wake = asyncio.Event()
         self.closed = False
@@ -240,6 +243,7 @@ class RabbitMember:
                 return
             assert self._control is not None
             queue = await declare_delay(self._control, part.queue, delay_bucket(delay))
+            self.delays.add(queue)
             await self._delay_copy(delivery, queue, delivery.attempt)
             await delivery.incoming.ack()
         except (AMQPError, OSError, RuntimeError) as exc:
