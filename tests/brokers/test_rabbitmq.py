@@ -14,6 +14,7 @@ from _services import free_port, port_open, run_python, service_missing
 from tidings.broker import Message
 from tidings.brokers import from_url
 from tidings.brokers.rabbitmq import RabbitBroker
+from tidings.brokers.rabbitmq._subscription import RabbitMember
 from tidings.errors import BrokerUnavailable, ConfigurationError
 from tidings.testing.conformance import BrokerConformance, collect
 
@@ -212,3 +213,43 @@ def test_the_docs_page_example_runs(tmp_path: Path) -> None:
         asyncio.run(delete_names(run, {f"invoices-{run}"}, {f"billing-{run}"}))
         assert done.returncode == 0, done.stderr
         assert "billing" in done.stdout
+
+
+def test_an_unreachable_broker_is_one_line_naming_the_url_without_password() -> None:
+    port = free_port()
+    done = run_python(
+        "-m",
+        "tidings.cli",
+        "tail",
+        "bars",
+        "--broker",
+        f"amqp://guest:s3cret@127.0.0.1:{port}/?connect_timeout=1",
+    )
+    assert done.returncode != 0
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert f"127.0.0.1:{port}" in done.stderr
+    assert "s3cret" not in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+async def test_a_member_that_dies_loses_its_partitions_to_the_others(
+    broker: RabbitBroker,
+) -> None:
+    """A killed member (its connection gone, nothing given back cleanly): the survivor
+    takes its partitions on its next check and gets what it held, attempt counted."""
+    topic, group = _unique("takeover"), _unique("g")
+    dead = await broker.subscribe([topic], group)
+    await broker.publish(topic, [Message(f"m{i}".encode(), key=f"k{i}") for i in range(8)])
+    held = await collect(dead, 8, ack=False, timeout=5.0)
+    assert len(held) == 8
+    survivor = await broker.subscribe([topic], group)
+    assert isinstance(dead, RabbitMember)
+    assert dead._task is not None
+    dead._task.cancel()
+    await dead.connection.close()  # as a kill -9 would: the server sees the socket go
+    started = time.monotonic()
+    got = await collect(survivor, 8, timeout=5.0)
+    assert sorted(d.value for d in got) == sorted(f"m{i}".encode() for i in range(8))
+    assert all(d.attempt == 2 for d in got)
+    assert time.monotonic() - started < 3
+    await held[0].ack()  # a late ack of the dead member: never an error
