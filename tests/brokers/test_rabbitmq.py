@@ -15,7 +15,7 @@ from tidings.broker import Message
 from tidings.brokers import from_url
 from tidings.brokers.rabbitmq import RabbitBroker
 from tidings.brokers.rabbitmq._subscription import RabbitMember
-from tidings.errors import BrokerUnavailable, ConfigurationError
+from tidings.errors import BrokerUnavailable, ConfigurationError, PublishError
 from tidings.testing.conformance import BrokerConformance, collect
 
 HOST, PORT = "127.0.0.1", 5672
@@ -253,3 +253,23 @@ async def test_a_member_that_dies_loses_its_partitions_to_the_others(
     assert all(d.attempt == 2 for d in got)
     assert time.monotonic() - started < 3
     await held[0].ack()  # a late ack of the dead member: never an error
+
+
+async def test_a_publish_after_its_exchange_was_deleted_fails_then_the_next_works(
+    broker: RabbitBroker,
+) -> None:
+    topic = _unique("gone")
+    sub = await broker.subscribe([topic], _unique("g"))
+    await broker.publish(topic, [Message(b"a")])
+    connection = await aio_pika.connect(SYSTEM)
+    channel = await connection.channel()
+    await channel.exchange_delete(topic)
+    await connection.close()
+    with pytest.raises(PublishError):
+        await broker.publish(topic, [Message(b"lost")])
+    # The exchange is declared again, without the old group's bindings (deleting an
+    # exchange deletes them): the event waits in <topic>.unrouted for a new group.
+    await broker.publish(topic, [Message(b"b")])
+    assert [d.value for d in await collect(sub, 2, timeout=1.0)] == [b"a"]
+    later = await broker.subscribe([topic], _unique("g"))
+    assert [d.value for d in await collect(later, 1, timeout=5.0)] == [b"b"]

@@ -107,6 +107,19 @@ class RabbitBroker:
             raise BrokerClosedError(f"amqp broker {self.options.url} is closed")
         return self._channel
 
+    async def _reopen(self) -> None:
+        """A failed declaration or publish closes the channel: open another one (the
+        exchanges are declared again on it)."""
+        channel = self._channel
+        if self._closed or channel is None or not channel.is_closed:
+            return
+        self._exchanges.clear()
+        if self.connection is not None and not self.connection.is_closed:
+            with contextlib.suppress(AMQPError, OSError, RuntimeError):
+                self._channel = await self.connection.channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
+
     async def _connect(self) -> AbstractConnection:
         options = self.options
         context = None
@@ -168,6 +181,7 @@ class RabbitBroker:
             try:
                 found = await declare_topic(self._check_open(), topic)
             except AMQPError as exc:
+                await self._reopen()
                 raise BrokerUnavailable(
                     f"cannot declare topic {topic!r} on {self.options.url}: {exc!r}"
                 ) from exc
@@ -204,6 +218,7 @@ class RabbitBroker:
         except (TimeoutError, AMQPError, RuntimeError) as exc:
             if self._closed:
                 raise BrokerClosedError(f"amqp broker {self.options.url} is closed") from None
+            await self._reopen()
             raise PublishError(
                 f"publish to {topic!r} on {self.options.url} failed: {exc!r}; the events may "
                 "or may not be stored"
