@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING
 
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from tidings.brokers._settle import SettleOnce
 from tidings.brokers.rabbitmq._topology import partition_queue
@@ -47,7 +47,8 @@ class Partition:
         self.index = index
         self.queue = partition_queue(topic, group, index)
         self.lock = f"{self.queue}.lock"
-        self.channel: object | None = None
+        #: This member's channel on the partition queue, while it owns it.
+        self.channel: AbstractChannel | None = None
         self.epoch = 0
         self.owned = False
         #: Received on this member's channel and not settled, by delivery tag.

@@ -136,16 +136,24 @@ class RabbitMember:
             with contextlib.suppress(Exception):
                 await channel.close()
             return False
-        await channel.set_qos(prefetch_count=self.prefetch)
-        queue = await channel.declare_queue(part.queue, durable=True, arguments=PARTITION)
-        part.owned = True
-        part.channel = channel
         epoch = part.epoch
 
         async def receive(incoming: AbstractIncomingMessage) -> None:
             self._receive(part, epoch, incoming)
 
-        await queue.consume(receive, no_ack=False)
+        try:
+            await channel.set_qos(prefetch_count=self.prefetch)
+            queue = await channel.declare_queue(part.queue, durable=True, arguments=PARTITION)
+            await queue.consume(receive, no_ack=False)
+        except BaseException:
+            # Never keep a lock without consuming: the partition would stall.
+            with contextlib.suppress(Exception):
+                await channel.close()
+                assert self._control is not None
+                await self._control.queue_delete(part.lock)
+            raise
+        part.owned = True
+        part.channel = channel
         log.debug("%s: %s owns %s", self.group, self.member, part.queue)
         return True
 
@@ -194,9 +202,9 @@ class RabbitMember:
                 with contextlib.suppress(AMQPError, OSError, RuntimeError):
                     await self._delay_copy(delivery, behind[0], delivery.attempt - 1)
                     await delivery.incoming.ack()
-        with contextlib.suppress(Exception):
-            assert isinstance(channel, AbstractChannel)
-            await channel.close()
+        if channel is not None:
+            with contextlib.suppress(Exception):
+                await channel.close()
         if self._control is not None and not self._control.is_closed:
             with contextlib.suppress(AMQPError, OSError, RuntimeError):
                 await self._control.queue_delete(part.lock)
