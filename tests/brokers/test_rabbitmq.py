@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -9,7 +12,15 @@ from typing import Any
 
 import aio_pika
 import pytest
-from _services import free_port, port_open, run_python, service_missing
+from _services import (
+    free_port,
+    port_open,
+    run_python,
+    service_missing,
+    start_python,
+    stop_process,
+    until,
+)
 
 from tidings.broker import Message
 from tidings.brokers import from_url
@@ -20,6 +31,7 @@ from tidings.testing.conformance import BrokerConformance, collect
 
 HOST, PORT = "127.0.0.1", 5672
 SYSTEM = f"amqp://guest:guest@{HOST}:{PORT}/"
+
 #: Fast group checks, so rebalances in the suite take a fraction of a second.
 FAST_GROUPS = "?heartbeat=0.25"
 
@@ -273,3 +285,97 @@ async def test_a_publish_after_its_exchange_was_deleted_fails_then_the_next_work
     assert [d.value for d in await collect(sub, 2, timeout=1.0)] == [b"a"]
     later = await broker.subscribe([topic], _unique("g"))
     assert [d.value for d in await collect(later, 1, timeout=5.0)] == [b"b"]
+
+
+# -- faults: real worker processes killed with SIGKILL ------------------------------------
+
+
+def _worker(url: str, topic: str, group: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {"RABBITMQ_FAULTS_TOPIC": topic, "RABBITMQ_FAULTS_GROUP": group}
+    env["RABBITMQ_FAULTS_LOG"] = str(log)
+    args = ("-m", "tidings.cli", "run", "_rabbitmq_worker:app", "--broker", url)
+    return start_python(*args, "--log-level", "error", env=env)
+
+
+def _handlings(log: Path) -> list[tuple[int, int, str]]:
+    """(seq, attempt, pid) of each finished handling."""
+    found = []
+    if log.exists():
+        for line in log.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 3:  # a line cut by a kill has fewer
+                found.append((int(parts[0]), int(parts[1]), parts[2]))
+    return found
+
+
+async def test_workers_killed_with_sigkill_lose_no_published_event(tmp_path: Path) -> None:
+    from tidings import App
+
+    url = system_url()
+    run = uuid.uuid4().hex[:8]
+    topic, group, log, count = f"rmq-kill-{run}", f"workers-{run}", tmp_path / "log", 1500
+    workers = [_worker(url, topic, group, log) for _ in range(2)]
+    producer = App("producer", broker=url)
+    try:
+        async with producer:
+            await producer.publish({"seq": -1}, topic=topic, type="Warmup", key="w")
+            assert await until(lambda: bool(_handlings(log)), 30), "workers never started"
+            for start in range(0, count, 100):
+                events = [
+                    producer.event({"seq": i}, type="Item", key=f"k{i % 32}")
+                    for i in range(start, start + 100)
+                ]
+                await producer.publish_batch(events, topic=topic)
+                await asyncio.sleep(0.05)  # a flow over seconds, so kills land mid-stream
+                if start in (500, 1000):
+                    victim = workers.pop(0)
+                    os.kill(victim.pid, signal.SIGKILL)
+                    victim.wait(5)
+                    workers.append(_worker(url, topic, group, log))
+
+        def handled() -> set[int]:
+            return {seq for seq, _, _ in _handlings(log)}
+
+        done = await until(lambda: set(range(count)) <= handled(), 60)
+        missing = sorted(set(range(count)) - handled())
+        assert done, f"{len(missing)} published events never handled, e.g. {missing[:5]}"
+        assert len({pid for _, _, pid in _handlings(log)}) >= 3
+    finally:
+        for worker in workers:
+            stop_process(worker)
+        await delete_names(run, {topic, f"{topic}.dlq"}, {group})
+
+
+async def test_an_app_handles_an_event_sent_by_a_plain_amqp_client(broker: RabbitBroker) -> None:
+    """The binding's ``cloudEvents:`` spelling, written by another client, reads as an event."""
+    from tidings import App, Context
+
+    topic, group = _unique("foreign"), _unique("g")
+    broker.touched[1].add(group)  # type: ignore[attr-defined]
+    got: list[tuple[str, str, Any]] = []
+    app = App("reader", broker=broker)
+
+    @app.subscribe(topic, group=group)
+    async def handle(data: dict[str, Any], ctx: Context) -> None:
+        got.append((ctx.event.id, ctx.event.type, data))
+
+    async with app:
+        connection = await aio_pika.connect(SYSTEM)
+        try:
+            channel = await connection.channel()
+            message = aio_pika.Message(
+                b'{"sku": "A1"}',
+                content_type="application/json",
+                headers={
+                    "cloudEvents:specversion": "1.0",
+                    "cloudEvents:id": "e-1",
+                    "cloudEvents:source": "/legacy",
+                    "cloudEvents:type": "stock.counted",
+                },
+            )
+            exchange = await channel.get_exchange(topic)
+            await exchange.publish(message, routing_key="0.stock.counted")
+        finally:
+            await connection.close()
+        await until(lambda: bool(got), 5.0)
+    assert got == [("e-1", "stock.counted", {"sku": "A1"})]

@@ -1,10 +1,12 @@
 """Messages <-> AMQP 0-9-1 messages: the CloudEvents AMQP protocol binding's transport half.
 
 In binary mode (the default) the codec writes CloudEvents attributes as
-``cloudEvents_<attribute>`` headers, which travel as AMQP application
-properties (headers) of that name; ``datacontenttype`` is the ``content-type``
-property. On reading, ``cloudEvents:<attribute>`` (the binding's other
-spelling) is read as ``cloudEvents_<attribute>``. Structured mode sends the
+``ce_<attribute>`` headers (as on every tidings broker, so any App's codec
+reads them); they travel as the AMQP application properties
+``cloudEvents_<attribute>`` the binding names, and ``datacontenttype`` as the
+``content-type`` property. On reading, ``cloudEvents_<attribute>`` and
+``cloudEvents:<attribute>`` (the binding's other spelling) become
+``ce_<attribute>`` again. Structured mode sends the
 CloudEvents JSON object with content type ``application/cloudevents+json``.
 
 The routing key is ``<partition>.<type>``: the partition the group queues are
@@ -34,7 +36,8 @@ KEY = "tidings-key"
 ATTEMPTS = "x-tidings-attempts"
 _PREFIX = "cloudEvents_"
 _COLON_PREFIX = "cloudEvents:"
-_TYPE = _PREFIX + "type"
+_OWN_PREFIX = "ce_"
+_TYPE = _OWN_PREFIX + "type"
 _STRUCTURED = "application/cloudevents+json"
 _NO_HEADERS: Mapping[str, str] = {}
 
@@ -50,7 +53,7 @@ def codec_for(binding: str) -> Codec:
     """The App's default codec for the URL's ``binding`` option."""
     if binding == "structured":
         return Codec("structured")
-    return Codec("binary", header_prefix=_PREFIX)
+    return Codec("binary")
 
 
 def event_type(message: Message) -> str:
@@ -75,6 +78,8 @@ def write(message: Message, published: datetime, structured: bool) -> aio_pika.M
     for name, value in message.headers.items():
         if name == "content-type":
             content_type = value
+        elif name.startswith(_OWN_PREFIX):
+            headers[_PREFIX + name[3:]] = value
         else:
             headers[name] = value
     if message.key is not None:
@@ -132,8 +137,8 @@ def read(
                 before += _count(value)
             elif name.startswith("x-"):
                 continue  # x-death and other broker headers
-            elif name.startswith(_COLON_PREFIX):
-                headers[_PREFIX + name[len(_COLON_PREFIX) :]] = _text(value)
+            elif name.startswith((_PREFIX, _COLON_PREFIX)):
+                headers[_OWN_PREFIX + name[12:]] = _text(value)
             else:
                 headers[name] = _text(value)
     if incoming.content_type is not None and incoming.content_type != _STRUCTURED:
