@@ -50,8 +50,8 @@ def test_the_cli_says_which_extra_to_install() -> None:
 
 
 def test_a_planned_scheme_says_it_is_planned() -> None:
-    with pytest.raises(ConfigurationError, match="amqp:// adapter is planned"):
-        from_url("amqp://guest:secret@localhost/")
+    with pytest.raises(ConfigurationError, match="stomp:// adapter is planned"):
+        from_url("stomp://guest:secret@localhost/")
     with pytest.raises(ConfigurationError) as caught:
-        from_url("amqp://guest:secret@localhost/")
+        from_url("stomp://guest:secret@localhost/")
     assert "secret" not in str(caught.value)

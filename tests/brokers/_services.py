@@ -9,11 +9,14 @@ missing server can never hide behind a skip.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NoReturn
 
@@ -72,3 +75,38 @@ def run_python(
         check=False,
         env={**os.environ, "PYTHONPATH": path},
     )
+
+
+def start_python(*args: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """``python *args`` in the background, output discarded, with ``env`` added; it imports
+    the tidings under test and the modules of this folder (workers)."""
+    source = str(Path(tidings.__file__).resolve().parents[1])
+    here = str(Path(__file__).resolve().parent)
+    path = os.pathsep.join(p for p in (source, here, os.environ.get("PYTHONPATH")) if p)
+    return subprocess.Popen(
+        [sys.executable, *args],
+        env={**os.environ, **env, "PYTHONPATH": path},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """SIGTERM (a graceful stop), then SIGKILL if it takes longer than ``timeout``; by PID."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+async def until(condition: Callable[[], bool], timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``condition``; return whether it came true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(0.1)
+    return condition()

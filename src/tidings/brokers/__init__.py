@@ -26,6 +26,8 @@ _BUILTIN: dict[str, str] = {
     "redis": "tidings.brokers.redis:RedisBroker.from_url",
     "rediss": "tidings.brokers.redis:RedisBroker.from_url",
     "mqtt": "tidings.brokers.mqtt:MqttBroker.from_url",
+    "amqp": "tidings.brokers.rabbitmq:RabbitBroker.from_url",
+    "amqps": "tidings.brokers.rabbitmq:RabbitBroker.from_url",
 }
 
 
@@ -36,9 +38,11 @@ _CLIENTS: dict[str, tuple[str, str]] = {
     "redis": ("redis", "redis"),
     "rediss": ("redis", "redis"),
     "mqtt": ("aiomqtt", "mqtt"),
+    "amqp": ("aio_pika", "rabbitmq"),
+    "amqps": ("aio_pika", "rabbitmq"),
 }
 #: Schemes of adapters not in this version yet, so that a URL gets a plain answer.
-_PLANNED = ("amqp", "gcppubsub", "sns", "sqs", "stomp")
+_PLANNED = ("gcppubsub", "sns", "sqs", "stomp")
 
 
 def schemes() -> list[str]:

@@ -1,0 +1,306 @@
+"""The RabbitMQ broker (``amqp://user:pass@host:port/vhost``, extra ``tidings[rabbitmq]``).
+
+A topic is a durable topic exchange; an event's routing key is
+``<partition>.<type>`` (the partition from its key, CRC-32 as in the embedded
+broker; the CloudEvents type after it). A consumer group is ``partitions``
+durable quorum queues bound to the exchange, one per partition: every group
+gets every event, and within a group one member at a time owns a partition
+(see :mod:`._subscription`), so a key's events are handled in order. Publishes
+wait for publisher confirms. The attempt is the quorum queue's
+``x-delivery-count``; ``nack(delay)`` sends a copy through a delay queue that
+dead-letters it back (see :mod:`._topology`). Events no group takes wait in
+``<topic>.unrouted`` for the first group. See ``docs/brokers/rabbitmq.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from tidings.broker import Capabilities, Message, RevokeHandler, SubscribeOptions
+from tidings.brokers._member_id import member_id
+from tidings.brokers._partitioning import partition_for
+from tidings.codec import Codec
+from tidings.errors import BrokerClosedError, BrokerUnavailable, ConfigurationError, PublishError
+
+try:
+    import aio_pika
+    from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+    from aio_pika.exceptions import AMQPError
+except ImportError:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "the amqp:// broker needs aio-pika: pip install 'tidings[rabbitmq]'"
+    ) from None
+
+from tidings.brokers.rabbitmq._binding import codec_for, copy, routing_key, write
+from tidings.brokers.rabbitmq._reader import RabbitReader
+from tidings.brokers.rabbitmq._subscription import RabbitMember
+from tidings.brokers.rabbitmq._topology import (
+    QUORUM,
+    declare_partition,
+    declare_topic,
+    partition_queue,
+    unrouted,
+)
+from tidings.brokers.rabbitmq._url import RabbitOptions
+
+__all__ = ["RabbitBroker", "RabbitOptions"]
+
+log = logging.getLogger("tidings.brokers.rabbitmq")
+
+CAPABILITIES = Capabilities(
+    persistent=True,
+    ordered_per_key=True,
+    consumer_groups=True,
+    key_affinity=True,
+    replay=False,
+    delayed_publish=False,
+    delayed_redelivery=True,
+    exactly_once=False,
+    publish_dedup=False,
+    headers=True,
+    wildcards=False,
+    max_message_size=128 << 20,
+)
+
+
+class RabbitBroker:
+    """A client of a RabbitMQ server (3.8+, quorum queues). Create with :meth:`from_url`."""
+
+    #: OpenTelemetry's ``messaging.system`` for spans of this broker.
+    messaging_system = "rabbitmq"
+
+    def __init__(self, options: RabbitOptions) -> None:
+        self.options = options
+        self.capabilities = CAPABILITIES
+        self.connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self._members: set[RabbitMember] = set()
+        self._readers: set[RabbitReader] = set()
+        #: Delay queues declared through this client (they expire once unused).
+        self.delay_queues: set[str] = set()
+        self._spread = 0
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str) -> RabbitBroker:
+        """``amqp[s]://[user:password@]host[:port][/vhost][?option=value...]``."""
+        return cls(RabbitOptions.from_url(url))
+
+    def default_codec(self) -> Codec:
+        """CloudEvents binary mode (``cloudEvents_`` headers), or structured with
+        ``binding=structured``."""
+        return codec_for(self.options.binding)
+
+    def __repr__(self) -> str:
+        return f"<RabbitBroker {self.options.url}>"
+
+    # -- connection -------------------------------------------------------------
+
+    def _check_open(self) -> AbstractChannel:
+        if self._closed or self._channel is None:
+            raise BrokerClosedError(f"amqp broker {self.options.url} is closed")
+        return self._channel
+
+    async def _reopen(self) -> None:
+        """A failed declaration or publish closes the channel: open another one (the
+        exchanges are declared again on it)."""
+        channel = self._channel
+        if self._closed or channel is None or not channel.is_closed:
+            return
+        self._exchanges.clear()
+        if self.connection is not None and not self.connection.is_closed:
+            with contextlib.suppress(AMQPError, OSError, RuntimeError):
+                self._channel = await self.connection.channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
+
+    async def _connect(self) -> AbstractConnection:
+        options = self.options
+        context = None
+        if options.tls:
+            context = ssl.create_default_context(cafile=options.tls_ca)
+        try:
+            return await asyncio.wait_for(
+                aio_pika.connect(
+                    host=options.host,
+                    port=options.port,
+                    login=options.username,
+                    password=options.password,
+                    virtualhost=options.vhost,
+                    ssl=options.tls,
+                    ssl_context=context,
+                    timeout=options.connect_timeout,
+                    client_properties={"connection_name": "tidings"},
+                ),
+                options.connect_timeout,
+            )
+        except (TimeoutError, OSError, AMQPError) as exc:
+            reason = (
+                str(exc) or type(exc).__name__
+                if isinstance(exc, AMQPError)
+                else f"no answer within {options.connect_timeout:g}s ({type(exc).__name__})"
+            )
+            raise BrokerUnavailable(f"no RabbitMQ server at {options.url}: {reason}") from None
+
+    async def connect(self) -> None:
+        if self._closed:
+            raise BrokerClosedError(f"amqp broker {self.options.url} is closed")
+        self.connection = await self._connect()
+        self._channel = await self.connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for member in list(self._members):
+            await self._leave(member)
+        for reader in list(self._readers):
+            await reader.close()
+        connection, self.connection = self.connection, None
+        self._channel = None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+    # -- topics ---------------------------------------------------------------------
+
+    async def exchange(self, topic: str) -> AbstractExchange:
+        """``topic``'s exchange, declared (with its ``unrouted`` queue) on first use."""
+        found = self._exchanges.get(topic)
+        if found is None:
+            if not topic or topic.startswith("amq."):
+                raise ConfigurationError(f"{topic!r} cannot name a RabbitMQ exchange")
+            try:
+                found = await declare_topic(self._check_open(), topic)
+            except AMQPError as exc:
+                await self._reopen()
+                raise BrokerUnavailable(
+                    f"cannot declare topic {topic!r} on {self.options.url}: {exc!r}"
+                ) from exc
+            self._exchanges[topic] = found
+        return found
+
+    # -- publishing -------------------------------------------------------------------
+
+    async def publish(self, topic: str, messages: Sequence[Message]) -> None:
+        self._check_open()
+        if not messages:
+            return
+        exchange = await self.exchange(topic)
+        now = datetime.now(UTC)
+        structured = self.options.binding == "structured"
+        partitions = self.options.partitions
+        sends = []
+        for message in messages:
+            if message.key is None:
+                self._spread += 1
+                partition = self._spread % partitions
+            else:
+                partition = partition_for(message.key, partitions)
+            sends.append(
+                exchange.publish(
+                    write(message, now, structured),
+                    routing_key(partition, message),
+                    mandatory=True,
+                )
+            )
+        try:
+            async with asyncio.timeout(self.options.publish_timeout):
+                await asyncio.gather(*sends)
+        except (TimeoutError, AMQPError, RuntimeError) as exc:
+            if self._closed:
+                raise BrokerClosedError(f"amqp broker {self.options.url} is closed") from None
+            await self._reopen()
+            raise PublishError(
+                f"publish to {topic!r} on {self.options.url} failed: {exc!r}; the events may "
+                "or may not be stored"
+            ) from exc
+
+    # -- subscribing --------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        topics: Sequence[str],
+        group: str | None,
+        options: SubscribeOptions = SubscribeOptions(),  # noqa: B008 - frozen
+        on_revoke: RevokeHandler | None = None,
+    ) -> RabbitMember | RabbitReader:
+        channel = self._check_open()
+        if not topics:
+            raise ConfigurationError("subscribe needs at least one topic")
+        exchanges = [await self.exchange(topic) for topic in topics]
+        assert self.connection is not None
+        try:
+            if group is None:
+                reader = RabbitReader(await self.connection.channel(publisher_confirms=False))
+                await reader.start(topics)
+                self._readers.add(reader)
+                return reader
+            for topic, exchange in zip(topics, exchanges, strict=True):
+                await self._declare_group(channel, exchange, topic, group, options)
+            member = RabbitMember(
+                await self._connect(),
+                group,
+                member_id(options.client_name),
+                topics,
+                self.options.partitions,
+                options.prefetch,
+                self.options.heartbeat,
+                on_revoke,
+                self._leave,
+                self.delay_queues,
+            )
+            self._members.add(member)
+            await member.start()
+            return member
+        except AMQPError as exc:
+            raise BrokerUnavailable(f"cannot subscribe on {self.options.url}: {exc!r}") from exc
+
+    async def _declare_group(
+        self,
+        channel: AbstractChannel,
+        exchange: AbstractExchange,
+        topic: str,
+        group: str,
+        options: SubscribeOptions,
+    ) -> None:
+        """Declare the group's queues; a new group starting at ``earliest`` takes what
+        waits in ``<topic>.unrouted``."""
+        assert self.connection is not None
+        probe = await self.connection.channel(publisher_confirms=False)
+        try:
+            await probe.declare_queue(partition_queue(topic, group, 0), passive=True)
+            new = False
+        except AMQPError:  # NOT_FOUND (closes the probe channel)
+            new = True
+        with contextlib.suppress(Exception):
+            await probe.close()
+        for partition in range(self.options.partitions):
+            await declare_partition(channel, exchange, topic, group, partition)
+        if new and options.start == "earliest":
+            await self._take_unrouted(channel, exchange, topic)
+
+    async def _take_unrouted(
+        self, channel: AbstractChannel, exchange: AbstractExchange, topic: str
+    ) -> None:
+        """Route again, in order, what no group took: now this group's queues do."""
+        waiting = await channel.declare_queue(unrouted(topic), durable=True, arguments=QUORUM)
+        moved = 0
+        while (message := await waiting.get(no_ack=False, fail=False)) is not None:
+            await exchange.publish(copy(message, 0), message.routing_key or "0.event")
+            await message.ack()
+            moved += 1
+        if moved:
+            log.info("%s: %d events published before any group went to the first", topic, moved)
+
+    async def _leave(self, member: RabbitMember) -> None:
+        self._members.discard(member)
+        await member.stop()

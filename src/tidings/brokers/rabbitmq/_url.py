@@ -1,0 +1,107 @@
+"""Settings of the RabbitMQ adapter, from an ``amqp://`` URL (typed, validated).
+
+``amqp[s]://[user:password@]host[:port][/vhost][?option=value&...]``; every option
+is listed in :data:`_URL_OPTIONS` and documented in ``docs/brokers/rabbitmq.md``.
+The vhost is the URL's path, percent-encoded (``%2F`` is ``/``, the default). The
+password never appears in ``repr`` or in error messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from tidings.brokers import redact_url
+from tidings.errors import ConfigurationError
+
+__all__ = ["RabbitOptions"]
+
+_URL_OPTIONS = frozenset(
+    (
+        "connect_timeout",
+        "publish_timeout",
+        "partitions",
+        "heartbeat",
+        "binding",
+        "tls_ca",
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RabbitOptions:
+    """What :class:`~tidings.brokers.rabbitmq.RabbitBroker` takes; validated on creation.
+
+    ``connect_timeout``: seconds to reach the server before
+    :class:`~tidings.errors.BrokerUnavailable` (5); ``publish_timeout``: seconds a
+    publish may wait for its confirms (10); ``partitions``: queues per consumer group
+    (4), each consumed by one member at a time; ``heartbeat``: seconds between a
+    member's checks of its group (1); ``binding``: the CloudEvents mode events are
+    written in, ``binary`` (``cloudEvents_`` application properties) or ``structured``.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 5672
+    vhost: str = "/"
+    url: str = ""
+    """The URL as given, redacted (for messages)."""
+    username: str = "guest"
+    password: str = field(default="guest", repr=False)
+    tls: bool = False
+    tls_ca: str | None = None
+    connect_timeout: float = 5.0
+    publish_timeout: float = 10.0
+    partitions: int = 4
+    heartbeat: float = 1.0
+    binding: str = "binary"
+
+    def __post_init__(self) -> None:
+        for option in ("connect_timeout", "publish_timeout", "heartbeat"):
+            if getattr(self, option) <= 0:
+                raise ConfigurationError(f"{option} must be > 0 in {self.url!r}")
+        if not 1 <= self.partitions <= 256:
+            raise ConfigurationError(f"partitions must be between 1 and 256 in {self.url!r}")
+        if self.binding not in ("binary", "structured"):
+            raise ConfigurationError(
+                f"binding must be 'binary' or 'structured' in {self.url!r}; got {self.binding!r}"
+            )
+
+    @classmethod
+    def from_url(cls, url: str) -> RabbitOptions:
+        redacted = redact_url(url)
+        try:
+            parts = urlsplit(url)
+            scheme, host, port = parts.scheme, parts.hostname, parts.port
+        except ValueError as exc:
+            raise ConfigurationError(f"bad amqp URL {redacted!r}: {exc}") from None
+        if scheme not in ("amqp", "amqps"):
+            raise ConfigurationError(f"not an amqp:// URL: {redacted!r}")
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        unknown = set(query) - _URL_OPTIONS
+        if unknown:
+            raise ConfigurationError(
+                f"unknown amqp URL option(s) {', '.join(sorted(unknown))} in {redacted!r}; "
+                f"known: {', '.join(sorted(_URL_OPTIONS))}"
+            )
+        tls = scheme == "amqps"
+        try:
+            return cls(
+                host=host or "127.0.0.1",
+                port=port or (5671 if tls else 5672),
+                vhost=unquote(path) or "/",
+                url=redacted,
+                username=unquote(parts.username) if parts.username else "guest",
+                password=unquote(parts.password) if parts.password is not None else "guest",
+                tls=tls,
+                tls_ca=query.get("tls_ca"),
+                connect_timeout=float(query.get("connect_timeout", 5.0)),
+                publish_timeout=float(query.get("publish_timeout", 10.0)),
+                partitions=int(query.get("partitions", 4)),
+                heartbeat=float(query.get("heartbeat", 1.0)),
+                binding=query.get("binding", "binary"),
+            )
+        except ConfigurationError:
+            raise
+        except ValueError as exc:
+            raise ConfigurationError(f"bad amqp URL option in {redacted!r}: {exc}") from None
