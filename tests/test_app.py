@@ -932,3 +932,17 @@ async def test_a_request_needs_a_positive_timeout() -> None:
     with pytest.raises(ConfigurationError, match="timeout"):
         await app.request({"q": 1}, topic="t", type="Ask", timeout=0)
     await app.stop()
+
+
+def test_set_broker_takes_the_new_brokers_wire_format_unless_a_codec_was_given() -> None:
+    from tidings.codec import Codec
+
+    app = App("rebroker", broker="memory://")
+    app.set_broker("nats://127.0.0.1:4222")  # not connected: only its binding is read
+    wanted = app.broker.default_codec()  # type: ignore[attr-defined]
+    assert (app.codec.mode, app.codec.header_prefix) == (wanted.mode, wanted.header_prefix)
+    assert app.codec.mode == "binary"  # memory:// gave structured JSON
+    mine = Codec()
+    chosen = App("kept", broker="memory://", codec=mine)
+    chosen.set_broker("nats://127.0.0.1:4222")
+    assert chosen.codec is mine

@@ -98,6 +98,8 @@ class App:
         self._exactly_once = exactly_once
         self.supervision = supervision or Supervision()
         self.broker = self._resolve_broker(broker)
+        #: The codec was chosen by the user, not derived from the broker's wire format.
+        self._codec_given = codec is not None
         self.publisher = Publisher(
             self.broker,
             source=self.source,
@@ -131,6 +133,8 @@ class App:
         """Use another broker (URL or instance; None = ``TIDINGS_BROKER``). Only before start."""
         self._check_not_started("a broker")
         self.broker = self.publisher.broker = self._resolve_broker(broker)
+        if not self._codec_given:  # the new broker's own binding, as the constructor does
+            self.publisher.codec = _default_codec(self.broker)
 
     def _resolve_broker(self, broker: str | Broker | None) -> Broker:
         self._broker_source = broker  # what a restart connects to again
