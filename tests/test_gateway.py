@@ -18,6 +18,7 @@ from tidings.brokers import from_url
 from tidings.codec import Codec
 from tidings.gateway import create_app
 from tidings.gateway._positions import head, since
+from tidings.gateway._state import Gateway
 from tidings.gateway.app import Settings
 from tidings.inspection import Inspectable, StoredMessage
 
@@ -286,3 +287,22 @@ def test_tidings_serve_runs_until_sigint(tmp_path: Path) -> None:
         code, stderr = _stop(process, signal.SIGINT)
     assert code == 0, stderr
     assert "e-1" in events_of(asyncio.run(stored(url, "orders")))
+
+
+async def test_a_broker_without_inspection_lists_nothing_and_streams_live(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Gateway, "inspectable", property(lambda self: None))
+    for path in ("/topics", "/groups"):
+        response = await client.get(path)
+        assert response.status_code == 501
+        assert "sqlite://" in response.json()["error"]
+    stream = asyncio.create_task(client.get("/topics/live/stream?limit=1"))
+    number = 0
+    while not stream.done():  # until the live subscription is open and got one
+        body = json.dumps(cloudevent(number))
+        await client.post("/topics/live/events", content=body, headers=STRUCTURED)
+        number += 1
+        await asyncio.sleep(0.05)
+    ((_, event),) = frames((await stream).text)
+    assert event["type"] == "OrderPlaced"
