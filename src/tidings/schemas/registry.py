@@ -108,6 +108,10 @@ class SchemaRegistry(Protocol):
         """What registering ``schema`` would break ([]: compatible, or already registered)."""
         ...
 
+    async def find(self, event_type: str, schema: Schema) -> int | None:
+        """The version holding a schema equal to ``schema``, or None."""
+        ...
+
     async def get(self, event_type: str, version: int | None = None) -> dict[str, Any]:
         """Version ``version`` (default: the latest); raises SchemaError if there is none."""
         ...
@@ -170,6 +174,9 @@ class StoredRegistry:
         if not previous or _find(previous, schema) is not None:
             return []
         return check(schema, previous, await self._mode(event_type, mode))
+
+    async def find(self, event_type: str, schema: Schema) -> int | None:
+        return _find(await self._documents(event_type), schema)
 
     async def get(self, event_type: str, version: int | None = None) -> dict[str, Any]:
         documents = await self._documents(event_type)
