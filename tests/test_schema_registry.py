@@ -125,7 +125,7 @@ class RegistryContract:
 
     async def test_type_names_are_kept_as_they_are(self) -> None:
         registry = await self.open()
-        names = ["a/b:c", "Weird Name %20", "ordnung.bestellt"]
+        names = ["a/b:c", "Weird Name %20", "ordnung.bestellt", "..", "."]
         for name in names:
             await registry.register(name, V1)
         assert await registry.types() == sorted(names)

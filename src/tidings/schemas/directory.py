@@ -70,7 +70,10 @@ class DirectoryStore:
     def _folder(self, event_type: str) -> Path:
         if not event_type:
             raise ConfigurationError("an event type name must be a non-empty string")
-        return self.path / quote(event_type, safe="-._~@+=,")
+        name = quote(event_type, safe="-._~@+=,")
+        if name.strip("."):
+            return self.path / name
+        return self.path / name.replace(".", "%2E")  # never "." or ".."
 
     def _read_all(self, event_type: str) -> list[str]:
         folder = self._folder(event_type)
