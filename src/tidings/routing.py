@@ -57,6 +57,10 @@ class Router:
             )
         self._by_name[name] = topic
 
+    def payload_types(self) -> list[type]:
+        """The payload classes routed by class (not by type name), in the order added."""
+        return list(self._by_class)
+
     def topic_for(self, payload: Any, event: Event) -> str:
         """The topic for ``payload`` (whose event is ``event``)."""
         topic = self._by_class.get(type(payload))

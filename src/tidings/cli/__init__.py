@@ -17,6 +17,7 @@ from tidings.cli.publish import publish
 from tidings.cli.replay import replay
 from tidings.cli.request import request
 from tidings.cli.run import run
+from tidings.cli.schema import schema
 from tidings.cli.serve import serve
 from tidings.cli.tail import tail
 from tidings.cli.topics import topics
@@ -43,6 +44,7 @@ cli.command()(replay)
 cli.command()(trace)
 cli.add_typer(dlq, name="dlq")
 cli.command()(serve)
+cli.add_typer(schema, name="schema")
 
 
 def _show_version(value: bool) -> None:

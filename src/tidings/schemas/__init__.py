@@ -2,7 +2,9 @@
 
 :func:`schema_for` describes a payload type (pydantic model, dataclass or
 msgspec Struct) as JSON Schema draft 2020-12; :func:`check` says what a new
-schema breaks for consumers or producers of previous versions.
+schema breaks for consumers or producers of previous versions; a
+:class:`SchemaRegistry` keeps the versions of each event type and refuses an
+incompatible one.
 """
 
 from __future__ import annotations
@@ -13,6 +15,16 @@ from tidings.schemas.compat import (
     SchemaCompatibilityError,
     check,
     ensure_compatible,
+    parse_mode,
+)
+from tidings.schemas.directory import DirectoryStore, directory_registry
+from tidings.schemas.registry import (
+    MemoryStore,
+    SchemaRegistry,
+    SchemaStorage,
+    SchemaStore,
+    StoredRegistry,
+    memory_registry,
 )
 from tidings.schemas.rules import Breaking, Direction, Rule
 
@@ -22,10 +34,19 @@ __all__ = [
     "Breaking",
     "Compatibility",
     "Direction",
+    "DirectoryStore",
+    "MemoryStore",
     "Rule",
     "SchemaCompatibilityError",
+    "SchemaRegistry",
+    "SchemaStorage",
+    "SchemaStore",
+    "StoredRegistry",
     "check",
     "dataschema_uri",
+    "directory_registry",
     "ensure_compatible",
+    "memory_registry",
+    "parse_mode",
     "schema_for",
 ]

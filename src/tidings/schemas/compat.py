@@ -52,7 +52,13 @@ from tidings.schemas._generate import VERSION_KEYWORD
 from tidings.schemas._readable import readable
 from tidings.schemas.rules import Breaking
 
-__all__ = ["Compatibility", "SchemaCompatibilityError", "check", "ensure_compatible"]
+__all__ = [
+    "Compatibility",
+    "SchemaCompatibilityError",
+    "check",
+    "ensure_compatible",
+    "parse_mode",
+]
 
 Schema = Mapping[str, Any]
 
@@ -119,7 +125,7 @@ def check(
     >>> [str(b) for b in check(new, [old])]
     ['id: made required (field-made-required, backward)']
     """
-    mode = _mode(mode)
+    mode = parse_mode(mode)
     if mode is Compatibility.NONE:
         return []
     found: list[Breaking] = []
@@ -139,14 +145,15 @@ def ensure_compatible(
     mode: Compatibility | str = Compatibility.BACKWARD,
 ) -> None:
     """Raise SchemaCompatibilityError when :func:`check` finds anything."""
-    mode = _mode(mode)
+    mode = parse_mode(mode)
     breaking = check(new, previous, mode)
     if breaking:
         title = new.get("title")
         raise SchemaCompatibilityError(breaking, mode, title if isinstance(title, str) else "")
 
 
-def _mode(mode: Compatibility | str) -> Compatibility:
+def parse_mode(mode: Compatibility | str) -> Compatibility:
+    """A mode from its name, in any case; raises ConfigurationError naming the choices."""
     try:
         return Compatibility(mode.upper())
     except ValueError:

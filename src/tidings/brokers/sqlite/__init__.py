@@ -45,6 +45,7 @@ from tidings.brokers.sqlite._delivery import SqliteDelivery
 from tidings.brokers.sqlite._member import SqliteSubscription
 from tidings.brokers.sqlite._reader import Reader
 from tidings.brokers.sqlite._schema import Durability
+from tidings.brokers.sqlite._schemas import SqliteSchemaStore
 from tidings.brokers.sqlite._topics import TopicRegistry
 from tidings.brokers.sqlite._watcher import Watcher
 from tidings.brokers.sqlite._writer import Writer
@@ -397,6 +398,14 @@ class SqliteBroker:
         outcome, heads = await delivery._member.commit(delivery, resolved, dedup_key)
         self._advance(heads)
         return outcome == "committed"
+
+    def schema_store(self) -> SqliteSchemaStore:
+        """The schema registry's storage in this database (:class:`~tidings.schemas.SchemaStorage`).
+
+        ``StoredRegistry(broker.schema_store())`` is a registry every process
+        using this file shares; the broker must be connected to use it.
+        """
+        return SqliteSchemaStore(self)
 
     # -- inspection and administration (tidings.inspection.Inspectable) ---------------
 

@@ -29,6 +29,11 @@ Tables (inspect them with the ``sqlite3`` shell):
 ``settled_ahead`` (version 2)
     per group and partition, ``ranges`` of offsets settled beyond
     ``committed`` (64-bit ``[start, end)`` pairs), skipped after a restart.
+``schemas`` (version 3)
+    the schema registry (:mod:`tidings.schemas.registry`): ``(type, version)``
+    with the JSON Schema ``document`` and ``registered_at``.
+``schema_modes`` (version 3)
+    ``type -> mode``: the compatibility mode of an event type, when set.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from tidings.errors import ConfigurationError
 
 __all__ = ["SCHEMA_VERSION", "Durability", "connect", "migrate"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 Durability = Literal["full", "normal"]
 
 _MIGRATIONS: dict[int, str] = {
@@ -121,6 +126,16 @@ _MIGRATIONS: dict[int, str] = {
         ranges BLOB NOT NULL,
         PRIMARY KEY (grp, topic_id, partition)
     ) WITHOUT ROWID;
+    """,
+    3: """
+    CREATE TABLE schemas (
+        type TEXT NOT NULL,
+        version INTEGER NOT NULL CHECK (version > 0),
+        document TEXT NOT NULL,
+        registered_at REAL NOT NULL,
+        PRIMARY KEY (type, version)
+    ) WITHOUT ROWID;
+    CREATE TABLE schema_modes (type TEXT PRIMARY KEY, mode TEXT NOT NULL);
     """,
 }
 
