@@ -36,6 +36,7 @@ class Source:
         "nacked",
         "owned",
         "partition",
+        "stale",
         "stream",
         "token",
         "topic",
@@ -53,6 +54,9 @@ class Source:
         self.dues = dues
         self.epoch = 0
         self.owned = False
+        #: Entries were read into this member's pending list under an older epoch and
+        #: dropped here: claim them before handing out newer ones of their keys.
+        self.stale = False
         #: The lease's value while owned (the fencing token).
         self.token = ""
         #: Handed to core and not settled, by offset.

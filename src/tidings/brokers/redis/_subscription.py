@@ -143,8 +143,12 @@ class RedisSubscription:
         for stream, entries in reply or []:
             source = self.by_stream[stream if isinstance(stream, bytes) else stream.encode()]
             if epochs[source.stream] != source.epoch or not source.owned:
-                continue  # read while the partition moved: the next owner claims them
-            if await self._others_hold(source):
+                # Read while the partition moved: they are pending with this consumer.
+                # The next owner claims them; if that is this member again, it must too.
+                source.stale = True
+                continue
+            if source.stale or await self._others_hold(source):
+                source.stale = False
                 # A member that lost this partition (a zombie, or a read it sent before
                 # it lost the lease) was handed earlier entries after our take-over:
                 # claim them first, so that later entries of their keys wait behind.
