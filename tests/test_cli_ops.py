@@ -854,3 +854,25 @@ def test_the_broker_comes_from_the_environment(
     monkeypatch.setenv("TIDINGS_BROKER", db)
     assert cli("publish", "env", "-t", "X", "-d", "1", broker=None).code == 0
     assert [t["name"] for t in cli("topics", "--json", broker=None).json_lines()] == ["env"]
+
+
+def test_topics_hides_tidings_own_topics_unless_all(cli: Callable[..., Result], db: str) -> None:
+    from tidings import App
+
+    async def handle_one() -> None:
+        app = App("recorder", broker=db)  # the embedded broker records handlings
+        done = asyncio.Event()
+
+        @app.subscribe("orders", group="g")
+        async def take(data: object) -> None:
+            done.set()
+
+        async with app:
+            await app.publish({"n": 1}, topic="orders", type="OrderPlaced")
+            await asyncio.wait_for(done.wait(), 10)
+
+    asyncio.run(handle_one())
+    listed = {t["name"] for t in cli("topics", "--json").json_lines()}
+    assert listed == {"orders"}
+    everything = {t["name"] for t in cli("topics", "--all", "--json").json_lines()}
+    assert everything == {"orders", "tidings.handlings"}

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.filesize import decimal
 from rich.table import Table
 
@@ -12,13 +13,25 @@ from tidings.cli._broker import inspecting
 from tidings.cli._options import BrokerOption, JsonLinesOption
 from tidings.cli._output import cells, echo, format_duration, json_line, note, stdout
 from tidings.inspection import TopicInfo
+from tidings.outcomes import is_internal_topic
 
 __all__ = ["topics"]
 
 
-def topics(as_json: JsonLinesOption = False, broker: BrokerOption = None) -> None:
+def topics(
+    as_json: JsonLinesOption = False,
+    broker: BrokerOption = None,
+    show_all: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="Also tidings' own topics (tidings.*: handling records, replies)."
+        ),
+    ] = False,
+) -> None:
     """List topics: partitions, events, bytes, retention and the rate over the last minute."""
     found = asyncio.run(_list_topics(broker))
+    if not show_all:
+        found = [info for info in found if not is_internal_topic(info.name)]
     if as_json:
         for info in found:
             echo(json_line(_topic_object(info)))
