@@ -16,13 +16,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
 
 import tidings
+from tidings import App
+from tidings.errors import ConnectionError as BrokerConnectionError
+from tidings.errors import PublishError
 
 REQUIRE_SERVICES = os.environ.get("TIDINGS_REQUIRE_SERVICES") == "1"
 
@@ -110,3 +113,22 @@ async def until(condition: Callable[[], bool], timeout: float) -> bool:
             return True
         await asyncio.sleep(0.1)
     return condition()
+
+
+async def publish_confirmed(
+    app: App, topic: str, count: int, batch: int, on_batch: Callable[[int], Awaitable[None]]
+) -> None:
+    """Publish ``count`` events (``{"seq": i}``, 32 keys) in batches; a batch that failed is
+    published again until it is confirmed, then ``on_batch(published so far)`` runs."""
+    for start in range(0, count, batch):
+        events = [
+            app.event({"seq": i}, type="Item", key=f"k{i % 32}")
+            for i in range(start, min(start + batch, count))
+        ]
+        while True:
+            try:
+                await app.publish_batch(events, topic=topic)
+                break
+            except (PublishError, BrokerConnectionError):
+                await asyncio.sleep(0.2)
+        await on_batch(start + batch)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _services import free_port
+from _services import free_port, stop_process
 from kafka_server import TEST_OPTIONS, Tansu, started_tansu
 
 import tidings
@@ -60,16 +60,6 @@ def _worker(url: str, topic: str, log: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(5)
 
 
 def _handled(log: Path) -> dict[int, list[int]]:
@@ -118,7 +108,7 @@ def test_workers_killed_mid_stream_lose_no_published_event(server: Tansu, tmp_pa
             time.sleep(0.2)
     finally:
         for worker in workers:
-            _stop(worker)
+            stop_process(worker)
     handled = _handled(log)
     missing = sorted(set(range(total)) - set(handled))
     assert not missing, f"{len(missing)} published events never handled, e.g. {missing[:10]}"

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from _nats_server import OwnServer
+from _services import publish_confirmed, until
 
 import tidings
 from tidings import App
@@ -58,31 +59,6 @@ def _handled(log: Path) -> set[int]:
     return {int(line.split()[0]) for line in log.read_text().splitlines() if line.strip()}
 
 
-async def _publish_all(app: App, topic: str, count: int, batch: int, on_batch: Any) -> None:
-    """Publish ``count`` events; a failed batch is published again (same ids: deduplicated)."""
-    for start in range(0, count, batch):
-        events = [
-            app.event({"seq": i}, type="Item", key=f"k{i % 32}")
-            for i in range(start, min(start + batch, count))
-        ]
-        while True:
-            try:
-                await app.publish_batch(events, topic=topic)
-                break
-            except (PublishError, tidings.errors.ConnectionError):
-                await asyncio.sleep(0.2)
-        await on_batch(start + batch)
-
-
-async def _eventually(condition: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(0.1)
-    return condition()
-
-
 async def test_workers_killed_with_sigkill_lose_no_published_event(
     server: OwnServer, tmp_path: Path
 ) -> None:
@@ -92,7 +68,7 @@ async def test_workers_killed_with_sigkill_lose_no_published_event(
     try:
         async with producer:
             await producer.publish({"seq": -1}, topic=topic, type="Warmup", key="w")
-            assert await _eventually(lambda: -1 in _handled(log), 30), "workers never started"
+            assert await until(lambda: -1 in _handled(log), 30), "workers never started"
 
             async def chaos(published: int) -> None:
                 await asyncio.sleep(0.1)  # a flow over seconds, so kills land mid-stream
@@ -102,8 +78,8 @@ async def test_workers_killed_with_sigkill_lose_no_published_event(
                     victim.wait()
                     workers.append(_worker(server.url, topic, log))
 
-            await _publish_all(producer, topic, count, 100, chaos)
-        handled = await _eventually(lambda: set(range(count)) <= _handled(log), 60)
+            await publish_confirmed(producer, topic, count, 100, chaos)
+        handled = await until(lambda: set(range(count)) <= _handled(log), 60)
         missing = set(range(count)) - _handled(log)
         assert handled, f"{len(missing)} published events never handled, e.g. {sorted(missing)[:5]}"
         pids = {line.split()[2] for line in log.read_text().splitlines()}
@@ -139,8 +115,8 @@ async def test_a_broker_restart_during_the_flow_loses_nothing(server: OwnServer)
                 await asyncio.sleep(1.0)
                 await asyncio.to_thread(server.start)
 
-        await _publish_all(producer, topic, count, 200, restart)
-        done = await _eventually(lambda: len(seen) == count, 90)
+        await publish_confirmed(producer, topic, count, 200, restart)
+        done = await until(lambda: len(seen) == count, 90)
         assert done, f"{count - len(seen)} events not handled after the restart"
         assert restarted and restarted[0] < count, "the server restarted mid-flow"
 

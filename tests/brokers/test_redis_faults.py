@@ -12,21 +12,23 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _services import free_port, service_missing, wait_for_port
+from _services import (
+    free_port,
+    publish_confirmed,
+    service_missing,
+    start_python,
+    stop_process,
+    until,
+    wait_for_port,
+)
 
-import tidings
 from tidings import App
-from tidings.errors import PublishError
 
-HERE = Path(__file__).resolve().parent
-SOURCE = str(Path(tidings.__file__).resolve().parents[1])
 #: Fast membership: a killed worker's partitions move within two seconds.
 FAST_GROUPS = "heartbeat=0.25&session_timeout=1.5"
 
@@ -79,26 +81,9 @@ def server(tmp_path: Path) -> Iterator[OwnRedis]:
 
 
 def _worker(url: str, topic: str, log: Path) -> subprocess.Popen[bytes]:
-    path = os.pathsep.join(p for p in (SOURCE, str(HERE), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "PYTHONPATH": path, "REDIS_FAULTS_TOPIC": topic}
-    env["REDIS_FAULTS_LOG"] = str(log)
-    return subprocess.Popen(
-        [sys.executable, "-m", "tidings.cli", "run", "_redis_worker:app", "--broker", url,
-         "--log-level", "error"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(5)
+    env = {"REDIS_FAULTS_TOPIC": topic, "REDIS_FAULTS_LOG": str(log)}
+    args = ("-m", "tidings.cli", "run", "_redis_worker:app", "--broker", url)
+    return start_python(*args, "--log-level", "error", env=env)
 
 
 def _handled(log: Path) -> dict[int, list[tuple[int, str]]]:
@@ -112,34 +97,6 @@ def _handled(log: Path) -> dict[int, list[tuple[int, str]]]:
     return seen
 
 
-async def _publish_all(
-    app: App, topic: str, count: int, batch: int, on_batch: Callable[[int], Awaitable[None]]
-) -> None:
-    """Publish ``count`` events; a batch that failed is published again until it is confirmed
-    (at-least-once: a failed batch may be stored twice)."""
-    for start in range(0, count, batch):
-        events = [
-            app.event({"seq": i}, type="Item", key=f"k{i % 32}")
-            for i in range(start, min(start + batch, count))
-        ]
-        while True:
-            try:
-                await app.publish_batch(events, topic=topic)
-                break
-            except (PublishError, tidings.errors.ConnectionError):
-                await asyncio.sleep(0.2)
-        await on_batch(start + batch)
-
-
-async def _eventually(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(0.1)
-    return condition()
-
-
 async def test_workers_killed_with_sigkill_lose_no_published_event(
     server: OwnRedis, tmp_path: Path
 ) -> None:
@@ -149,7 +106,7 @@ async def test_workers_killed_with_sigkill_lose_no_published_event(
     try:
         async with producer:
             await producer.publish({"seq": -1}, topic=topic, type="Warmup", key="w")
-            assert await _eventually(lambda: -1 in _handled(log), 30), "workers never started"
+            assert await until(lambda: -1 in _handled(log), 30), "workers never started"
 
             async def chaos(published: int) -> None:
                 await asyncio.sleep(0.02)  # a flow over seconds, so kills land mid-stream
@@ -159,8 +116,8 @@ async def test_workers_killed_with_sigkill_lose_no_published_event(
                     victim.wait(5)
                     workers.append(_worker(server.url, topic, log))
 
-            await _publish_all(producer, topic, count, 100, chaos)
-        done = await _eventually(lambda: set(range(count)) <= set(_handled(log)), 40)
+            await publish_confirmed(producer, topic, count, 100, chaos)
+        done = await until(lambda: set(range(count)) <= set(_handled(log)), 40)
         missing = sorted(set(range(count)) - set(_handled(log)))
         assert done, f"{len(missing)} published events never handled, e.g. {missing[:5]}"
         handlings = [h for seq, found in _handled(log).items() if seq >= 0 for h in found]
@@ -169,7 +126,7 @@ async def test_workers_killed_with_sigkill_lose_no_published_event(
         assert again or len(handlings) > count, "a kill landed while a worker held events"
     finally:
         for worker in workers:
-            _stop(worker)
+            stop_process(worker)
 
 
 async def test_a_server_restart_mid_flow_loses_no_confirmed_event(server: OwnRedis) -> None:
@@ -195,7 +152,7 @@ async def test_a_server_restart_mid_flow_loses_no_confirmed_event(server: OwnRed
                 await asyncio.sleep(1.0)
                 await asyncio.to_thread(server.start)
 
-        await _publish_all(producer, topic, count, 100, restart)
-        done = await _eventually(lambda: len(seen) == count, 40)
+        await publish_confirmed(producer, topic, count, 100, restart)
+        done = await until(lambda: len(seen) == count, 40)
         assert done, f"{count - len(seen)} confirmed events not handled after the restart"
         assert before and 0 < before[0] < count, "the server restarted mid-flow"
