@@ -17,10 +17,10 @@ from tidings.broker import Message, SubscribeOptions
 from tidings.brokers import from_url
 from tidings.codec import Codec
 from tidings.gateway import create_app
-from tidings.gateway._positions import head, since
 from tidings.gateway._state import Gateway
 from tidings.gateway.app import Settings
 from tidings.inspection import Inspectable, StoredMessage
+from tidings.positions import head, since
 
 sys.path.insert(0, str(Path(__file__).parent / "brokers"))
 from _services import free_port, wait_for_port

@@ -17,6 +17,7 @@ from tidings.brokers import from_url, redact_url
 from tidings.cli._errors import EXIT_FAILURE, EXIT_USAGE, CommandError
 from tidings.errors import ConfigurationError, ConnectionError
 from tidings.inspection import Inspectable, LocalStorage, ReadOnly, StoredMessage
+from tidings.positions import head
 from tidings.settings import default_broker_url
 
 __all__ = ["InspectableBroker", "can_inspect", "connected", "heads", "inspecting", "stored"]
@@ -116,34 +117,7 @@ async def _session(url: str, broker: Broker, create: bool) -> AsyncIterator[None
 
 async def heads(broker: Inspectable, topic: str, partitions: int) -> dict[int, int]:
     """Per partition, one past the newest stored offset (0 for an empty partition)."""
-    return {p: await _head(broker, topic, p) for p in range(partitions)}
-
-
-async def _head(broker: Inspectable, topic: str, partition: int) -> int:
-    # A few indexed reads, galloping then bisecting: whether anything is stored at
-    # or after an offset is monotonic, even where retention or compaction left gaps.
-    async def first_from(offset: int) -> int | None:
-        found = await broker.read(topic, after={partition: offset}, limit=1)
-        return found[0].offset if found else None
-
-    newest = await first_from(0)
-    if newest is None:
-        return 0
-    step = 1
-    high = newest + 1
-    while (found := await first_from(high)) is not None:
-        newest = found
-        high = newest + step
-        step *= 2
-    low = newest + 1  # something is stored at low - 1, nothing at or after high
-    while low < high:
-        middle = (low + high) // 2
-        found = await first_from(middle)
-        if found is None:
-            high = middle
-        else:
-            low = found + 1
-    return low
+    return {p: await head(broker, topic, p) for p in range(partitions)}
 
 
 async def stored(

@@ -23,10 +23,10 @@ from tidings.codec import Codec
 from tidings.errors import ConfigurationError, DecodeError
 from tidings.event import Event
 from tidings.filters import Filter, all_of, exact
-from tidings.gateway._positions import head, since
 from tidings.gateway._responses import error
 from tidings.gateway._state import Gateway, gateway_of
 from tidings.inspection import Inspectable
+from tidings.positions import head, since
 from tidings.routing import validate_topic
 
 __all__ = ["stream_events"]

@@ -1,7 +1,7 @@
-"""Where a stream starts reading a partition: its head, or the first event after a time.
+"""Where to start reading a stored partition: its head, or the first event after a time.
 
 Found with a few indexed reads (galloping, then bisecting), never by reading
-the partition through.
+the partition through; used by the CLI (``tail``, ``dlq``) and the gateway's streams.
 """
 
 from __future__ import annotations
