@@ -206,3 +206,11 @@ async def test_members_killed_with_sigkill_and_restarted_lose_no_published_event
     finally:
         for worker in workers.values():
             stop_process(worker)
+
+
+@pytest.mark.parametrize(
+    "options", ["session_expiry=-1", "session_expiry=soon", "member=a/b", "member="]
+)
+def test_bad_kept_session_options_are_configuration_errors(options: str) -> None:
+    with pytest.raises(ConfigurationError):
+        MqttBroker.from_url(f"mqtt://127.0.0.1:1883?{options}")
