@@ -13,8 +13,9 @@ works with the standard library. See ``docs/outbox.md``.
 
 from __future__ import annotations
 
+from tidings.outbox.inbox import Inbox
 from tidings.outbox.relay import Relay
 from tidings.outbox.schema import INBOX_TABLE, OUTBOX_TABLE, install, statements
 from tidings.outbox.writer import Outbox
 
-__all__ = ["INBOX_TABLE", "OUTBOX_TABLE", "Outbox", "Relay", "install", "statements"]
+__all__ = ["INBOX_TABLE", "OUTBOX_TABLE", "Inbox", "Outbox", "Relay", "install", "statements"]
