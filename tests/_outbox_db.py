@@ -8,11 +8,13 @@ test, or fails it under ``TIDINGS_REQUIRE_SERVICES=1``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent / "brokers"))
@@ -28,6 +30,7 @@ __all__ = [
     "start_python",
     "stop_process",
     "until",
+    "until_async",
 ]
 
 POSTGRES_URL = os.environ.get("TIDINGS_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -60,3 +63,14 @@ def schema_url(schema: str) -> str:
 def require_redis() -> None:
     if not port_open("127.0.0.1", 6379):
         service_missing("no Redis on 127.0.0.1:6379")
+
+
+async def until_async(condition: Callable[[], Awaitable[bool]], timeout: float) -> bool:
+    """Like ``until``, for a condition that must be awaited (a query)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if await condition():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.1)
