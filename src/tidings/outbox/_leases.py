@@ -72,7 +72,7 @@ class PostgresLeases(Leases):
             extra = held[share:]
             await sql.execute(
                 f"UPDATE {t}_leases SET owner = NULL, expires_at = 'epoch'"
-                " WHERE owner = {} AND partition = ANY({}::int[])",
+                " WHERE owner = {} AND partition = ANY(CAST({} AS int[]))",
                 (me, extra),
             )
             held = held[:share]

@@ -117,7 +117,7 @@ class Relay:
                 f"SELECT position, topic, event FROM {t} WHERE sent_at IS NULL AND"
                 f" (CASE WHEN key IS NULL THEN position % {leases.count}"
                 f" ELSE (hashtext(key) & 2147483647) % {leases.count} END)"
-                " = ANY({}::int[]) ORDER BY position LIMIT {}"
+                " = ANY(CAST({} AS int[])) ORDER BY position LIMIT {}"
             )
             params = (leases.partitions, limit)
         return [
@@ -145,7 +145,7 @@ class Relay:
         t = self.table
         if sql.dialect == "postgresql":
             await sql.execute(
-                f"UPDATE {t} SET sent_at = now() WHERE position = ANY({{}}::bigint[])",
+                f"UPDATE {t} SET sent_at = now() WHERE position = ANY(CAST({{}} AS bigint[]))",
                 (positions,),
             )
             return
