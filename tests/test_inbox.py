@@ -245,3 +245,28 @@ async def test_consumer_killed_between_effect_and_ack_leaves_each_effect_once(
     follow_ups = await pool.fetch("SELECT event FROM tidings_outbox")
     seqs = sorted(producer.codec.decode(bytes(r["event"])).data["seq"] for r in follow_ups)
     assert seqs == list(range(count))
+
+
+async def test_an_inbox_that_cannot_begin_fails_the_attempt(
+    tmp_path: Path, memory_url: Any
+) -> None:
+    """The database is unreachable: each attempt fails, then the event is dead-lettered."""
+    inbox = Inbox(f"sqlite:///{tmp_path / 'missing' / 'app.db'}")
+    app = App("billing", broker=memory_url(), exactly_once=inbox)
+    ran: list[int] = []
+    dead: list[Event] = []
+    policy = RetryPolicy(max_attempts=2, initial_delay=0.01)
+
+    @app.subscribe("orders", delivery="exactly_once", retry=policy)
+    async def bill(event: Event, ctx: Context) -> None:
+        ran.append(ctx.attempt)
+
+    @app.subscribe("orders.dlq")
+    async def dead_letters(event: Event) -> None:
+        dead.append(event)
+
+    async with app:
+        await app.publish(app.event({"seq": 1}, type="Order"), topic="orders")
+        assert await until(lambda: len(dead) == 1, 10)
+    assert ran == []
+    assert app.stats()["billing.bill"].failed == 2

@@ -143,17 +143,17 @@ class Handling:
                 return
             if (written := begin(d)) is not None:  # CountsAttempts: recorded first
                 await written
-            if transactions is not None:
-                transaction = await transactions.begin(d, event)
-                if transaction is None:  # committed by an earlier delivery
-                    consumer.stats.skipped += 1
-                    consumer.flow.release(d)
-                    await d.ack()
-                    return
-                opened = True
-                if ctx is not None:
-                    ctx.transaction = transaction
             try:
+                if transactions is not None:  # failing to begin is a failed attempt
+                    transaction = await transactions.begin(d, event)
+                    if transaction is None:  # committed by an earlier delivery
+                        consumer.stats.skipped += 1
+                        consumer.flow.release(d)
+                        await d.ack()
+                        return
+                    opened = True
+                    if ctx is not None:
+                        ctx.transaction = transaction
                 if ctx is None:
                     outputs = self.publisher.follow_ups(event, await self.spec.call(event, None))
                     routes = None

@@ -34,16 +34,21 @@ class Outbox:
     def __init__(self, table: str = OUTBOX_TABLE) -> None:
         self.table = checked_name(table)
         self._insert = f"INSERT INTO {self.table} (topic, key, event) VALUES ({{}}, {{}}, {{}})"
+        self._topics: set[str] = set()  # validated already
 
-    @staticmethod
-    def row(topic: str, event: Event, key: str | None = None) -> tuple[str, str | None, bytes]:
+    def row(
+        self, topic: str, event: Event, key: str | None = None
+    ) -> tuple[str, str | None, bytes]:
         """The ``(topic, key, event)`` values of ``event``'s outbox row."""
         if not isinstance(event, Event):
             raise InvalidEventError(
                 f"the outbox stores Events, not {type(event).__qualname__}: "
                 "build one with app.event(payload, key=...)"
             )
-        validate_topic(topic)
+        if topic not in self._topics:
+            validate_topic(topic)
+            if len(self._topics) < 10_000:
+                self._topics.add(topic)
         if key is not None and key != event.key:
             event = event.replace(partitionkey=key)
         return topic, event.key, _CODEC.encode_structured(event)
