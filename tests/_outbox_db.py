@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent / "brokers"))
 
@@ -24,6 +25,8 @@ from _services import port_open, service_missing, start_python, stop_process, un
 __all__ = [
     "POSTGRES_URL",
     "REDIS_URL",
+    "database_of_kind",
+    "installed_pool",
     "postgres_schema",
     "require_redis",
     "schema_url",
@@ -74,3 +77,59 @@ async def until_async(condition: Callable[[], Awaitable[bool]], timeout: float) 
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def database_of_kind(kind: str, schema: str) -> AsyncIterator[Any]:
+    """``schema``'s database as one kind of object a Relay or an Inbox takes.
+
+    ``url``, ``asyncpg-pool``, ``psycopg-pool``, ``sqlalchemy-asyncpg`` and
+    ``sqlalchemy-psycopg`` (an ``AsyncEngine``), ``sqlalchemy-sessions`` (an
+    ``async_sessionmaker`` on psycopg).
+    """
+    url = schema_url(schema)
+    if kind == "url":
+        yield url
+    elif kind == "asyncpg-pool":
+        import asyncpg
+
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=4)
+        yield pool
+        await pool.close()
+    elif kind == "psycopg-pool":
+        import psycopg_pool
+
+        async with psycopg_pool.AsyncConnectionPool(url, min_size=1, max_size=4) as pool:
+            yield pool
+    else:
+        from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+        driver = "asyncpg" if kind == "sqlalchemy-asyncpg" else "psycopg"
+        settings = (
+            {"server_settings": {"search_path": schema}}
+            if driver == "asyncpg"
+            else {"options": f"-csearch_path={schema}"}
+        )
+        engine = create_async_engine(
+            POSTGRES_URL.replace("postgresql://", f"postgresql+{driver}://"),
+            connect_args=settings,
+        )
+        yield async_sessionmaker(engine) if kind == "sqlalchemy-sessions" else engine
+        await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def installed_pool(schema: str, *setup: str) -> AsyncIterator[Any]:
+    """An asyncpg pool on ``schema``, with the outbox tables installed and ``setup`` run."""
+    import asyncpg
+
+    from tidings.outbox import install
+
+    pool = await asyncpg.create_pool(schema_url(schema), min_size=1, max_size=4)
+    try:
+        await install(pool)
+        for statement in setup:
+            await pool.execute(statement)
+        yield pool
+    finally:
+        await pool.close()

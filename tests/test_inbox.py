@@ -14,14 +14,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-import psycopg_pool
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from _outbox_db import (
     REDIS_URL,
+    database_of_kind,
+    installed_pool,
     postgres_schema,
     require_redis,
     schema_url,
@@ -45,11 +44,8 @@ async def schema() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def pool(schema: str) -> AsyncIterator[Any]:
-    pool = await asyncpg.create_pool(schema_url(schema), min_size=1, max_size=4)
-    await install(pool)
-    await pool.execute("CREATE TABLE effects (seq integer NOT NULL)")
-    yield pool
-    await pool.close()
+    async with installed_pool(schema, "CREATE TABLE effects (seq integer NOT NULL)") as pool:
+        yield pool
 
 
 async def effects(pool: Any) -> dict[int, int]:
@@ -91,58 +87,49 @@ async def test_effects_and_follow_ups_commit_once_through_failures_and_duplicate
     assert sorted(app.codec.decode(bytes(r["event"])).data["seq"] for r in rows) == list(range(12))
 
 
-@pytest.mark.parametrize("kind", ["asyncpg", "psycopg", "session", "engine"])
+@pytest.mark.parametrize(
+    ("kind", "given"),
+    [
+        ("asyncpg-pool", "PoolConnectionProxy"),
+        ("psycopg-pool", "AsyncConnection"),
+        ("sqlalchemy-sessions", "AsyncSession"),
+        ("sqlalchemy-asyncpg", "AsyncConnection"),
+    ],
+)
 async def test_the_handler_gets_the_drivers_transaction(
-    kind: str, schema: str, pool: Any, memory_url: Any
+    kind: str, given: str, schema: str, pool: Any, memory_url: Any
 ) -> None:
-    url = schema_url(schema)
-    closing: list[Any] = []
-    if kind == "asyncpg":
-        database: Any = pool
-    elif kind == "psycopg":
-        database = psycopg_pool.AsyncConnectionPool(url, min_size=1, max_size=2, open=False)
-        await database.open()
-        closing.append(database.close)
-    else:
-        engine = create_async_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-        closing.append(engine.dispose)
-        database = engine if kind == "engine" else async_sessionmaker(engine)
-    app = App("billing", broker=memory_url(), exactly_once=Inbox(database))
     seen: list[str] = []
+    async with database_of_kind(kind, schema) as database:
+        app = App("billing", broker=memory_url(), exactly_once=Inbox(database))
+        await handle_three(app, kind, pool, seen)
+    assert set(seen) == {given}
+    assert await effects(pool) == {0: 1, 1: 1, 2: 1}
+
+
+async def handle_three(app: App, kind: str, pool: Any, seen: list[str]) -> None:
+    """Three events whose handler inserts through ``ctx.transaction`` with its driver's API."""
 
     @app.subscribe("orders", delivery="exactly_once")
     async def bill(event: Event, ctx: Context) -> None:
         seen.append(type(ctx.transaction).__name__)
         seq = event.data["seq"]
-        if kind in ("session", "engine"):
+        if kind.startswith("sqlalchemy"):
             insert = text("INSERT INTO effects (seq) VALUES (:seq)")
             await ctx.transaction.execute(insert, {"seq": seq})
-        elif kind == "psycopg":
+        elif kind == "psycopg-pool":
             await ctx.transaction.execute("INSERT INTO effects (seq) VALUES (%s)", (seq,))
         else:
             await ctx.transaction.execute("INSERT INTO effects (seq) VALUES ($1)", seq)
 
-    try:
-        async with app:
-            await app.publish_batch(
-                [app.event({"seq": i}, type="Order") for i in range(3)], topic="orders"
-            )
+    async with app:
+        orders = [app.event({"seq": i}, type="Order") for i in range(3)]
+        await app.publish_batch(orders, topic="orders")
 
-            async def handled() -> bool:
-                return len(await effects(pool)) == 3
+        async def handled() -> bool:
+            return len(await effects(pool)) == 3
 
-            assert await until_async(handled, 10)
-    finally:
-        for close in closing:
-            await close()
-    expected = {
-        "asyncpg": "PoolConnectionProxy",
-        "psycopg": "AsyncConnection",
-        "session": AsyncSession.__name__,
-        "engine": "AsyncConnection",
-    }[kind]
-    assert set(seen) == {expected}
-    assert await effects(pool) == {0: 1, 1: 1, 2: 1}
+        assert await until_async(handled, 10)
 
 
 async def test_sqlite_inbox(tmp_path: Path, memory_url: Any) -> None:

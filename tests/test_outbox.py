@@ -13,13 +13,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import psycopg
-import psycopg_pool
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from _outbox_db import POSTGRES_URL, postgres_schema, schema_url, until
+from _outbox_db import database_of_kind, installed_pool, postgres_schema, schema_url, until
 from tidings import App, Event
 from tidings.errors import ConfigurationError, InvalidEventError
 from tidings.outbox import Outbox, Relay, install, statements
@@ -33,10 +31,8 @@ async def schema() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def pool(schema: str) -> AsyncIterator[Any]:
-    pool = await asyncpg.create_pool(schema_url(schema), min_size=1, max_size=4)
-    await install(pool)
-    yield pool
-    await pool.close()
+    async with installed_pool(schema) as pool:
+        yield pool
 
 
 class Received:
@@ -260,41 +256,22 @@ async def test_rows_written_by_hand_in_the_shared_shape_are_relayed(
 
 
 @pytest.mark.parametrize(
-    "kind", ["url", "psycopg-pool", "sqlalchemy-asyncpg", "sqlalchemy-psycopg"]
+    "kind",
+    ["url", "psycopg-pool", "sqlalchemy-asyncpg", "sqlalchemy-psycopg", "sqlalchemy-sessions"],
 )
 async def test_a_relay_reads_through_each_kind_of_database(
     kind: str, pool: Any, schema: str, memory_url: Any
 ) -> None:
-    url = schema_url(schema)
-    closing: list[Any] = []
-    if kind == "url":
-        database: Any = url
-    elif kind == "psycopg-pool":
-        database = psycopg_pool.AsyncConnectionPool(url, min_size=1, max_size=2, open=False)
-        await database.open()
-        closing.append(database.close)
-    else:
-        driver = kind.removeprefix("sqlalchemy-")
-        database = create_async_engine(
-            f"{POSTGRES_URL.replace('postgresql://', f'postgresql+{driver}://')}",
-            connect_args={"server_settings": {"search_path": schema}}
-            if driver == "asyncpg"
-            else {"options": f"-csearch_path={schema}"},
-        )
-        closing.append(database.dispose)
     broker = memory_url()
     app = App("writer", broker=broker)
     async with pool.acquire() as connection, connection.transaction():
         await Outbox().add_many(connection, [("items", e, None) for e in events(app, 0, 20)])
     received = Received(broker, "items")
-    try:
+    async with database_of_kind(kind, schema) as database:
         relay = Relay(database, app, poll_interval=0.05, lease_ttl=2)
         async with received.app, relay:
             await received.wait_for(20)
             assert len(relay.leases.partitions) == 16
-    finally:
-        for close in closing:
-            await close()
     assert received.total == 20
     assert all(seqs == sorted(seqs) for seqs in received.by_key.values())
     assert await unsent(pool) == 0

@@ -18,11 +18,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from _outbox_db import (
     REDIS_URL,
+    installed_pool,
     postgres_schema,
     require_redis,
     schema_url,
@@ -32,7 +32,7 @@ from _outbox_db import (
     until_async,
 )
 from tidings import App, Event
-from tidings.outbox import Outbox, install
+from tidings.outbox import Outbox
 
 WORKER = str(Path(__file__).parent / "_outbox_worker.py")
 KEYS = 16
@@ -41,12 +41,8 @@ KEYS = 16
 @pytest.fixture
 async def database() -> AsyncIterator[tuple[str, Any]]:
     require_redis()
-    async with postgres_schema() as schema:
-        url = schema_url(schema)
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=4)
-        await install(pool)
-        yield url, pool
-        await pool.close()
+    async with postgres_schema() as schema, installed_pool(schema) as pool:
+        yield schema_url(schema), pool
 
 
 def start_relay(url: str, name: str, **env: str) -> subprocess.Popen[bytes]:
