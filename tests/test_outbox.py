@@ -275,3 +275,11 @@ async def test_a_relay_reads_through_each_kind_of_database(
     assert received.total == 20
     assert all(seqs == sorted(seqs) for seqs in received.by_key.values())
     assert await unsent(pool) == 0
+
+
+async def test_the_first_install_fixes_the_partitions(schema: str) -> None:
+    async with installed_pool(schema) as pool:
+        await install(pool, partitions=4)  # too late: 16 already
+        assert await pool.fetchval("SELECT count(*) FROM tidings_outbox_leases") == 16
+    with pytest.raises(ConfigurationError, match="partitions"):
+        await install(pool, partitions=0)

@@ -102,10 +102,12 @@ async def install_on(
         raise ConfigurationError("partitions must be >= 1")
     for statement in statements(sql.dialect, table, inbox_table):
         await sql.execute(statement)
-    count = partitions if sql.dialect == "postgresql" else 1
-    await sql.execute_many(
-        f"INSERT INTO {table}_leases (partition) VALUES ({{}}) ON CONFLICT DO NOTHING",
-        [(p,) for p in range(count)],
+    # The partitions are fixed by the first install: later ones add none.
+    rows = "generate_series(0, {} - 1)" if sql.dialect == "postgresql" else "0 + 0 * {}"
+    await sql.execute(
+        f"INSERT INTO {table}_leases (partition) SELECT {rows}"
+        f" WHERE NOT EXISTS (SELECT 1 FROM {table}_leases) ON CONFLICT DO NOTHING",
+        (partitions,),
     )
 
 
@@ -123,6 +125,8 @@ async def install(
     ``partitions`` (PostgreSQL) bounds how many relays share the work; it is
     fixed by the first install.
     """
+    if partitions < 1:
+        raise ConfigurationError("partitions must be >= 1")
     try:
         sql = sql_for(target)
     except ConfigurationError:
