@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -283,3 +285,15 @@ async def test_the_first_install_fixes_the_partitions(schema: str) -> None:
         assert await pool.fetchval("SELECT count(*) FROM tidings_outbox_leases") == 16
     with pytest.raises(ConfigurationError, match="partitions"):
         await install(pool, partitions=0)
+
+
+def test_importing_the_outbox_imports_no_database_driver() -> None:
+    code = (
+        "import sys, tidings.outbox; "
+        "print(sorted(m for m in ('asyncpg', 'psycopg', 'psycopg_pool', 'sqlalchemy') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
