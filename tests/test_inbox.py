@@ -181,7 +181,6 @@ async def test_a_dead_letter_under_an_inbox_goes_to_the_broker(pool: Any, memory
 
 
 def test_exactly_once_without_transactions_needs_an_inbox() -> None:
-    require_redis()
     app = App("billing", broker=REDIS_URL)
     with pytest.raises(ConfigurationError, match="inbox"):
 
