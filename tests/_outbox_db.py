@@ -20,16 +20,25 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent / "brokers"))
 
-from _services import port_open, service_missing, start_python, stop_process, until
+from _services import (
+    free_port,
+    port_open,
+    service_missing,
+    start_python,
+    stop_process,
+    until,
+)
 
 __all__ = [
     "POSTGRES_URL",
     "REDIS_URL",
     "database_of_kind",
+    "free_port",
     "installed_pool",
     "postgres_schema",
     "require_redis",
     "schema_url",
+    "service_missing",
     "start_python",
     "stop_process",
     "until",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
 import signal
 import subprocess
 import uuid
@@ -22,10 +23,12 @@ import pytest
 
 from _outbox_db import (
     REDIS_URL,
+    free_port,
     installed_pool,
     postgres_schema,
     require_redis,
     schema_url,
+    service_missing,
     start_python,
     stop_process,
     until,
@@ -162,3 +165,52 @@ async def test_two_relay_processes_publish_each_row_once(database: tuple[str, An
     assert Counter(e.id for e in events).most_common(1)[0][1] == 1, "published twice"
     assert len(events) == count
     check_order_and_completeness(events, count)
+
+
+def start_redis(binary: str, port: int, directory: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(directory)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def test_rows_wait_while_the_broker_is_down_then_go_out(
+    database: tuple[str, Any], tmp_path: Path
+) -> None:
+    """A relay whose broker cannot be reached keeps its rows unsent, and retries."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        service_missing("no redis-server on PATH")
+    url, pool = database
+    port = free_port()
+    broker = f"redis://127.0.0.1:{port}/0"
+    topic = f"outbox-down-{uuid.uuid4().hex[:8]}"
+    await write(pool, topic, 0, 100)
+    relay = start_python(
+        WORKER, "relay", env={"OUTBOX_DB": url, "OUTBOX_BROKER": broker, "OUTBOX_NAME": "r"}
+    )
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        await asyncio.sleep(2.0)
+        assert relay.poll() is None, "the relay gave up"
+        unsent = "SELECT count(*) FROM tidings_outbox WHERE sent_at IS NULL"
+        assert await pool.fetchval(unsent) == 100
+        server = start_redis(binary, port, tmp_path)
+        assert await all_sent(pool, 60), "rows left unsent"
+        checker = App("checker", broker=broker)
+        received: list[Event] = []
+
+        @checker.subscribe(topic, group="check", start="earliest")
+        async def collect(event: Event) -> None:
+            received.append(event)
+
+        async with checker:
+            assert await until(lambda: len(received) >= 100, 30), len(received)
+        check_order_and_completeness(received, 100)
+    finally:
+        stop_process(relay)
+        if server is not None:
+            server.terminate()
+            server.wait(10)
