@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from _outbox_db import database_of_kind, installed_pool, postgres_schema, schema_url, until
 from tidings import App, Event
-from tidings.errors import ConfigurationError, InvalidEventError
+from tidings.errors import ConfigurationError, DecodeError, InvalidEventError
 from tidings.outbox import Outbox, Relay, install, statements
 
 
@@ -297,3 +297,27 @@ def test_importing_the_outbox_imports_no_database_driver() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+async def test_a_row_that_is_no_event_stops_the_relay_until_it_is_removed(
+    tmp_path: Path, memory_url: Any
+) -> None:
+    path = tmp_path / "app.db"
+    url = memory_url()
+    app = App("writer", broker=url)
+    connection = sqlite3.connect(path)
+    await install(connection)
+    with connection:
+        connection.execute(
+            "INSERT INTO tidings_outbox (topic, key, event) VALUES ('items', 'k0', x'7b7d')"
+        )
+        await Outbox().add_many(connection, [("items", e, None) for e in events(app, 0, 3)])
+    relay = Relay(f"sqlite:///{path}", app)
+    with pytest.raises(DecodeError):
+        await relay.relay_once()
+    assert relay.relayed == 0
+    with connection:
+        connection.execute("DELETE FROM tidings_outbox WHERE position = 1")
+    assert await relay.relay_once() == 3
+    await relay.database.close()
+    connection.close()
