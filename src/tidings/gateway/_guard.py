@@ -45,6 +45,11 @@ class Guard:
         if kind not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
+        if kind == "http" and self._token is not None and scope["path"] != "/":
+            bearer = _bearer(scope)  # the common case, read from the raw headers
+            if bearer is not None and hmac.compare_digest(bearer, self._token):
+                await self.app(scope, receive, send)
+                return
         connection = HTTPConnection(scope)
         if kind == "websocket" and not same_origin(connection):
             origin = connection.headers.get("origin", "")
@@ -82,6 +87,14 @@ class Guard:
             path="/",
         )
         return response
+
+
+def _bearer(scope: Scope) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, credentials = value.partition(b" ")
+            return credentials.strip() if scheme.lower() == b"bearer" else None
+    return None
 
 
 def _presented(connection: HTTPConnection, query_token: str | None) -> str | None:
