@@ -14,6 +14,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent / "brokers"))
 from _services import free_port, wait_for_port
 
+__all__ = ["Served", "free_port", "serving"]
+
 
 @dataclass
 class Served:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
 from websockets.typing import Origin
 
-from gateway_process import Served, serving
+from gateway_process import Served, free_port, serving
 from test_gateway import AUTH, STRUCTURED, TOKEN, cloudevent
+from tidings.gateway import Settings, create_app
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +115,26 @@ async def test_bad_parameters_close_with_4400_and_the_reason(served: Served) -> 
 
 def test_the_server_process_is_still_serving(served: Served) -> None:
     assert httpx.get(f"{served.url}/topics", headers=AUTH).status_code == 200
+
+
+async def test_a_broker_failure_closes_with_1011(tmp_path: Path) -> None:
+    app = create_app(f"sqlite:///{tmp_path / 'fails.db'}", Settings(token=TOKEN))
+    port = free_port()
+    config = uvicorn.Config(app, port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    running = asyncio.create_task(server.serve())
+    try:
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
+            await asyncio.sleep(0.02)
+        uri = f"ws://127.0.0.1:{port}/topics/orders/ws"
+        async with connect(uri, additional_headers=AUTH) as socket:
+            await asyncio.sleep(0.3)  # the socket's source is reading the topic
+            await app.state.gateway.broker.close()  # the broker goes away under it
+            with pytest.raises(ConnectionClosedError) as closed:
+                await asyncio.wait_for(socket.recv(), 30)
+    finally:
+        server.should_exit = True
+        await running
+    received = closed.value.rcvd
+    assert received is not None and received.code == 1011
+    assert received.reason.startswith("the broker failed:")

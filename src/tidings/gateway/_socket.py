@@ -5,7 +5,8 @@ line of the event stream, from the same source: stored events from now on
 where the broker can be inspected, else a group-less live subscription.
 ``filter=ATTR=VALUE`` (repeatable) and ``limit=N`` work as on the stream;
 after ``limit`` events the gateway closes with 1000. Bad parameters close
-the socket with 4400 and the reason. What the client sends is ignored.
+the socket with 4400 and the reason, a broker failure with 1011. What the
+client sends is ignored.
 (The origin and token checks are :mod:`tidings.gateway._guard`'s.)
 """
 
@@ -14,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tidings.codec import Codec
-from tidings.errors import ConfigurationError
+from tidings.errors import ConfigurationError, TidingsError
 from tidings.filters import Filter
 from tidings.gateway._state import gateway_of
 from tidings.gateway._stream import BadRequest, parse_filter, parse_limit, source
@@ -27,6 +28,8 @@ __all__ = ["BAD_REQUEST", "stream_socket"]
 
 #: Close code for a request the gateway cannot serve as asked (application range).
 BAD_REQUEST = 4400
+NORMAL = 1000
+INTERNAL_ERROR = 1011
 
 
 async def stream_socket(websocket: WebSocket) -> None:
@@ -37,7 +40,7 @@ async def stream_socket(websocket: WebSocket) -> None:
         match = parse_filter(websocket.query_params.getlist("filter"))
         limit = parse_limit(websocket.query_params.get("limit"))
     except (ConfigurationError, BadRequest) as exc:
-        await websocket.close(BAD_REQUEST, str(exc)[:120])  # a close reason fits 123 bytes
+        await websocket.close(BAD_REQUEST, _reason(str(exc)))
         return
     sender = asyncio.create_task(_send(websocket, topic, match, limit))
     listener = asyncio.create_task(_until_closed(websocket))
@@ -47,9 +50,21 @@ async def stream_socket(websocket: WebSocket) -> None:
         for task in (sender, listener):
             task.cancel()
         await asyncio.gather(sender, listener, return_exceptions=True)
-    if sender.done() and not sender.cancelled() and sender.exception() is None:
-        with contextlib.suppress(RuntimeError):  # the client closed meanwhile
-            await websocket.close(1000)
+    failure = None if sender.cancelled() else sender.exception()
+    if sender.cancelled() or isinstance(failure, WebSocketDisconnect):  # the client left
+        return
+    if failure is not None and not isinstance(failure, TidingsError):
+        raise failure
+    code, reason = NORMAL, ""
+    if failure is not None:  # the broker failed: say so, as a 503 would
+        code, reason = INTERNAL_ERROR, _reason(f"the broker failed: {failure}")
+    with contextlib.suppress(RuntimeError):  # the client left meanwhile
+        await websocket.close(code, reason)
+
+
+def _reason(text: str) -> str:
+    """``text`` cut to what a close frame holds (123 bytes of UTF-8)."""
+    return text.encode()[:123].decode(errors="ignore")
 
 
 async def _send(websocket: WebSocket, topic: str, match: Filter | None, limit: int | None) -> None:
