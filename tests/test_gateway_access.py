@@ -49,6 +49,12 @@ async def anonymous(url: str) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+@pytest.fixture
+async def client_with_token(url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async for client in serving(url):
+        yield client
+
+
 @pytest.mark.parametrize(("method", "path"), ROUTES)
 async def test_every_route_but_openapi_answers_401_without_a_valid_token(
     anonymous: httpx.AsyncClient, method: str, path: str
@@ -242,3 +248,20 @@ def test_serve_makes_a_token_prints_it_once_and_keeps_it(tmp_path: Path) -> None
     with serving_process(url, tmp_path, "--no-auth") as open_:
         assert httpx.get(f"{open_.url}/topics").status_code == 200
     assert "--no-auth" in open_.stderr
+
+
+async def test_event_content_never_comes_back_as_html(client_with_token: httpx.AsyncClient) -> None:
+    script = "<script>alert(1)</script>"
+    body = json.dumps(cloudevent(1, id=script, data=script, subject=script))
+    client = client_with_token
+    response = await client.post("/topics/orders/events", content=body, headers=STRUCTURED)
+    assert response.status_code == 202
+    for path in (f"/events/{script}", "/events/missing-<b>", "/trace/<b>", "/dlq/<b>"):
+        answer = await client.get(path)
+        assert answer.headers["content-type"] == "application/json", path
+        assert answer.headers["x-content-type-options"] == "nosniff"
+    found = (await client.get(f"/events/{script}")).json()
+    assert found["event"]["data"] == script
+    home = await client.get("/")
+    assert home.headers["content-type"].startswith("text/html") and "<script>" not in home.text
+    assert (await client.get("/openapi.json")).headers["x-content-type-options"] == "nosniff"

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from starlette.requests import HTTPConnection
 from starlette.responses import RedirectResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tidings.gateway._responses import error
 
@@ -42,6 +42,8 @@ class Guard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
+        if kind == "http":
+            send = _nosniff(send)
         if kind not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
@@ -87,6 +89,21 @@ class Guard:
             path="/",
         )
         return response
+
+
+def _nosniff(send: Send) -> Send:
+    """``send`` adding ``X-Content-Type-Options: nosniff``: JSON holding event content is
+    never taken for HTML by a browser."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), _NOSNIFF]
+        await send(message)
+
+    return sending
+
+
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 
 def _bearer(scope: Scope) -> bytes | None:

@@ -69,8 +69,8 @@ def create_app(broker_url: str | None = None, settings: Settings | None = None) 
         Route("/dlq/{topic}/redrive", _dlq.redrive, methods=["POST"]),
         Route("/dlq/{topic}/purge", _dlq.purge, methods=["POST"]),
         Route("/dlq/{topic}/{offset:int}", _dlq.show_letter, methods=["GET"]),
-        Route("/events/{id}", show_event, methods=["GET"]),
-        Route("/trace/{id}", show_trace, methods=["GET"]),
+        Route("/events/{id:path}", show_event, methods=["GET"]),
+        Route("/trace/{id:path}", show_trace, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
     middleware = [Middleware(Guard, token=token)]
