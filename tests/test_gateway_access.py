@@ -245,8 +245,11 @@ def test_serve_makes_a_token_prints_it_once_and_keeps_it(tmp_path: Path) -> None
     with serving_process(url, tmp_path) as second:
         assert httpx.get(f"{second.url}/topics", headers=headers).status_code == 200
     assert second.stdout == ""
-    with serving_process(url, tmp_path, "--no-auth") as open_:
+    with serving_process(url, tmp_path, "--no-auth", "--max-body-size", "100") as open_:
         assert httpx.get(f"{open_.url}/topics").status_code == 200
+        body = json.dumps(cloudevent(1, data="x" * 100))
+        response = httpx.post(f"{open_.url}/topics/t/events", content=body, headers=STRUCTURED)
+        assert response.status_code == 413 and "100 bytes" in response.json()["error"]
     assert "--no-auth" in open_.stderr
 
 
