@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import secrets
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -58,6 +61,17 @@ def demo(
         ),
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the order generator.")] = 7,
+    dashboard: Annotated[
+        bool,
+        typer.Option(
+            "--dashboard",
+            help="Serve the live dashboard while the shop runs, and after it until Ctrl-C "
+            "(needs tidings[gateway]).",
+        ),
+    ] = False,
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="The dashboard's port (on 127.0.0.1).")
+    ] = 8765,
 ) -> None:
     """Run the e-commerce shop: orders, inventory, payment, shipping, email, analytics, fraud.
 
@@ -89,8 +103,49 @@ def demo(
     logging.getLogger("tidings").setLevel(logging.ERROR)  # the screen tells what happens
     live = not headless and sys.stdout.isatty()
     console = Console(highlight=False, soft_wrap=not live)
-    if not asyncio.run(_demo(url, config, orders, rate, seed, live, console, broker is not None)):
+    board = _Dashboard(url, port) if dashboard else None
+    ran = _demo(url, config, orders, rate, seed, live, console, broker is not None, board)
+    if not asyncio.run(ran):
         raise typer.Exit(1)
+
+
+class _Dashboard:
+    """The gateway's dashboard on 127.0.0.1:PORT, in the demo's own event loop."""
+
+    def __init__(self, url: str, port: int) -> None:
+        try:
+            import uvicorn
+
+            from tidings.gateway import Settings, create_app
+        except ImportError:
+            raise CommandError(
+                "--dashboard needs the gateway: pip install 'tidings[gateway]'", EXIT_USAGE
+            ) from None
+        self.token = secrets.token_urlsafe(16)
+        self.address = f"http://127.0.0.1:{port}/?token={self.token}"
+        app = create_app(url, Settings(token=self.token))
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:  # the demo handles Ctrl-C itself
+                yield
+
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        self.server = Server(config)
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self.task.done():  # the port is taken, or the app failed to start
+                self.task.result()
+                raise CommandError("the dashboard could not start (is the port in use?)")
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.server.should_exit = True
+            await asyncio.gather(self.task, return_exceptions=True)
 
 
 async def _demo(
@@ -102,6 +157,7 @@ async def _demo(
     live: bool,
     console: Console,
     isolate: bool,
+    board: _Dashboard | None = None,
 ) -> bool:
     from tidings.examples.shop.runner import run_shop
     from tidings.examples.shop.system import Shop
@@ -121,11 +177,19 @@ async def _demo(
 
     loop.add_signal_handler(signal.SIGINT, interrupted)
     try:
+        if board is not None:
+            await board.start()
+            console.print(f"dashboard: {board.address}")
         verdict = await run_shop(shop, orders, rate, console=console, live=live, stop=stop)
+        if board is not None and not stop.is_set():
+            console.print(f"dashboard: still at {board.address} until Ctrl-C")
+            await stop.wait()
     except asyncio.CancelledError:
         raise CommandError("interrupted before the shop settled; nothing was checked") from None
     finally:
         loop.remove_signal_handler(signal.SIGINT)
+        if board is not None:
+            await board.stop()
     return verdict.ok
 
 

@@ -30,6 +30,8 @@ class Settings:
     """Seconds between two comment lines on an idle event stream."""
     poll_interval: float = 0.2
     """Seconds between two looks for new events in a stream on an inspectable broker."""
+    dashboard_interval: float = 1.0
+    """Seconds between two snapshots of the dashboard's stream."""
 
     def __post_init__(self) -> None:
         if self.token is not None and not self.token.strip():

@@ -12,9 +12,9 @@ from starlette.routing import Route, WebSocketRoute
 from tidings.app import App
 from tidings.brokers import from_url
 from tidings.gateway import _dlq
+from tidings.gateway._dashboard import dashboard_script, dashboard_stream, dashboard_style, home
 from tidings.gateway._events import show_event, show_trace
 from tidings.gateway._guard import Guard
-from tidings.gateway._home import home
 from tidings.gateway._inspect import list_groups, list_topics
 from tidings.gateway._openapi import openapi
 from tidings.gateway._publish import publish_events
@@ -59,6 +59,9 @@ def create_app(broker_url: str | None = None, settings: Settings | None = None) 
 
     routes = [
         Route("/", home, methods=["GET"]),
+        Route("/dashboard/app.js", dashboard_script, methods=["GET"]),
+        Route("/dashboard/app.css", dashboard_style, methods=["GET"]),
+        Route("/dashboard/stream", dashboard_stream, methods=["GET"]),
         Route("/topics/{topic}/events", publish_events, methods=["POST"]),
         Route("/topics/{topic}/stream", stream_events, methods=["GET"]),
         WebSocketRoute("/topics/{topic}/ws", stream_socket),
