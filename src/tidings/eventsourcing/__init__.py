@@ -1,0 +1,29 @@
+"""Event sourcing on tidings: an event store, aggregates and their repository.
+
+The store keeps each aggregate's events as a stream, with optimistic
+concurrency and a global order, and publishes what it stores to the bus in
+the same transaction. Backends: a SQLite file (:class:`SqliteEventStore`)
+and PostgreSQL (``tidings.eventsourcing.postgres``, extra ``tidings[postgres]``).
+"""
+
+from __future__ import annotations
+
+from tidings.eventsourcing._sqlite import SqliteEventStore
+from tidings.eventsourcing.store import (
+    EventStore,
+    Snapshot,
+    SnapshotStore,
+    StoredEvent,
+    TopicFor,
+    VersionConflict,
+)
+
+__all__ = [
+    "EventStore",
+    "Snapshot",
+    "SnapshotStore",
+    "SqliteEventStore",
+    "StoredEvent",
+    "TopicFor",
+    "VersionConflict",
+]
