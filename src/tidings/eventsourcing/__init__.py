@@ -9,6 +9,8 @@ and PostgreSQL (``tidings.eventsourcing.postgres``, extra ``tidings[postgres]``)
 from __future__ import annotations
 
 from tidings.eventsourcing._sqlite import SqliteEventStore
+from tidings.eventsourcing.aggregate import Aggregate, applies
+from tidings.eventsourcing.repository import AggregateNotFound, Repository
 from tidings.eventsourcing.store import (
     EventStore,
     Snapshot,
@@ -17,13 +19,20 @@ from tidings.eventsourcing.store import (
     TopicFor,
     VersionConflict,
 )
+from tidings.eventsourcing.upcasting import Upcaster, Upcasters
 
 __all__ = [
+    "Aggregate",
+    "AggregateNotFound",
     "EventStore",
+    "Repository",
     "Snapshot",
     "SnapshotStore",
     "SqliteEventStore",
     "StoredEvent",
     "TopicFor",
+    "Upcaster",
+    "Upcasters",
     "VersionConflict",
+    "applies",
 ]
