@@ -23,6 +23,7 @@ from tidings.eventsourcing import (
     AggregateNotFound,
     EventStore,
     Repository,
+    Snapshot,
     SnapshotStore,
     SqliteEventStore,
     StoredEvent,
@@ -93,22 +94,18 @@ class Inventory(Aggregate):
 
 
 class RecordingStore(SqliteEventStore):
-    """A real SQLite store that also notes where each stream read started."""
+    """A real SQLite store that also notes the versions of the events each load read."""
 
     def __init__(self, path: str) -> None:
         super().__init__(path)
-        self.starts: list[int | None] = []
+        self.loaded: list[list[int]] = []
 
-    async def read(
-        self,
-        stream_id: str,
-        *,
-        start: int | None = None,
-        backward: bool = False,
-        limit: int | None = None,
-    ) -> list[StoredEvent]:
-        self.starts.append(start)
-        return await super().read(stream_id, start=start, backward=backward, limit=limit)
+    async def read_from_snapshot(
+        self, stream_id: str, snapshot_type: str
+    ) -> tuple[Snapshot | None, list[StoredEvent]]:
+        snapshot, events = await super().read_from_snapshot(stream_id, snapshot_type)
+        self.loaded.append([stored.version for stored in events])
+        return snapshot, events
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -220,9 +217,9 @@ async def test_snapshots_every_n_events_and_loads_start_from_them(tmp_path: Path
             await repository.save(item)
         snapshot = await store.load_snapshot("sku-1")
         assert snapshot is not None and snapshot.version == 20
-        store.starts.clear()
+        store.loaded.clear()
         loaded = await repository.load("sku-1")
-        assert store.starts == [21]
+        assert store.loaded == [[21, 22, 23, 24, 25]]
         assert (loaded.on_hand, len(loaded.reservations), loaded.version) == (76, 24, 25)
         plain = await Repository(store, Inventory).load("sku-1")
         assert (plain.on_hand, plain.reservations) == (loaded.on_hand, loaded.reservations)

@@ -22,7 +22,7 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from tidings.broker import Message
 from tidings.brokers.sqlite import _ops
@@ -65,6 +65,9 @@ _TABLES = (
 )
 _COLUMNS = "stream_id, version, position, event"
 _INSERT = "INSERT INTO stored_events VALUES (?, ?, ?, ?)"
+_READ_AFTER = (
+    f"SELECT {_COLUMNS} FROM stored_events WHERE stream_id = ? AND version > ? ORDER BY version"
+)
 
 
 class SqliteEventStore:
@@ -235,6 +238,31 @@ class SqliteEventStore:
             ).fetchone()
         )
         return None if row is None else Snapshot(stream_id, row[0], row[1], bytes(row[2]))
+
+    async def read_from_snapshot(
+        self, stream_id: str, snapshot_type: str
+    ) -> tuple[Snapshot | None, list[StoredEvent]]:
+        reader, _ = self._connected()
+
+        def query(conn: sqlite3.Connection) -> tuple[Snapshot | None, list[Any]]:
+            # One read transaction: the snapshot and the events after it agree.
+            conn.execute("BEGIN")
+            try:
+                row = conn.execute(
+                    "SELECT version, state FROM snapshots WHERE stream_id = ? AND type = ?",
+                    (stream_id, snapshot_type),
+                ).fetchone()
+                snapshot = None
+                if row is not None:
+                    snapshot = Snapshot(stream_id, row[0], snapshot_type, bytes(row[1]))
+                after = 0 if snapshot is None else snapshot.version
+                rows = conn.execute(_READ_AFTER, (stream_id, after)).fetchall()
+            finally:
+                conn.execute("COMMIT")
+            return snapshot, rows
+
+        snapshot, rows = await reader.run(query)
+        return snapshot, decode_rows(rows)
 
 
 def _create_tables(conn: sqlite3.Connection) -> None:

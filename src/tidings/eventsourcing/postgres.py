@@ -100,6 +100,17 @@ SELECT head.version, (SELECT min(position) FROM stored) FROM head"""
 _APPEND = _HEAD + _RESULT
 _APPEND_PUBLISHED = _HEAD + _OUTBOX + _RESULT
 _COLUMNS = "stream_id, version, position, event"
+_READ_AFTER = (
+    f"SELECT {_COLUMNS} FROM stored_events WHERE stream_id = $1 AND version > $2 ORDER BY version"
+)
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's reset query (a round trip) when a connection goes back to the pool.
+
+    The store leaves nothing in a session to reset: no LISTEN, no session-level
+    advisory lock, no SET. asyncpg still rolls back a transaction left open.
+    """
 
 
 class PostgresEventStore:
@@ -155,6 +166,7 @@ class PostgresEventStore:
                 min_size=1,
                 max_size=self._max_connections,
                 server_settings={"search_path": self.schema},
+                reset=_keep_session,
             )
         except (OSError, asyncpg.PostgresError) as exc:
             raise TidingsConnectionError(
@@ -281,3 +293,26 @@ class PostgresEventStore:
             return None
         version, type_, state = rows[0]
         return Snapshot(stream_id, version, type_, bytes(state))
+
+    async def read_from_snapshot(
+        self, stream_id: str, snapshot_type: str
+    ) -> tuple[Snapshot | None, list[StoredEvent]]:
+        # Stored events never change: the events after the snapshot read a moment
+        # later (on the same connection) are the ones that follow it.
+        try:
+            async with self._connected().acquire() as conn:
+                row = await conn.fetchrow(
+                    "SELECT version, state FROM snapshots WHERE stream_id = $1 AND type = $2",
+                    stream_id,
+                    snapshot_type,
+                )
+                snapshot = None
+                if row is not None:
+                    snapshot = Snapshot(stream_id, row[0], snapshot_type, bytes(row[1]))
+                after = 0 if snapshot is None else snapshot.version
+                rows = await conn.fetch(_READ_AFTER, stream_id, after)
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            raise TidingsConnectionError(f"PostgreSQL connection failed: {exc}") from exc
+        except asyncpg.PostgresError as exc:
+            raise StorageError(f"the PostgreSQL event store failed: {exc}") from exc
+        return snapshot, decode_rows(rows)

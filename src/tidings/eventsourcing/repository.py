@@ -61,11 +61,16 @@ class Repository(Generic[A]):
     async def load(self, aggregate_id: str) -> A:
         """The aggregate as of its last stored event; AggregateNotFound if it has none."""
         aggregate = self.aggregate_type(aggregate_id)
-        snapshot = await self._snapshot(aggregate_id)
+        if self.snapshot_every is None:
+            snapshot, events = None, await self.store.read(aggregate_id)
+        else:
+            assert isinstance(self.store, SnapshotStore)
+            snapshot, events = await self.store.read_from_snapshot(
+                aggregate_id, self.aggregate_type.snapshot_type()
+            )
         if snapshot is not None:
             aggregate.restore_state(snapshot.state)
             aggregate.version = snapshot.version
-        events = await self.store.read(aggregate_id, start=aggregate.version + 1)
         if not events and snapshot is None:
             raise AggregateNotFound(self.aggregate_type, aggregate_id)
         aggregate.replay(events, self.upcasters)
@@ -94,15 +99,6 @@ class Repository(Generic[A]):
         if every is not None and aggregate.version // every > before // every:
             await self._save_snapshot(aggregate)
         return stored
-
-    async def _snapshot(self, aggregate_id: str) -> Snapshot | None:
-        if self.snapshot_every is None:
-            return None
-        assert isinstance(self.store, SnapshotStore)
-        snapshot = await self.store.load_snapshot(aggregate_id)
-        if snapshot is None or snapshot.type != self.aggregate_type.snapshot_type():
-            return None
-        return snapshot
 
     async def _save_snapshot(self, aggregate: A) -> None:
         assert isinstance(self.store, SnapshotStore)

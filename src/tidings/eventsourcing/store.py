@@ -133,6 +133,15 @@ class SnapshotStore(Protocol):
         """The latest snapshot of the stream, or None."""
         ...
 
+    async def read_from_snapshot(
+        self, stream_id: str, snapshot_type: str
+    ) -> tuple[Snapshot | None, list[StoredEvent]]:
+        """The latest snapshot of ``snapshot_type`` and the stream's events after it, in one read.
+
+        A snapshot of another type counts as none: then every event is returned.
+        """
+        ...
+
 
 def check_append(stream_id: str, events: Sequence[Event], expected_version: int | None) -> None:
     """Raise ConfigurationError for arguments no backend can store."""

@@ -309,3 +309,13 @@ class EventStoreConformance:
         await store.save_snapshot(Snapshot("s", 15, "Thing/v1", b'{"n":15}'))
         assert await store.load_snapshot("s") == Snapshot("s", 20, "Thing/v1", b'{"n":20}')
         assert await store.load_snapshot("t") is None
+
+    async def test_read_from_snapshot_returns_the_events_after_it(self, store: EventStore) -> None:
+        assert isinstance(store, SnapshotStore)
+        stored = await store.append("s", _events(5), 0)
+        assert await store.read_from_snapshot("s", "Thing/v1") == (None, stored)
+        snapshot = Snapshot("s", 3, "Thing/v1", b"{}")
+        await store.save_snapshot(snapshot)
+        assert await store.read_from_snapshot("s", "Thing/v1") == (snapshot, stored[3:])
+        assert await store.read_from_snapshot("s", "Thing/v2") == (None, stored)
+        assert await store.read_from_snapshot("nobody", "Thing/v1") == (None, [])
