@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
@@ -132,7 +132,7 @@ def es_append(app: Application[uuid.UUID], events: int, per_call: int) -> float:
 
 
 async def tidings_append_concurrently(store: EventStore, events: int, writers: int) -> float:
-    """Seconds for ``writers`` tasks to append ``events`` in all, one per append, each to its stream."""
+    """Seconds for ``writers`` tasks to append ``events`` in all, one per append call."""
     start = time.perf_counter()
     await asyncio.gather(*(tidings_append(store, events // writers, 1) for _ in range(writers)))
     return time.perf_counter() - start

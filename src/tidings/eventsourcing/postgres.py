@@ -100,9 +100,16 @@ SELECT head.version, (SELECT min(position) FROM stored) FROM head"""
 _APPEND = _HEAD + _RESULT
 _APPEND_PUBLISHED = _HEAD + _OUTBOX + _RESULT
 _COLUMNS = "stream_id, version, position, event"
-_READ_AFTER = (
-    f"SELECT {_COLUMNS} FROM stored_events WHERE stream_id = $1 AND version > $2 ORDER BY version"
-)
+# One round trip: the snapshot (a row with a NULL stream_id) and then the events after it.
+_READ_FROM_SNAPSHOT = f"""
+WITH snapshot AS (SELECT version, state FROM snapshots WHERE stream_id = $1 AND type = $2)
+SELECT * FROM (
+    SELECT NULL::text AS stream_id, version, NULL::bigint AS position, state AS event
+    FROM snapshot
+    UNION ALL
+    SELECT {_COLUMNS} FROM stored_events
+    WHERE stream_id = $1 AND version > coalesce((SELECT version FROM snapshot), 0)
+) AS rows ORDER BY stream_id NULLS FIRST, version"""
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -297,22 +304,9 @@ class PostgresEventStore:
     async def read_from_snapshot(
         self, stream_id: str, snapshot_type: str
     ) -> tuple[Snapshot | None, list[StoredEvent]]:
-        # Stored events never change: the events after the snapshot read a moment
-        # later (on the same connection) are the ones that follow it.
-        try:
-            async with self._connected().acquire() as conn:
-                row = await conn.fetchrow(
-                    "SELECT version, state FROM snapshots WHERE stream_id = $1 AND type = $2",
-                    stream_id,
-                    snapshot_type,
-                )
-                snapshot = None
-                if row is not None:
-                    snapshot = Snapshot(stream_id, row[0], snapshot_type, bytes(row[1]))
-                after = 0 if snapshot is None else snapshot.version
-                rows = await conn.fetch(_READ_AFTER, stream_id, after)
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-            raise TidingsConnectionError(f"PostgreSQL connection failed: {exc}") from exc
-        except asyncpg.PostgresError as exc:
-            raise StorageError(f"the PostgreSQL event store failed: {exc}") from exc
+        rows = await self._fetch(_READ_FROM_SNAPSHOT, stream_id, snapshot_type)
+        snapshot = None
+        if rows and rows[0][0] is None:  # the snapshot's row comes first
+            _, version, _, state = rows.pop(0)
+            snapshot = Snapshot(stream_id, version, snapshot_type, bytes(state))
         return snapshot, decode_rows(rows)
