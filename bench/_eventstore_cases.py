@@ -176,9 +176,7 @@ async def tidings_aggregate(
     return load
 
 
-def es_aggregate(
-    app: Application[uuid.UUID], events: int, snapshot: bool
-) -> Callable[[], float]:
+def es_aggregate(app: Application[uuid.UUID], events: int, snapshot: bool) -> Callable[[], float]:
     """The same through an eventsourcing application and its repository."""
     item = EsInventory()  # its creation is event 1
     for i in range(events - 1):
