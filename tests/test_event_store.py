@@ -96,3 +96,36 @@ class TestPostgresEventStore(EventStoreConformance):
             return [(r["topic"], r["key"], bytes(r["event"])) for r in rows]
 
         return read
+
+
+def test_the_url_chooses_the_backend_and_how_events_reach_the_bus(tmp_path: Path) -> None:
+    from tidings.errors import ConfigurationError
+    from tidings.eventsourcing import event_store_from_url
+    from tidings.eventsourcing.postgres import PostgresEventStore
+
+    url = f"sqlite:///{tmp_path}/shop.db"
+    same = event_store_from_url(url, broker_url=f"sqlite:///{tmp_path}/./shop.db")
+    assert isinstance(same, SqliteEventStore) and same.publish == "broker"
+    alone = event_store_from_url(url)
+    assert isinstance(alone, SqliteEventStore) and alone.publish == "broker"
+    for other in (f"sqlite:///{tmp_path}/other.db", "redis://127.0.0.1:6379/0"):
+        elsewhere = event_store_from_url(url, broker_url=other)
+        assert isinstance(elsewhere, SqliteEventStore) and elsewhere.publish == "outbox"
+    postgres = event_store_from_url(POSTGRES_URL, schema="shop")
+    assert isinstance(postgres, PostgresEventStore) and postgres.schema == "shop"
+    with pytest.raises(ConfigurationError, match="no event store for 'mysql://u:\\*\\*\\*@h/db'"):
+        event_store_from_url("mysql://u:secret@h/db")
+    with pytest.raises(ConfigurationError, match="schema"):
+        PostgresEventStore(POSTGRES_URL, schema="Robert'); DROP TABLE x;--")
+
+
+async def test_a_closed_store_says_so(tmp_path: Path) -> None:
+    from tidings.errors import BrokerClosedError
+
+    store = SqliteEventStore(str(tmp_path / "es.db"))
+    with pytest.raises(BrokerClosedError, match="not connected"):
+        await store.read("s")
+    await store.connect()
+    await store.close()
+    with pytest.raises(BrokerClosedError, match="closed"):
+        await store.append("s", [], 0)

@@ -8,6 +8,7 @@ and PostgreSQL (``tidings.eventsourcing.postgres``, extra ``tidings[postgres]``)
 
 from __future__ import annotations
 
+from tidings.eventsourcing._from_url import event_store_from_url
 from tidings.eventsourcing._sqlite import SqliteEventStore
 from tidings.eventsourcing.aggregate import Aggregate, applies
 from tidings.eventsourcing.repository import AggregateNotFound, Repository
@@ -35,4 +36,5 @@ __all__ = [
     "Upcasters",
     "VersionConflict",
     "applies",
+    "event_store_from_url",
 ]
