@@ -30,10 +30,11 @@ from tidings.brokers.sqlite._config import SqliteConfig
 from tidings.brokers.sqlite._reader import Reader
 from tidings.brokers.sqlite._schema import Durability
 from tidings.brokers.sqlite._writer import Writer
-from tidings.errors import BrokerClosedError, ConfigurationError
+from tidings.errors import ConfigurationError
 from tidings.event import Event
 from tidings.eventsourcing import _outbox_table
 from tidings.eventsourcing._encoding import decode_rows, encode_events
+from tidings.eventsourcing._lifecycle import Lifecycle
 from tidings.eventsourcing.store import (
     Snapshot,
     StoredEvent,
@@ -70,7 +71,7 @@ _READ_AFTER = (
 )
 
 
-class SqliteEventStore:
+class SqliteEventStore(Lifecycle):
     """An :class:`~tidings.eventsourcing.EventStore` in a SQLite file.
 
     ``topic``: where appended events are published (a name or a function of the
@@ -100,7 +101,6 @@ class SqliteEventStore:
         self._topic = topic_function(topic)
         self._reader: Reader | None = None
         self._writer: Writer | None = None
-        self._closed = False
 
     @classmethod
     def from_url(
@@ -120,16 +120,9 @@ class SqliteEventStore:
     def __repr__(self) -> str:
         return f"<SqliteEventStore {self.path} publish={self.publish}>"
 
-    async def __aenter__(self) -> SqliteEventStore:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
     async def connect(self) -> None:
         if self._closed:
-            raise BrokerClosedError("the event store is closed")
+            raise self.not_open()
         if self._writer is not None:
             return
         config = self.config
@@ -159,8 +152,7 @@ class SqliteEventStore:
 
     def _connected(self) -> tuple[Reader, Writer]:
         if self._writer is None or self._reader is None:
-            state = "closed" if self._closed else "not connected; call connect()"
-            raise BrokerClosedError(f"the event store is {state}")
+            raise self.not_open()
         return self._reader, self._writer
 
     # -- appending -------------------------------------------------------------

@@ -38,11 +38,12 @@ except ImportError:  # pragma: no cover - depends on the environment
     ) from None
 
 from tidings.brokers import redact_url
-from tidings.errors import BrokerClosedError, ConfigurationError, StorageError
+from tidings.errors import ConfigurationError, StorageError
 from tidings.errors import ConnectionError as TidingsConnectionError
 from tidings.event import Event
 from tidings.eventsourcing import _outbox_table
 from tidings.eventsourcing._encoding import decode_rows, encode_events
+from tidings.eventsourcing._lifecycle import Lifecycle
 from tidings.eventsourcing.store import (
     Snapshot,
     StoredEvent,
@@ -120,7 +121,7 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-class PostgresEventStore:
+class PostgresEventStore(Lifecycle):
     """An :class:`~tidings.eventsourcing.EventStore` in PostgreSQL.
 
     ``url``: ``postgresql://user@host:port/database``. ``schema``: where the
@@ -150,21 +151,13 @@ class PostgresEventStore:
         self._topic = topic_function(topic)
         self._max_connections = max_connections
         self._pool: asyncpg.Pool | None = None
-        self._closed = False
 
     def __repr__(self) -> str:
         return f"<PostgresEventStore {redact_url(self.url)} schema={self.schema}>"
 
-    async def __aenter__(self) -> PostgresEventStore:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
     async def connect(self) -> None:
         if self._closed:
-            raise BrokerClosedError("the event store is closed")
+            raise self.not_open()
         if self._pool is not None:
             return
         try:
@@ -200,8 +193,7 @@ class PostgresEventStore:
 
     def _connected(self) -> asyncpg.Pool:
         if self._pool is None:
-            state = "closed" if self._closed else "not connected; call connect()"
-            raise BrokerClosedError(f"the event store is {state}")
+            raise self.not_open()
         return self._pool
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
