@@ -1,9 +1,11 @@
 """Event store: tidings against the eventsourcing library, on SQLite and PostgreSQL, one run.
 
-Rows: append throughput with one event per append and with 100 per append;
-the time to load an aggregate of 10,000 events without and with a snapshot.
-Each row does the same work through ``tidings.eventsourcing`` and through
-``eventsourcing`` (its ``sqlite`` and ``postgres`` persistence modules).
+Rows: append throughput with one event per append (one writer, then 8
+concurrent writers: tasks for tidings, threads for eventsourcing) and with
+100 per append (published, and not published); the time to load an
+aggregate of 10,000 events without and with a snapshot. Each row does the
+same work through ``tidings.eventsourcing`` and through ``eventsourcing``
+(its ``sqlite`` and ``postgres`` persistence modules).
 
 Durability is made equal: SQLite files in WAL mode with ``synchronous=FULL``
 on both sides (tidings' ``durability=full``; eventsourcing switches to WAL
@@ -12,7 +14,12 @@ fsynced before it returns. PostgreSQL: one server (127.0.0.1:5432, database
 ``test``), a fresh schema per side, ``synchronous_commit`` as the server has
 it for both. tidings also publishes each appended event (to the embedded
 broker's log on SQLite, to the outbox table on PostgreSQL); eventsourcing
-does not: that work is extra on the tidings side.
+does not: that work is extra on the tidings side, except in the "not
+published" row (a store with ``topic=None``).
+
+The run also prints the SQLite floor: raw ``sqlite3`` commits of one row
+each, with the same settings, per second. No store can append one event
+per durable commit faster than that from one writer.
 
     python bench/bench_eventstore.py [--events N] [--only sqlite|postgres]
 """
@@ -25,6 +32,7 @@ import os
 import sqlite3
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -62,12 +70,9 @@ Row = tuple[str, str, float, float]
 
 
 def _sqlite_app(path: Path) -> Application[uuid.UUID]:
-    app = SnapshottingApplication(
+    return SnapshottingApplication(
         env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)}
     )
-    conn = sqlite3.connect(path)
-    conn.close()
-    return app
 
 
 def _postgres_app(schema: str) -> Application[uuid.UUID]:
@@ -96,12 +101,17 @@ def _es_synchronous(app: Application[uuid.UUID]) -> str:
 
 
 async def _rows(
-    store: EventStore, app: Application[uuid.UUID], events: int, rounds: int
+    store: EventStore,
+    unpublished: EventStore,
+    app: Application[uuid.UUID],
+    events: int,
+    rounds: int,
 ) -> list[Row]:
     """Every case, tidings and eventsourcing taking turns ``rounds`` times; the best of each.
 
     The machine is shared: taking turns and keeping the best run of each side
-    compares the two at their least disturbed.
+    compares the two at their least disturbed. ``unpublished`` is a store with
+    ``topic=None``, for the row doing exactly eventsourcing's work (no publishing).
     """
     rows: list[Row] = []
     appends: list[tuple[str, Callable[[], Awaitable[float]], Callable[[], float], int]] = [
@@ -120,6 +130,12 @@ async def _rows(
         (
             f"append, {BATCH} events per call",
             lambda: tidings_append(store, events * 10, BATCH),
+            lambda: es_append(app, events * 10, BATCH),
+            events * 10,
+        ),
+        (
+            f"append, {BATCH} events per call, not published",
+            lambda: tidings_append(unpublished, events * 10, BATCH),
             lambda: es_append(app, events * 10, BATCH),
             events * 10,
         ),
@@ -147,27 +163,53 @@ async def _best(
     return best_ours, best_theirs
 
 
+def _sqlite_floor(path: str, commits: int) -> float:
+    """Commits per second of one small row each, WAL and synchronous=FULL, raw sqlite3."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("CREATE TABLE t (stream TEXT, version INTEGER, event BLOB)")
+    row = ("sku-" + "0" * 32, 0, b"x" * 200)
+    start = time.perf_counter()
+    for _ in range(commits):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t VALUES (?, ?, ?)", row)
+        conn.execute("COMMIT")
+    seconds = time.perf_counter() - start
+    conn.close()
+    return commits / seconds
+
+
 async def _sqlite(events: int, rounds: int) -> tuple[list[Row], str]:
     with tempfile.TemporaryDirectory(prefix="bench-es-") as directory:
         app = _sqlite_app(Path(directory) / "eventsourcing.db")
         settings = _es_synchronous(app)
-        async with SqliteEventStore(os.path.join(directory, "tidings.db")) as store:
-            rows = await _rows(store, app, events, rounds)
+        floor = max(_sqlite_floor(os.path.join(directory, f"raw{i}.db"), events) for i in range(3))
+        settings += f"; raw sqlite3 floor, one row per commit: {floor:,.0f} commits/s"
+        async with (
+            SqliteEventStore(os.path.join(directory, "tidings.db")) as store,
+            SqliteEventStore(os.path.join(directory, "bare.db"), topic=None) as unpublished,
+        ):
+            rows = await _rows(store, unpublished, app, events, rounds)
         app.close()
     return rows, settings
 
 
 async def _postgres(events: int, rounds: int) -> list[Row]:
-    ours, theirs = f"bench_tidings_{uuid.uuid4().hex[:8]}", f"bench_es_{uuid.uuid4().hex[:8]}"
+    run = uuid.uuid4().hex[:8]
+    ours, bare, theirs = f"bench_tidings_{run}", f"bench_bare_{run}", f"bench_es_{run}"
     admin = await asyncpg.connect(POSTGRES_URL)
     await admin.execute(f"CREATE SCHEMA {theirs}")
     try:
         app = _postgres_app(theirs)
-        async with PostgresEventStore(POSTGRES_URL, schema=ours) as store:
-            rows = await _rows(store, app, events, rounds)
+        async with (
+            PostgresEventStore(POSTGRES_URL, schema=ours) as store,
+            PostgresEventStore(POSTGRES_URL, schema=bare, topic=None) as unpublished,
+        ):
+            rows = await _rows(store, unpublished, app, events, rounds)
         app.close()
     finally:
-        for schema in (ours, theirs):
+        for schema in (ours, bare, theirs):
             await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         await admin.close()
     return rows
