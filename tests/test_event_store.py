@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from tidings.brokers.sqlite import SqliteBroker
+from tidings.event import Event
 from tidings.eventsourcing import SqliteEventStore
 from tidings.testing.event_store import EventStoreConformance, Published
 
 sys.path.insert(0, str(Path(__file__).parent / "brokers"))
-from _services import port_open, service_missing
+from _services import free_port, port_open, service_missing
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -129,3 +130,77 @@ async def test_a_closed_store_says_so(tmp_path: Path) -> None:
     await store.close()
     with pytest.raises(BrokerClosedError, match="closed"):
         await store.append("s", [], 0)
+
+
+async def test_sqlite_nothing_is_stored_when_the_broker_log_refuses_the_events(
+    tmp_path: Path,
+) -> None:
+    from tidings.errors import PublishError
+
+    path = tmp_path / "shop.db"
+    async with SqliteEventStore(str(path)) as store:
+        await store.append("s", _one_event(), 0)
+        with sqlite3.connect(path) as conn:
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON messages "
+                "BEGIN SELECT RAISE(ABORT, 'log refused'); END"
+            )
+        conn.close()
+        with pytest.raises(PublishError, match="log refused"):
+            await store.append("s", _one_event(), 1)
+        assert [s.version for s in await store.read("s")] == [1]
+        assert await store.last_position() == 1
+
+
+async def test_sqlite_nothing_is_stored_when_the_outbox_refuses_the_events(
+    tmp_path: Path,
+) -> None:
+    from tidings.errors import PublishError
+
+    path = tmp_path / "es.db"
+    async with SqliteEventStore(str(path), publish="outbox") as store:
+        with sqlite3.connect(path) as conn:
+            conn.execute("DROP TABLE tidings_outbox")
+        conn.close()
+        with pytest.raises(PublishError, match="tidings_outbox"):
+            await store.append("s", _one_event(), 0)
+        assert await store.read("s") == []
+
+
+async def test_postgres_nothing_is_stored_when_the_outbox_refuses_the_events(
+    postgres_schema: str,
+) -> None:
+    import asyncpg
+
+    from tidings.errors import StorageError
+    from tidings.eventsourcing.postgres import PostgresEventStore
+
+    async with PostgresEventStore(POSTGRES_URL, schema=postgres_schema) as store:
+        await store.append("s", _one_event(), 0)
+        conn = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await conn.execute(
+                f"ALTER TABLE {postgres_schema}.tidings_outbox "
+                "ADD CONSTRAINT refuse CHECK (topic <> 'events') NOT VALID"
+            )
+        finally:
+            await conn.close()
+        with pytest.raises(StorageError, match="refuse"):
+            await store.append("s", _one_event(), 1)
+        assert [s.version for s in await store.read("s")] == [1]
+        assert await store.last_position() == 1
+
+
+async def test_postgres_unreachable_raises_a_connection_error() -> None:
+    from tidings.errors import ConnectionError as TidingsConnectionError
+    from tidings.eventsourcing.postgres import PostgresEventStore
+
+    port = free_port()
+    store = PostgresEventStore(f"postgresql://postgres:secret@127.0.0.1:{port}/test")
+    with pytest.raises(TidingsConnectionError, match=f"127.0.0.1:{port}") as info:
+        await store.connect()
+    assert "secret" not in str(info.value)
+
+
+def _one_event() -> list[Event]:
+    return [Event(type="StockAdded", source="/shop", data={"quantity": 1})]
