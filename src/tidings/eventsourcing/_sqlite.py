@@ -237,21 +237,17 @@ class SqliteEventStore(Lifecycle):
         reader, _ = self._connected()
 
         def query(conn: sqlite3.Connection) -> tuple[Snapshot | None, list[Any]]:
-            # One read transaction: the snapshot and the events after it agree.
-            conn.execute("BEGIN")
-            try:
-                row = conn.execute(
-                    "SELECT version, state FROM snapshots WHERE stream_id = ? AND type = ?",
-                    (stream_id, snapshot_type),
-                ).fetchone()
-                snapshot = None
-                if row is not None:
-                    snapshot = Snapshot(stream_id, row[0], snapshot_type, bytes(row[1]))
-                after = 0 if snapshot is None else snapshot.version
-                rows = conn.execute(_READ_AFTER, (stream_id, after)).fetchall()
-            finally:
-                conn.execute("COMMIT")
-            return snapshot, rows
+            # Stored events never change: the events after the snapshot read a
+            # moment later are the ones that follow it (no transaction needed).
+            row = conn.execute(
+                "SELECT version, state FROM snapshots WHERE stream_id = ? AND type = ?",
+                (stream_id, snapshot_type),
+            ).fetchone()
+            snapshot = None
+            if row is not None:
+                snapshot = Snapshot(stream_id, row[0], snapshot_type, bytes(row[1]))
+            after = 0 if snapshot is None else snapshot.version
+            return snapshot, conn.execute(_READ_AFTER, (stream_id, after)).fetchall()
 
         snapshot, rows = await reader.run(query)
         return snapshot, decode_rows(rows)
