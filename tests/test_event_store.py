@@ -204,3 +204,13 @@ async def test_postgres_unreachable_raises_a_connection_error() -> None:
 
 def _one_event() -> list[Event]:
     return [Event(type="StockAdded", source="/shop", data={"quantity": 1})]
+
+
+def test_importing_event_sourcing_imports_no_postgres_driver() -> None:
+    import subprocess
+
+    code = "import sys, tidings.eventsourcing; print('asyncpg' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "False"
