@@ -145,6 +145,27 @@ def test_commands_emit_events_folded_at_once() -> None:
     assert item.version == 2 and len(item.pending_events) == 2
 
 
+def test_an_event_emitted_for_another_carries_its_correlation_and_trace() -> None:
+    order = Event(
+        type="OrderPlaced",
+        source="/shop/orders",
+        data={},
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    )
+    item = Inventory("sku-1")
+    item.add_stock(1)
+    reserved = item.emit(InventoryReserved("o-1", 1, "main"), caused_by=order)
+    assert (reserved.correlationid, reserved.causationid) == (order.id, order.id)
+    trace_id = order.traceparent[3:35] if order.traceparent else None
+    assert reserved.traceparent is not None and reserved.traceparent[3:35] == trace_id
+    assert (reserved.type, reserved.source, reserved.subject, reserved.schemaversion) == (
+        "InventoryReserved",
+        "/shop/inventory",
+        "sku-1",
+        2,
+    )
+
+
 def test_emitting_a_payload_without_an_apply_method_is_refused() -> None:
     class Other(msgspec.Struct):
         n: int

@@ -98,10 +98,11 @@ class Aggregate:
 
     # -- commands ---------------------------------------------------------------
 
-    def emit(self, payload: Any, **attributes: Any) -> Event:
+    def emit(self, payload: Any, *, caused_by: Event | None = None) -> Event:
         """Apply ``payload`` to the state and keep it as a pending event.
 
-        ``attributes`` are extra CloudEvents attributes (``correlationid``...).
+        ``caused_by``: the event that led to this command (a handler's input):
+        the new event carries its correlation id, causation id and trace.
         """
         info = payload_info(payload)
         entry = self.appliers.get(info.name)
@@ -109,14 +110,22 @@ class Aggregate:
             raise ConfigurationError(
                 f"{type(self).__name__} has no @applies({type(payload).__name__}) method"
             )
-        event = Event(
-            type=info.name,
-            source=self.source,
-            data=payload,
-            subject=self.id,
-            schemaversion=info.version,
-            **attributes,
-        )
+        if caused_by is None:
+            event = Event(
+                type=info.name,
+                source=self.source,
+                data=payload,
+                subject=self.id,
+                schemaversion=info.version,
+            )
+        else:
+            event = caused_by.derive(
+                payload,
+                type=info.name,
+                source=self.source,
+                subject=self.id,
+                schemaversion=info.version,
+            )
         getattr(self, entry[2])(payload)
         self.version += 1
         self._pending.append(event)
