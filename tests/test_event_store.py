@@ -214,3 +214,32 @@ def test_importing_event_sourcing_imports_no_postgres_driver() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"durability": "bogus"}, "durability must be 'full' or 'normal'"),
+        ({"partitions": 0}, "partitions must be >= 1"),
+        ({"publish": "kafka"}, "publish must be 'broker' or 'outbox'"),
+        ({"topic": ""}, "topic must be a non-empty string or a function"),
+    ],
+)
+def test_sqlite_store_options_are_checked(
+    tmp_path: Path, options: dict[str, object], message: str
+) -> None:
+    from tidings.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=message):
+        SqliteEventStore(str(tmp_path / "es.db"), **options)  # type: ignore[arg-type]
+
+
+async def test_a_file_of_another_application_is_refused(tmp_path: Path) -> None:
+    from tidings.errors import ConfigurationError
+
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE accounts (id INTEGER)")
+    conn.close()
+    with pytest.raises(ConfigurationError, match="another application"):
+        await SqliteEventStore(str(path)).connect()
