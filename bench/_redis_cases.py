@@ -23,6 +23,7 @@ import redis.exceptions
 from tidings import App
 from tidings.broker import Message
 from tidings.brokers.redis._binding import Keys, entry_fields
+from tidings.brokers.redis._scripts import PUBLISH
 
 __all__ = ["CASES", "READ_COUNT", "Case"]
 
@@ -177,13 +178,22 @@ def _same_entries(n: int) -> list[tuple[str, dict[bytes | str, bytes | str]]]:
     return out
 
 
-async def _raw_publish(url: str, n: int, pipelined: bool) -> tuple[int, float]:
+async def _raw_publish(
+    url: str, n: int, pipelined: bool, script: bool = False
+) -> tuple[int, float]:
     topic = _topic("rawpub")
     streams = _streams(topic)
     entries = [(streams[int(p)], fields) for p, fields in _same_entries(n)]
     client = _client(url)
     started = time.perf_counter()
-    if pipelined:
+    if script:
+        # tidings' own publish script, called as bare redis-py would: what the
+        # server-side offset assignment costs before any tidings code runs.
+        publish = client.register_script(PUBLISH)
+        for stream, fields in entries:
+            flat = [part for pair in fields.items() for part in pair]
+            await publish(keys=[stream], args=[0, 0, len(flat), *flat])
+    elif pipelined:
         for start in range(0, n, _CHUNK):
             async with client.pipeline(transaction=False) as pipe:
                 for stream, fields in entries[start : start + _CHUNK]:
@@ -200,6 +210,10 @@ async def _raw_publish(url: str, n: int, pipelined: bool) -> tuple[int, float]:
 
 async def raw_xadd_one(url: str, n: int) -> tuple[int, float]:
     return await _raw_publish(url, n, pipelined=False)
+
+
+async def raw_script_one(url: str, n: int) -> tuple[int, float]:
+    return await _raw_publish(url, n, pipelined=False, script=True)
 
 
 async def raw_xadd_pipelined(url: str, n: int) -> tuple[int, float]:
@@ -302,6 +316,7 @@ CASES: dict[str, Case] = {
     "tidings consume, per-event handler": tidings_consume_event,
     "tidings consume, batch handler (ordering none)": tidings_consume_batch,
     "raw XADD, one at a time": raw_xadd_one,
+    "raw EVALSHA of the publish script, one at a time": raw_script_one,
     "raw XADD, pipelined (1000)": raw_xadd_pipelined,
     "raw XREADGROUP + XACK each": raw_read_ack_each,
     "raw XREADGROUP + XACK per batch": raw_read_ack_batch,

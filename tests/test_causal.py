@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from tidings import Event
-from tidings.cli._causal import Stored, build
+from tidings.causal import Stored, build
 from tidings.compensation import compensating
 from tidings.deadletter import DeadLetter
 from tidings.outcomes import Handling, Outcome

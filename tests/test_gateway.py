@@ -25,6 +25,8 @@ from tidings.positions import head, since
 sys.path.insert(0, str(Path(__file__).parent / "brokers"))
 from _services import free_port, wait_for_port
 
+TOKEN = "test-token"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
 STRUCTURED = {"content-type": "application/cloudevents+json"}
 BATCH = {"content-type": "application/cloudevents-batch+json"}
 
@@ -45,11 +47,16 @@ def url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'gateway.db'}"
 
 
-async def serving(url: str, settings: Settings | None = None) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(url, settings or Settings(poll_interval=0.02, heartbeat=0.05))
+async def serving(
+    url: str, settings: Settings | None = None, headers: dict[str, str] = AUTH
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the gateway in this process, sending the token unless ``headers`` is {}."""
+    app = create_app(url, settings or Settings(token=TOKEN, poll_interval=0.02, heartbeat=0.05))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gateway", headers=headers
+        ) as client:
             yield client
 
 
@@ -158,7 +165,7 @@ async def test_unsupported_content_type_is_415(client: httpx.AsyncClient) -> Non
 
 
 async def test_body_over_the_limit_is_413(url: str) -> None:
-    async for client in serving(url, Settings(max_body_size=100)):
+    async for client in serving(url, Settings(token=TOKEN, max_body_size=100)):
         body = json.dumps(cloudevent(1, data="x" * 200))
         response = await client.post("/topics/orders/events", content=body, headers=STRUCTURED)
         assert response.status_code == 413
@@ -264,22 +271,33 @@ async def test_openapi_document_lists_the_routes(client: httpx.AsyncClient) -> N
         "/topics",
         "/groups",
         "/topics/{topic}/stream",
+        "/topics/{topic}/ws",
+        "/dlq",
+        "/dlq/{topic}",
+        "/dlq/{topic}/{offset}",
+        "/dlq/{topic}/redrive",
+        "/dlq/{topic}/purge",
+        "/events/{id}",
+        "/trace/{id}",
         "/openapi.json",
     }
     responses = document["paths"]["/topics/{topic}/events"]["post"]["responses"]
-    assert {"202", "400", "413", "415"} <= set(responses)
+    assert {"202", "400", "401", "413", "415"} <= set(responses)
+    assert document["security"] == [{"bearer": []}]
+    assert document["paths"]["/openapi.json"]["get"]["security"] == []
 
 
 def test_tidings_serve_runs_until_sigint(tmp_path: Path) -> None:
     port = free_port()
     url = f"sqlite:///{tmp_path / 'served.db'}"
-    process = _start("serve", "--broker", url, "--port", str(port), cwd=tmp_path, env=_env())
+    env = _env(TIDINGS_TOKEN=TOKEN)
+    process = _start("serve", "--broker", url, "--port", str(port), cwd=tmp_path, env=env)
     try:
         assert wait_for_port("127.0.0.1", port, 20)
         response = httpx.post(
             f"http://127.0.0.1:{port}/topics/orders/events",
             content=json.dumps(cloudevent(1)),
-            headers=STRUCTURED,
+            headers=STRUCTURED | AUTH,
         )
         assert response.status_code == 202
         assert response.json()["ids"] == ["e-1"]
@@ -287,13 +305,14 @@ def test_tidings_serve_runs_until_sigint(tmp_path: Path) -> None:
         code, stderr = _stop(process, signal.SIGINT)
     assert code == 0, stderr
     assert "e-1" in events_of(asyncio.run(stored(url, "orders")))
+    assert not (tmp_path / "served.db.token").exists()  # TIDINGS_TOKEN given: none stored
 
 
 async def test_a_broker_without_inspection_lists_nothing_and_streams_live(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(Gateway, "inspectable", property(lambda self: None))
-    for path in ("/topics", "/groups"):
+    for path in ("/topics", "/groups", "/dlq", "/dlq/orders", "/events/e-1", "/trace/e-1"):
         response = await client.get(path)
         assert response.status_code == 501
         assert "sqlite://" in response.json()["error"]

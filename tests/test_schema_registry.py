@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from _confluent_fake import serving
 from tidings.brokers.sqlite import SqliteBroker
 from tidings.errors import ConfigurationError, SchemaError
 from tidings.schemas import (
@@ -24,6 +25,7 @@ from tidings.schemas import (
     dataschema_uri,
     memory_registry,
 )
+from tidings.schemas.confluent import ConfluentStore
 
 TYPE = "com.example.order.placed"
 V1: dict[str, Any] = {
@@ -170,6 +172,26 @@ class TestSqliteRegistry(RegistryContract):
         await broker.connect()
         self.stack.push_async_callback(broker.close)
         return StoredRegistry(broker.schema_store())
+
+
+class TestConfluentRegistry(RegistryContract):
+    """Against the in-test fake of Confluent's REST endpoints (tests/_confluent_fake.py)."""
+
+    async def open(self) -> StoredRegistry:
+        if not hasattr(self, "url"):
+            fake, self.url = await self.stack.enter_async_context(serving())
+            self.fake = fake
+        store = ConfluentStore(self.url)
+        self.stack.push_async_callback(store.aclose)
+        return StoredRegistry(store)
+
+    async def test_types_are_json_subjects_named_after_them(self) -> None:
+        registry = await self.open()
+        await registry.register(TYPE, V1)
+        await registry.set_mode(TYPE, "FULL")
+        assert sorted(self.fake.subjects) == [f"{TYPE}-value"]
+        assert self.fake.config == {f"{TYPE}-value": "FULL"}
+        assert await registry.mode(TYPE) == Compatibility.FULL
 
 
 async def test_the_directory_holds_one_json_file_per_version_and_the_mode(tmp_path: Path) -> None:

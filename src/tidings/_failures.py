@@ -22,7 +22,7 @@ from tidings.broker import Broker, Delivery
 from tidings.deadletter import dead_letter_message, dead_letter_topic
 from tidings.errors import ConfigurationError, UnroutableError
 from tidings.event import Event
-from tidings.exactly_once import ExactlyOnce
+from tidings.exactly_once import ExactlyOnce, HandlerTransaction
 from tidings.hooks import Observers
 from tidings.publisher import Publisher
 from tidings.retry import RetryPolicy
@@ -52,7 +52,12 @@ class Failures:
         self.name = name
         self.policy = policy
         self.broker = broker
-        self.exactly_once = exactly_once
+        # An inbox commits in the user's database, which keeps no dead letters (nor their
+        # headers): they are published, then acked, as under at-least-once.
+        transactional = exactly_once is not None and not isinstance(
+            exactly_once, HandlerTransaction
+        )
+        self.exactly_once = exactly_once if transactional else None
         self.stats = stats
         self.observers = observers
         self.observing = bool(observers)

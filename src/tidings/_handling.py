@@ -7,7 +7,9 @@
   follow-ups and the ack commit together through the subscription's
   :class:`~tidings.exactly_once.ExactlyOnce` strategy. The commit runs in the
   background so the next event (of another key) is handled meanwhile; the key
-  stays held and the slot taken until it is done.
+  stays held and the slot taken until it is done. A strategy that is also a
+  :class:`~tidings.exactly_once.HandlerTransaction` (an inbox) opens its
+  transaction before the handler runs and hands it over in the context.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from tidings.broker import Delivery, Message
 from tidings.context import Context
 from tidings.errors import AttemptsExhausted
 from tidings.event import Event
-from tidings.exactly_once import ExactlyOnce
+from tidings.exactly_once import ExactlyOnce, HandlerTransaction
 from tidings.middleware import Handle, HandlerMiddleware, build_stack
 from tidings.publisher import Publisher
 
@@ -62,6 +64,9 @@ class Handling:
         self.name = consumer.sub.name
         self.delivery = consumer.sub.delivery
         self.exactly_once = exactly_once if self.delivery == "exactly_once" else None
+        self.transactions = (
+            self.exactly_once if isinstance(self.exactly_once, HandlerTransaction) else None
+        )
         self.spec = consumer.spec
         self.handle: Handle = self.invoke
         self.needs_context = True
@@ -107,10 +112,13 @@ class Handling:
             await self._at_most_once(d, event)
             consumer.after(d, False)
             return
-        # A request (replyto set) gets a context, for its reply.
-        ctx = self.context(d, event) if self.needs_context or is_request(event) else None
+        # A request (replyto set) gets a context, for its reply; an inbox's transaction too.
+        transactions = self.transactions
+        wants_context = self.needs_context or transactions is not None or is_request(event)
+        ctx = self.context(d, event) if wants_context else None
         retry = False
         committing = False
+        opened = False
         timing = consumer.timing
         started = time.perf_counter() if timing else 0.0
         try:
@@ -136,6 +144,16 @@ class Handling:
             if (written := begin(d)) is not None:  # CountsAttempts: recorded first
                 await written
             try:
+                if transactions is not None:  # failing to begin is a failed attempt
+                    transaction = await transactions.begin(d, event)
+                    if transaction is None:  # committed by an earlier delivery
+                        consumer.stats.skipped += 1
+                        consumer.flow.release(d)
+                        await d.ack()
+                        return
+                    opened = True
+                    if ctx is not None:
+                        ctx.transaction = transaction
                 if ctx is None:
                     outputs = self.publisher.follow_ups(event, await self.spec.call(event, None))
                     routes = None
@@ -155,12 +173,16 @@ class Handling:
                 if reply is not None:
                     await self.publisher.send_reply(*reply)
             except Exception as exc:
+                if opened:  # before a retry: the redelivery must find nothing claimed
+                    opened = False
+                    await self._roll_back(d)
                 retry = await consumer.failures.failed(d, exc, event)
                 return
             if timing:
                 consumer.observers.handled(self.name, d, event, time.perf_counter() - started)
             if exactly_once is not None:
                 committing = True
+                opened = False  # the commit ends the transaction now
                 task = asyncio.create_task(self._commit(exactly_once, d, event, messages))
                 consumer.commits.add(task)
                 task.add_done_callback(consumer.commits.discard)
@@ -171,12 +193,21 @@ class Handling:
                 consumer.failures.succeeded(d)
             consumer.stats.handled += 1
         finally:
+            if opened:  # cancelled while the handler ran
+                await self._roll_back(d)
             keys = consumer.keys
             if not committing and keys is not None and d.key is not None:
                 # Consumer.after, inlined: this runs once per event.
                 following = keys.finish((d.topic, d.key), d.id if retry else None)
                 if following is not None:
                     consumer.ready.append(following)
+
+    async def _roll_back(self, d: Delivery) -> None:
+        assert self.transactions is not None
+        try:
+            await self.transactions.rollback(d)
+        except Exception as exc:  # the database ends the transaction with its connection
+            log.warning("%s: rolling back the inbox transaction failed: %r", self.name, exc)
 
     async def _at_most_once(self, d: Delivery, event: Event) -> None:
         consumer = self.consumer

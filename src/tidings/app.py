@@ -33,6 +33,7 @@ from tidings.publisher import Publisher
 from tidings.requests import Requests
 from tidings.retry import RetryPolicy
 from tidings.routing import Router, is_pattern
+from tidings.schemas.contracts import Enforcement, Schemas
 from tidings.settings import default_broker_url
 from tidings.stats import ConsumerStats
 from tidings.subscription import DeliveryGuarantee, Ordering, Subscription
@@ -68,6 +69,10 @@ class App:
     ``record_handlings``: store the outcome of every handling attempt on the
     internal topic ``tidings.handlings`` (for ``tidings trace``); by default
     only on a broker keeping local storage (the embedded one).
+
+    ``schemas``: what the App checks against the schema registry
+    (:class:`~tidings.schemas.Schemas`; by default it validates events of
+    registered types on publish and on consume; ``False``: nothing).
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class App:
         supervision: Supervision | None = None,
         tracer_provider: TracerProvider | None = None,
         record_handlings: bool | None = None,
+        schemas: Schemas | bool = True,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigurationError("an App needs a non-empty name")
@@ -119,6 +125,8 @@ class App:
         self._tracing: Tracing | None = None
         self._lifecycle = Lifecycle()
         self._record_handlings = record_handlings
+        self._schemas = Schemas() if schemas is True else schemas or None
+        self._enforcement: Enforcement | None = None
         self._recorder: OutcomeRecorder | None = None
 
     @property
@@ -413,8 +421,15 @@ class App:
                 await self.broker.connect()
                 system = getattr(self.broker, "messaging_system", "tidings")
                 self._tracing = tracing = Tracing.configured(self._tracer_provider, system)
+                inner: list[PublishMiddleware] = []
+                if self._schemas is not None:
+                    self._enforcement = await self._schemas.attach(self, self.broker)
+                    if self._enforcement is not None and self._enforcement.checks_publish:
+                        inner.append(self._enforcement.publish)
                 # Tracing goes innermost: the span covers the broker call.
-                self.publisher.build(() if tracing is None else (tracing.publish,))
+                if tracing is not None:
+                    inner.append(tracing.publish)
+                self.publisher.build(inner)
                 self._state = "connected"
 
     async def start(self) -> None:
@@ -449,6 +464,10 @@ class App:
                 await self._recorder.start()
                 observers.append(self._recorder)
             hooks = Observers(observers)
+            middleware = self._middleware
+            enforcement = self._enforcement
+            if enforcement is not None and enforcement.checks_consume:
+                middleware = [*middleware, enforcement.handler]  # innermost: next to the handler
             for subscription in self._subscriptions:
                 consumer = Consumer(
                     subscription,
@@ -460,7 +479,7 @@ class App:
                     supervision=self.supervision,
                     on_failure=self._consumer_failed,
                 )
-                await consumer.start(self._middleware, tracing)
+                await consumer.start(middleware, tracing)
                 self._consumers.append(consumer)
         except BaseException:
             await self.stop()

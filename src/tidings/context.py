@@ -33,6 +33,7 @@ class Context:
         "event",
         "routes",
         "subscription",
+        "transaction",
     )
 
     def __init__(
@@ -53,6 +54,9 @@ class Context:
         self._reply: Emitted | None = None
         #: Follow-up event id -> topic, for follow-ups emitted with ``topic=``.
         self.routes: dict[str, str] = {}
+        #: The database transaction an inbox opened for this handling (its type is the
+        #: inbox's driver: an asyncpg connection, a SQLAlchemy AsyncSession...); else None.
+        self.transaction: Any = None
 
     @property
     def events(self) -> list[Event]:

@@ -18,6 +18,7 @@ __all__ = [
     "GroupInUseError",
     "HandlerError",
     "InvalidEventError",
+    "NotFoundError",
     "PublishError",
     "Reject",
     "RequestError",
@@ -78,6 +79,10 @@ class EventTooLargeError(PublishError, ValueError):
 
 class UnroutableError(PublishError, LookupError):
     """No topic is known for a payload: pass ``topic=`` or declare ``app.route(...)``."""
+
+
+class NotFoundError(TidingsError, LookupError):
+    """What was asked for by name or position is not stored: a topic, a dead letter, an event."""
 
 
 class InvalidEventError(TidingsError, ValueError):

@@ -4,20 +4,21 @@ A strategy answers two questions for the consumer: was this event's handling
 already committed (a redelivery after a crash), and commit this handling's
 follow-ups together with its ack. :class:`BrokerTransaction` does it inside a
 transactional broker (the embedded one; later Kafka's producer transactions);
-an inbox in the user's own database can do it on any broker by implementing
-the same protocol. See SEMANTICS.md, "Exactly-once, precisely".
+an inbox in the user's own database (:class:`tidings.outbox.Inbox`) does it on
+any broker by also implementing :class:`HandlerTransaction`, so that the
+handler's own writes join the commit. See SEMANTICS.md, "Exactly-once, precisely".
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from tidings.broker import Broker, Delivery, Message, Transactional
 from tidings.errors import ConfigurationError
 from tidings.event import Event
 
-__all__ = ["BrokerTransaction", "ExactlyOnce", "for_broker"]
+__all__ = ["BrokerTransaction", "ExactlyOnce", "HandlerTransaction", "for_broker"]
 
 
 @runtime_checkable
@@ -35,6 +36,28 @@ class ExactlyOnce(Protocol):
 
         ``event`` is None for a delivery that could not be decoded (a dead letter).
         """
+
+
+@runtime_checkable
+class HandlerTransaction(Protocol):
+    """An :class:`ExactlyOnce` whose transaction is open while the handler runs.
+
+    The consumer calls :meth:`begin` right before the handler, hands what it
+    returns to the handler as ``Context.transaction``, then ends the
+    transaction with ``commit`` (the handler returned) or :meth:`rollback`
+    (it raised, or was cancelled). Dead letters do not go through it: they
+    are published and acked as under at-least-once.
+    """
+
+    async def begin(self, delivery: Delivery, event: Event) -> Any:
+        """Open the handling's transaction and claim ``event`` for ``delivery``'s group in it.
+
+        Returns the transaction the handler gets, or None if the event was
+        handled before (then nothing stays open; the delivery is acked unhandled).
+        """
+
+    async def rollback(self, delivery: Delivery) -> None:
+        """End ``delivery``'s open transaction without committing; nothing if none is open."""
 
 
 class BrokerTransaction:

@@ -81,8 +81,8 @@ def server(tmp_path: Path) -> Iterator[OwnRedis]:
 
 
 def _worker(url: str, topic: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {"REDIS_FAULTS_TOPIC": topic, "REDIS_FAULTS_LOG": str(log)}
-    args = ("-m", "tidings.cli", "run", "_redis_worker:app", "--broker", url)
+    env = {"FAULTS_TOPIC": topic, "FAULTS_LOG": str(log)}
+    args = ("-m", "tidings.cli", "run", "_faults_worker:app", "--broker", url)
     return start_python(*args, "--log-level", "error", env=env)
 
 

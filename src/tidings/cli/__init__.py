@@ -10,6 +10,7 @@ import typer
 
 import tidings
 from tidings.cli._errors import EXIT_FAILURE, EXIT_USAGE, CommandError, report
+from tidings.cli.asyncapi import asyncapi
 from tidings.cli.demo import demo
 from tidings.cli.dlq import dlq
 from tidings.cli.groups import groups
@@ -45,6 +46,7 @@ cli.command()(trace)
 cli.add_typer(dlq, name="dlq")
 cli.command()(serve)
 cli.add_typer(schema, name="schema")
+cli.command()(asyncapi)
 
 
 def _show_version(value: bool) -> None:

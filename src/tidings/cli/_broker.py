@@ -2,13 +2,13 @@
 
 Every broker problem becomes a :class:`CommandError` here, so a command module
 only says what it needs: a broker to publish to (:func:`connected`) or one it
-can look into (:func:`inspecting`), plus reading a whole topic page by page
-(:func:`stored`) up to a snapshot of its partition heads (:func:`heads`).
+can look into (:func:`inspecting`); reading a whole topic page by page
+(:func:`stored`, :func:`heads`) comes from :mod:`tidings.positions`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Protocol, cast
 
@@ -16,8 +16,8 @@ from tidings.broker import Broker
 from tidings.brokers import from_url, redact_url
 from tidings.cli._errors import EXIT_FAILURE, EXIT_USAGE, CommandError
 from tidings.errors import ConfigurationError, ConnectionError
-from tidings.inspection import Inspectable, LocalStorage, ReadOnly, StoredMessage
-from tidings.positions import head
+from tidings.inspection import Inspectable, LocalStorage, ReadOnly
+from tidings.positions import heads, stored
 from tidings.settings import default_broker_url
 
 __all__ = ["InspectableBroker", "can_inspect", "connected", "heads", "inspecting", "stored"]
@@ -113,35 +113,3 @@ async def _session(url: str, broker: Broker, create: bool) -> AsyncIterator[None
         yield
     finally:
         await broker.close()
-
-
-async def heads(broker: Inspectable, topic: str, partitions: int) -> dict[int, int]:
-    """Per partition, one past the newest stored offset (0 for an empty partition)."""
-    return {p: await head(broker, topic, p) for p in range(partitions)}
-
-
-async def stored(
-    broker: Inspectable,
-    topic: str,
-    partitions: int,
-    *,
-    until: Mapping[int, int] | None = None,
-    page: int = 1000,
-) -> AsyncGenerator[StoredMessage, None]:
-    """Every stored message of ``topic`` in publish order, read a page at a time.
-
-    ``until``: per partition, the offset to stop before (a snapshot of
-    :func:`heads`), so messages published meanwhile are left out.
-    """
-    positions = dict.fromkeys(range(partitions), 0)
-    while positions:
-        found = await broker.read(topic, after=positions, limit=page)
-        if not found:
-            return
-        for message in found:
-            if until is not None and message.offset >= until.get(message.partition, 0):
-                positions.pop(message.partition, None)
-                continue
-            if message.partition in positions:
-                positions[message.partition] = message.offset + 1
-                yield message

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
 from rich.text import Text
 
+from tidings._times import format_time
 from tidings.cli._errors import stderr
 from tidings.codec import Codec
 from tidings.event import Event
@@ -52,14 +52,6 @@ def echo(line: str) -> None:
 def json_line(value: Any) -> str:
     """``value`` as compact JSON on one line (non-ASCII kept as is)."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def format_time(value: float | datetime | None) -> str:
-    """RFC 3339 in UTC with milliseconds, e.g. ``2024-05-01T12:00:00.123Z``."""
-    if value is None:
-        return "-"
-    when = value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
-    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def format_duration(seconds: float) -> str:

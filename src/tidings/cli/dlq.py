@@ -3,18 +3,17 @@
 TOPIC is the origin topic (``orders``) or its dead-letter topic (``orders.dlq``).
 Redrive and purge work on the dead letters stored when they start; letters
 that arrive meanwhile (a redriven event failing again) are left for next time.
+The work itself is :mod:`tidings.dead_letters` (the gateway's ``/dlq`` does the same).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Annotated
 
 import typer
 from rich.filesize import decimal
@@ -22,29 +21,25 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from tidings.broker import Message
-from tidings.cli._broker import InspectableBroker, heads, inspecting, stored
+from tidings import dead_letters
+from tidings.cli._broker import inspecting
 from tidings.cli._errors import EXIT_USAGE, CommandError, stderr
 from tidings.cli._options import BrokerOption
-from tidings.cli._output import (
-    compact,
-    echo,
-    event_object,
-    format_time,
-    json_line,
-    note,
-    stdout,
-    warn,
+from tidings.cli._output import compact, echo, format_time, json_line, note, stdout, warn
+from tidings.dead_letters import (
+    CHUNK,
+    Letter,
+    dead_letter_queues,
+    find_letter,
+    find_queue,
+    letters,
+    queue_name,
+    stored_letters,
 )
-from tidings.deadletter import DLQ_SUFFIX, DeadLetter, dead_letter_topic
-from tidings.errors import DecodeError
-from tidings.event import Event
-from tidings.inspection import StoredMessage, TopicInfo
+from tidings.deadletter import DLQ_SUFFIX
+from tidings.errors import ConfigurationError, NotFoundError
 
-__all__ = ["CHUNK", "dlq"]
-
-#: Dead letters moved or deleted per broker call (one transaction each).
-CHUNK = 500
+__all__ = ["dlq"]
 
 dlq = typer.Typer(
     name="dlq",
@@ -66,99 +61,29 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 # -- reading dead letters ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Letter:
-    """A message of a dead-letter topic, read as far as it goes."""
-
-    stored: StoredMessage
-    record: DeadLetter | None
-    """None: the message carries no dead-letter record."""
-    event: Event | None
-    problem: str | None
-    """Why ``record`` or ``event`` is missing."""
-
-    @classmethod
-    def read(cls, message: StoredMessage) -> _Letter:
-        try:
-            record = DeadLetter.from_message(message.message)
-        except DecodeError as exc:
-            return cls(message, None, None, str(exc))
-        try:
-            return cls(message, record, record.event(), None)
-        except DecodeError as exc:
-            return cls(message, record, None, str(exc))
-
-    def summary(self) -> str:
-        where = f"{self.stored.partition}/{self.stored.offset}"
-        record = self.record
-        if record is None:
-            return f"{where}  not a dead-letter record ({self.problem})"
-        what = f"{self.event.type}  {self.event.id}" if self.event else "poison  -"
-        error = record.error_type.rsplit(".", 1)[-1]
-        message = compact(" ".join(record.error_message.split()), 100).strip('"')
-        return (
-            f"{where}  {what}  {error}: {message}  attempts {record.attempts}  "
-            f"last failure {format_time(record.last_failure)}  group {record.origin_group}"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        record = self.record
-        out: dict[str, Any] = {
-            "topic": self.stored.topic,
-            "partition": self.stored.partition,
-            "offset": self.stored.offset,
-            "stored_at": format_time(self.stored.published_at),
-            "key": self.stored.message.key,
-        }
-        if record is None:
-            out["problem"] = self.problem
-            out["headers"] = dict(self.stored.message.headers)
-            out.update(_value(self.stored.message.value))
-            return out
-        out["dead_letter"] = {
-            "error_type": record.error_type,
-            "error_message": record.error_message,
-            "attempts": record.attempts,
-            "first_failure": format_time(record.first_failure),
-            "last_failure": format_time(record.last_failure),
-            "origin_topic": record.origin_topic,
-            "origin_partition": record.origin_partition,
-            "origin_offset": record.origin_offset,
-            "origin_group": record.origin_group,
-            "subscription": record.subscription,
-        }
-        if self.event is not None:
-            out["event"] = event_object(self.event)
-        else:
-            out["poison"] = self.problem
-            out["headers"] = dict(record.original_message().headers)
-            out.update(_value(record.value))
-        return out
+def _summary(letter: Letter) -> str:
+    where = f"{letter.stored.partition}/{letter.stored.offset}"
+    record = letter.record
+    if record is None:
+        return f"{where}  not a dead-letter record ({letter.problem})"
+    what = f"{letter.event.type}  {letter.event.id}" if letter.event else "poison  -"
+    error = record.error_type.rsplit(".", 1)[-1]
+    message = compact(" ".join(record.error_message.split()), 100).strip('"')
+    return (
+        f"{where}  {what}  {error}: {message}  attempts {record.attempts}  "
+        f"last failure {format_time(record.last_failure)}  group {record.origin_group}"
+    )
 
 
-def _value(value: bytes) -> dict[str, str]:
+@contextlib.asynccontextmanager
+async def _reported() -> AsyncIterator[None]:
+    """The core's errors as the command's: a mistake in the arguments, or nothing there."""
     try:
-        return {"value": value.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {"value_base64": base64.b64encode(value).decode("ascii")}
-
-
-def _dlq_name(topic: str) -> str:
-    return topic if topic.endswith(DLQ_SUFFIX) else dead_letter_topic(topic)
-
-
-async def _find(broker: InspectableBroker, topic: str) -> TopicInfo | None:
-    """The dead-letter topic of ``topic``; None if that topic exists but has none yet."""
-    if not topic:
-        raise CommandError("TOPIC must not be empty", EXIT_USAGE)
-    name = _dlq_name(topic)
-    found = {t.name: t for t in await broker.list_topics()}
-    if name in found:
-        return found[name]
-    origin = name.removesuffix(DLQ_SUFFIX)
-    if origin in found:
-        return None
-    raise CommandError(f"no topic {origin!r} and no dead-letter topic {name!r}")
+        yield
+    except ConfigurationError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    except NotFoundError as exc:
+        raise CommandError(str(exc)) from None
 
 
 # -- list ----------------------------------------------------------------------------
@@ -186,7 +111,7 @@ def list_dead_letters(
 
 async def _list_topics(url: str | None, as_json: bool) -> None:
     async with inspecting(url, read_only=True) as broker:
-        found = [t for t in await broker.list_topics() if t.name.endswith(DLQ_SUFFIX)]
+        found = await dead_letter_queues(broker)
     if as_json:
         for info in found:
             origin = info.name.removesuffix(DLQ_SUFFIX)
@@ -211,15 +136,14 @@ async def _list_topics(url: str | None, as_json: bool) -> None:
 
 
 async def _list_letters(url: str | None, topic: str, as_json: bool) -> None:
-    async with inspecting(url, read_only=True) as broker:
-        info = await _find(broker, topic)
+    async with inspecting(url, read_only=True) as broker, _reported():
+        info = await find_queue(broker, topic)
         if info is None:
-            note(f"no dead letters: {_dlq_name(topic)} does not exist")
+            note(f"no dead letters: {queue_name(topic)} does not exist")
             return
         count = 0
-        async for message in stored(broker, info.name, info.partitions):
-            letter = _Letter.read(message)
-            echo(json_line(letter.to_dict()) if as_json else letter.summary())
+        async for letter in letters(broker, info):
+            echo(json_line(letter.to_dict()) if as_json else _summary(letter))
             count += 1
         if not count and not as_json:
             note(f"no dead letters in {info.name}")
@@ -269,33 +193,9 @@ def _text(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-async def _show(url: str | None, topic: str, offset: int, partition: int | None) -> _Letter:
-    async with inspecting(url, read_only=True) as broker:
-        info = await _find(broker, topic)
-        name = _dlq_name(topic)
-        if info is None:
-            raise CommandError(f"no dead letter at offset {offset}: {name} does not exist")
-        if partition is not None and partition >= info.partitions:
-            raise CommandError(
-                f"--partition {partition}: {name} has partitions 0-{info.partitions - 1}",
-                EXIT_USAGE,
-            )
-        candidates = [partition] if partition is not None else range(info.partitions)
-        found = []
-        for p in candidates:
-            found += [
-                m for m in await broker.read(name, after={p: offset}, limit=1) if m.offset == offset
-            ]
-    if not found:
-        where = f"partition {partition}, " if partition is not None else ""
-        raise CommandError(f"no dead letter at {where}offset {offset} in {name}")
-    if len(found) > 1:
-        listed = ", ".join(str(m.partition) for m in found)
-        raise CommandError(
-            f"offset {offset} exists in partitions {listed} of {name}; pass --partition",
-            EXIT_USAGE,
-        )
-    return _Letter.read(found[0])
+async def _show(url: str | None, topic: str, offset: int, partition: int | None) -> Letter:
+    async with inspecting(url, read_only=True) as broker, _reported():
+        return await find_letter(broker, topic, offset, partition)
 
 
 # -- redrive and purge -------------------------------------------------------------------
@@ -321,49 +221,14 @@ def redrive(
 
 
 async def _redrive(url: str | None, topic: str, limit: int | None) -> tuple[int, int, str]:
-    name = _dlq_name(topic)
-    moved = skipped = taken = 0
-    async with inspecting(url) as broker:
-        info = await _find(broker, topic)
+    async with inspecting(url) as broker, _reported():
+        info = await find_queue(broker, topic)
         if info is None:
-            return 0, 0, name
-        until = await heads(broker, name, info.partitions)
+            return 0, 0, queue_name(topic)
         total = min(info.events, limit) if limit is not None else info.events
-        entries: list[tuple[int, int, str, Message]] = []
         with _progress("redriving", total) as advance:
-            messages = stored(broker, name, info.partitions, until=until)
-            async with contextlib.aclosing(messages):
-                async for message in messages:
-                    try:
-                        record = DeadLetter.from_message(message.message)
-                    except DecodeError:
-                        skipped += 1
-                        continue
-                    origin = record.origin_topic
-                    entries.append(
-                        (message.partition, message.offset, origin, record.original_message())
-                    )
-                    taken += 1
-                    if taken == limit:
-                        break
-                    if len(entries) == CHUNK:
-                        moved += await _move(broker, name, entries, advance)
-            moved += await _move(broker, name, entries, advance)
-    return moved, skipped, name
-
-
-async def _move(
-    broker: InspectableBroker,
-    name: str,
-    entries: list[tuple[int, int, str, Message]],
-    advance: Callable[[int], None],
-) -> int:
-    if not entries:
-        return 0
-    count = await broker.move(name, entries)
-    advance(len(entries))
-    entries.clear()
-    return count
+            done = await dead_letters.redrive(broker, info, limit, advance)
+    return done.moved, done.skipped, info.name
 
 
 def purge(
@@ -379,31 +244,18 @@ def purge(
 
 
 async def _purge(url: str | None, topic: str, yes: bool) -> tuple[int, str]:
-    name = _dlq_name(topic)
-    async with inspecting(url) as broker:
-        info = await _find(broker, topic)
+    async with inspecting(url) as broker, _reported():
+        info = await find_queue(broker, topic)
         if info is None:
-            return 0, name
-        until = await heads(broker, name, info.partitions)
-        entries = [
-            (m.partition, m.offset)
-            async for m in stored(broker, name, info.partitions, until=until)
-        ]
+            return 0, queue_name(topic)
+        entries = await stored_letters(broker, info)
         if not entries:
-            return 0, name
+            return 0, info.name
         if not yes:
-            typer.confirm(f"Delete {len(entries)} dead letter(s) from {name}?", abort=True)
-        deleted = 0
+            typer.confirm(f"Delete {len(entries)} dead letter(s) from {info.name}?", abort=True)
         with _progress("purging", len(entries)) as advance:
-            for chunk in _chunks(entries):
-                deleted += await broker.delete(name, chunk)
-                advance(len(chunk))
-    return deleted, name
-
-
-def _chunks(entries: list[tuple[int, int]]) -> Iterator[Sequence[tuple[int, int]]]:
-    for start in range(0, len(entries), CHUNK):
-        yield entries[start : start + CHUNK]
+            deleted = await dead_letters.purge(broker, info, entries, advance)
+    return deleted, info.name
 
 
 @contextlib.contextmanager

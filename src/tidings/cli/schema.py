@@ -1,14 +1,16 @@
 """``tidings schema``: the schema registry: list, show, register an App's schemas, check in CI.
 
 The registry is the directory ``--registry`` (or ``TIDINGS_SCHEMAS``) names
-when given, else the broker's own storage (the embedded broker's database
-file); a broker that keeps no schemas needs ``--registry``.
+when given, else the Confluent Schema Registry ``TIDINGS_SCHEMA_REGISTRY``
+names, else the broker's own storage (the embedded broker's database file); a
+broker that keeps no schemas needs one of those.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +21,7 @@ from rich.table import Table
 
 from tidings.app import App
 from tidings.brokers import from_url
+from tidings.brokers.memory import MemoryBroker
 from tidings.cli._broker import connected
 from tidings.cli._errors import EXIT_USAGE, CommandError
 from tidings.cli._options import BrokerOption, JsonLinesOption
@@ -26,21 +29,25 @@ from tidings.cli._output import cells, echo, json_line, note, stdout
 from tidings.cli._target import load_app
 from tidings.errors import ConfigurationError
 from tidings.payload import payload_info
+from tidings.schemas import REGISTRY_ENVVAR as _REGISTRY_ENVVAR
 from tidings.schemas import (
+    REGISTRY_URL_ENVVAR,
     Breaking,
     Compatibility,
     DirectoryStore,
     SchemaStorage,
     StoredRegistry,
+    app_payload_types,
     check,
     parse_mode,
     schema_for,
 )
+from tidings.schemas.confluent import ConfluentStore
 from tidings.settings import default_broker_url
 
 __all__ = ["REGISTRY_ENVVAR", "schema"]
 
-REGISTRY_ENVVAR = "TIDINGS_SCHEMAS"
+REGISTRY_ENVVAR = _REGISTRY_ENVVAR
 
 schema = typer.Typer(
     name="schema",
@@ -265,6 +272,14 @@ async def _registry(
     if path is not None:
         yield StoredRegistry(DirectoryStore(path))
         return
+    url = os.environ.get(REGISTRY_URL_ENVVAR)
+    if url:
+        store = ConfluentStore(url)
+        try:
+            yield StoredRegistry(store)
+        finally:
+            await store.aclose()
+        return
     _refuse_without_storage(broker)
     async with connected(broker, create=create) as client:
         assert isinstance(client, SchemaStorage)
@@ -277,21 +292,19 @@ def _refuse_without_storage(url: str | None) -> None:
         candidate = from_url(url or default_broker_url())
     except ConfigurationError:
         return  # connected() reports it, as every command does
-    if not isinstance(candidate, SchemaStorage):
+    # memory:// keeps them, but only for the process: this command's.
+    if not isinstance(candidate, SchemaStorage) or isinstance(candidate, MemoryBroker):
         raise CommandError(
-            f"{type(candidate).__name__} keeps no schemas: pass --registry PATH "
-            f"(or set {REGISTRY_ENVVAR}) for a registry directory",
+            f"{type(candidate).__name__} keeps no schemas here: pass --registry PATH "
+            f"(or set {REGISTRY_ENVVAR}) for a registry directory, or set "
+            f"{REGISTRY_URL_ENVVAR}=URL for a Confluent Schema Registry",
             EXIT_USAGE,
         )
 
 
 def _app_schemas(app: App) -> list[tuple[str, dict[str, Any]]]:
     """(event type, schema) of each payload class the App routes or its handlers take."""
-    classes: dict[type, None] = dict.fromkeys(app.router.payload_types())
-    for spec in app._specs.values():
-        classes.update(dict.fromkeys((spec.accepts or {}).values()))
-    ordered = sorted(classes, key=lambda cls: (*payload_info(cls), cls.__qualname__))
-    schemas = [(payload_info(cls).name, schema_for(cls)) for cls in ordered]
+    schemas = [(payload_info(cls).name, schema_for(cls)) for cls in app_payload_types(app)]
     if not schemas:
         raise CommandError("the App routes and handles no payload types: nothing to register")
     return schemas

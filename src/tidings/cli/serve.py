@@ -6,14 +6,16 @@ from typing import Annotated
 
 import typer
 
-from tidings.brokers import redact_url
+from tidings.brokers import from_url, redact_url
 from tidings.cli._errors import EXIT_USAGE, CommandError
 from tidings.cli._options import BrokerOption
-from tidings.cli._output import note
+from tidings.cli._output import echo, note, warn
 from tidings.errors import ConfigurationError
 from tidings.settings import default_broker_url
 
 __all__ = ["serve"]
+
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 def serve(
@@ -24,17 +26,36 @@ def serve(
     port: Annotated[
         int, typer.Option(metavar="PORT", min=0, max=65535, help="Port to listen on.")
     ] = 8765,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TOKEN",
+            envvar="TIDINGS_TOKEN",
+            show_envvar=True,
+            help="Bearer token to ask for; default: the one stored beside the broker "
+            "(made and printed on the first start).",
+        ),
+    ] = None,
+    no_auth: Annotated[
+        bool,
+        typer.Option("--no-auth", help="Ask for no token (local development only)."),
+    ] = False,
+    max_body_size: Annotated[
+        int,
+        typer.Option(metavar="BYTES", min=1, help="Largest request body; larger ones get 413."),
+    ] = 1024 * 1024,
 ) -> None:
     """Serve the HTTP gateway: POST CloudEvents to topics, list topics and groups, stream events.
 
     Routes: POST /topics/{topic}/events, GET /topics, GET /groups,
-    GET /topics/{topic}/stream (Server-Sent Events), GET /openapi.json.
-    Ctrl-C stops it.
+    GET /topics/{topic}/stream (Server-Sent Events), /topics/{topic}/ws
+    (WebSocket), /dlq, GET /events/{id}, GET /trace/{id}, GET /openapi.json.
+    Every route but /openapi.json asks for the token. Ctrl-C stops it.
     """
     try:
         import uvicorn
 
-        from tidings.gateway import create_app
+        from tidings.gateway import Settings, create_app, stored_token
     except ImportError as exc:
         raise CommandError(
             f"tidings serve needs the gateway extra ({exc.name} is missing): "
@@ -42,8 +63,26 @@ def serve(
         ) from None
     url = broker or default_broker_url()
     try:
-        app = create_app(url)
+        from_url(url)  # a URL no broker takes is reported before a token is stored for it
     except ConfigurationError as exc:
         raise CommandError(f"--broker: {exc}", EXIT_USAGE) from None
+    if no_auth:
+        warn("--no-auth: anyone who can reach the gateway can publish, read and purge")
+        if host not in _LOOPBACK:
+            warn(f"--no-auth on {host}: other machines can reach it")
+    elif token is None:
+        try:
+            kept = stored_token(url)
+        except ConfigurationError as exc:
+            raise CommandError(str(exc)) from None
+        token = kept.value
+        if kept.created:
+            note(f"made a gateway token, stored in {kept.path} (shown only this once):")
+            echo(token)
+    try:
+        settings = Settings(token=token, auth=not no_auth, max_body_size=max_body_size)
+    except ConfigurationError as exc:
+        raise CommandError(f"--token: {exc}", EXIT_USAGE) from None
+    app = create_app(url, settings)
     note(f"serving {redact_url(url)} on http://{host}:{port} (Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="on")

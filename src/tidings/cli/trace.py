@@ -2,29 +2,24 @@
 
 Reads every retained topic through :class:`~tidings.inspection.Inspectable`
 (never joining a group): the events, the dead letters of the ``.dlq``
-topics, and the handling records Apps store on ``tidings.handlings``.
+topics, and the handling records Apps store on ``tidings.handlings``
+(:func:`tidings.causal.read_flow`, which the gateway's ``/trace`` uses too).
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.text import Text
 from rich.tree import Tree
 
-from tidings.cli._broker import inspecting, stored
-from tidings.cli._causal import Flow, GroupOutcome, Node, Stored, build
+from tidings.causal import Flow, GroupOutcome, Node, flow_document, read_flow
+from tidings.cli._broker import inspecting
 from tidings.cli._errors import EXIT_USAGE, CommandError
 from tidings.cli._options import BrokerOption
 from tidings.cli._output import echo, format_time, json_line, stdout
-from tidings.codec import Codec
-from tidings.deadletter import DLQ_SUFFIX, DeadLetter
-from tidings.errors import DecodeError
-from tidings.inspection import StoredMessage
-from tidings.outcomes import HANDLINGS_TOPIC, Handling, decode_handlings, is_internal_topic
 
 __all__ = ["trace"]
 
@@ -54,7 +49,7 @@ def trace(
     if flow is None:
         raise CommandError(f"no event with id or correlation id {wanted!r}")
     if as_json:
-        echo(json_line(_document(wanted, flow)))
+        echo(json_line(flow_document(wanted, flow)))
     else:
         console = stdout()
         for root in flow.roots:
@@ -62,47 +57,8 @@ def trace(
 
 
 async def _read(url: str | None, wanted: str) -> Flow | None:
-    found = _Found()
     async with inspecting(url, unsupported=EXIT_USAGE, read_only=True) as broker:
-        for info in await broker.list_topics():
-            if info.name == HANDLINGS_TOPIC or not is_internal_topic(info.name):
-                async for message in stored(broker, info.name, info.partitions):
-                    found.take(message)
-        committed = {
-            group.name: {(p.topic, p.partition): p.committed for p in group.partitions}
-            for group in await broker.list_groups()
-        }
-    return build(wanted, found.events, found.letters, found.handlings, committed)
-
-
-@dataclass
-class _Found:
-    """What the retained topics hold: events, dead letters, handling records."""
-
-    events: list[Stored] = field(default_factory=list)
-    letters: list[DeadLetter] = field(default_factory=list)
-    handlings: list[Handling] = field(default_factory=list)
-    codec: Codec = field(default_factory=Codec)
-
-    def take(self, message: StoredMessage) -> None:
-        try:  # what is not what its topic should hold (poison) has no place in a flow
-            if message.topic == HANDLINGS_TOPIC:
-                self.handlings += decode_handlings(message.message)
-            elif message.topic.endswith(DLQ_SUFFIX):
-                self.letters.append(DeadLetter.from_message(message.message))
-            else:
-                event = self.codec.decode(message.message.value, message.message.headers)
-                self.events.append(
-                    Stored(
-                        event,
-                        message.topic,
-                        message.partition,
-                        message.offset,
-                        message.published_at,
-                    )
-                )
-        except DecodeError:
-            pass
+        return await read_flow(broker, wanted)
 
 
 # -- text ------------------------------------------------------------------------------
@@ -190,53 +146,3 @@ def _seconds(value: float | None) -> str:
     if value < 1:
         return f"{value * 1000:.1f} ms"
     return f"{value:.2f} s"
-
-
-# -- JSON ------------------------------------------------------------------------------
-
-
-def _document(wanted: str, flow: Flow) -> dict[str, Any]:
-    nodes = flow.nodes()
-    return {
-        "id": wanted,
-        "matched": flow.matched,
-        "events": len(nodes),
-        "types": sorted({node.event.type for node in nodes}),
-        "roots": [_node(root) for root in flow.roots],
-    }
-
-
-def _node(node: Node) -> dict[str, Any]:
-    event, where = node.event, node.stored
-    return {
-        "id": event.id,
-        "type": event.type,
-        "source": event.source,
-        "subject": event.subject,
-        "topic": where.topic,
-        "partition": where.partition,
-        "offset": where.offset,
-        "time": format_time(event.time),
-        "stored_at": format_time(where.published_at),
-        "correlationid": event.correlationid,
-        "causationid": event.causationid,
-        "compensates": node.compensates,
-        "compensated_by": [c.event.id for c in node.compensated_by],
-        "handlings": [_outcome(o) for o in node.groups],
-        "children": [_node(child) for child in node.children],
-    }
-
-
-def _outcome(outcome: GroupOutcome) -> dict[str, Any]:
-    return {
-        "group": outcome.group,
-        "app": outcome.app,
-        "outcome": outcome.outcome,
-        "attempts": outcome.attempts,
-        "retries": outcome.retries,
-        "waited_seconds": outcome.waited,
-        "handling_seconds": outcome.took,
-        "error": outcome.error,
-        "dead_letter_topic": outcome.dead_letter_topic,
-        "compensated_by": outcome.compensated_by,
-    }

@@ -1,4 +1,7 @@
-"""``GET /topics`` and ``GET /groups``: what an inspectable broker stores, as JSON."""
+"""``GET /topics`` and ``GET /groups``: what an inspectable broker stores, as JSON.
+
+On a broker that cannot be inspected every such route answers 501 (:func:`not_inspectable`).
+"""
 
 from __future__ import annotations
 
@@ -12,14 +15,14 @@ from tidings.gateway._responses import error
 from tidings.gateway._state import gateway_of
 from tidings.inspection import GroupInfo, TopicInfo
 
-__all__ = ["list_groups", "list_topics"]
+__all__ = ["list_groups", "list_topics", "not_inspectable"]
 
 
-def _not_inspectable(request: Request) -> Response:
+def not_inspectable(request: Request) -> Response:
     kind = type(gateway_of(request).broker).__name__
     return error(
         501,
-        f"{kind} does not list topics, groups or stored events; "
+        f"{kind} does not list topics, groups, stored events or dead letters; "
         "serve the embedded broker (sqlite://) to inspect it",
     )
 
@@ -27,14 +30,14 @@ def _not_inspectable(request: Request) -> Response:
 async def list_topics(request: Request) -> Response:
     broker = gateway_of(request).inspectable
     if broker is None:
-        return _not_inspectable(request)
+        return not_inspectable(request)
     return JSONResponse({"topics": [_topic(t) for t in await broker.list_topics()]})
 
 
 async def list_groups(request: Request) -> Response:
     broker = gateway_of(request).inspectable
     if broker is None:
-        return _not_inspectable(request)
+        return not_inspectable(request)
     return JSONResponse({"groups": [_group(g) for g in await broker.list_groups()]})
 
 

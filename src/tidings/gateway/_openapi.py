@@ -15,6 +15,20 @@ _ERROR = {
     "description": "An error",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
 }
+_UNAUTHORIZED = {**_ERROR, "description": "No valid bearer token"}
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_DLQ_TOPIC = {
+    "name": "topic",
+    "in": "path",
+    "required": True,
+    "description": "The origin topic (orders) or its dead-letter topic (orders.dlq)",
+    "schema": {"type": "string"},
+}
+_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "schema": {"type": "integer", "minimum": 1},
+}
 _TOPIC = {
     "name": "topic",
     "in": "path",
@@ -28,14 +42,136 @@ def _json(schema: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": ref}}}
 
 
+def _get(summary: str, schema: str, answer: str, *errors: str, **extra: Any) -> dict[str, Any]:
+    responses = {"200": _json(schema, answer), "401": _UNAUTHORIZED}
+    responses |= {status: _ERROR for status in errors}
+    return {"summary": summary, **extra, "responses": responses}
+
+
+def _paths() -> dict[str, Any]:
+    """The routes that only read or administer (publishing and streams are written out)."""
+    return {
+        "/dlq": {
+            "get": _get("List dead-letter topics with their counts", "Queues", "Every one", "501")
+        },
+        "/dlq/{topic}": {
+            "get": _get(
+                "The dead letters of a topic, oldest first",
+                "Letters",
+                "At most limit (default 1000)",
+                "400",
+                "404",
+                "501",
+                parameters=[_DLQ_TOPIC, {**_LIMIT, "description": "At most this many"}],
+            )
+        },
+        "/dlq/{topic}/{offset}": {
+            "get": _get(
+                "One dead letter: its failure record and the event (or the poison message)",
+                "Letter",
+                "The dead letter",
+                "400",
+                "404",
+                "501",
+                parameters=[
+                    _DLQ_TOPIC,
+                    {
+                        "name": "offset",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 0},
+                    },
+                    {
+                        "name": "partition",
+                        "in": "query",
+                        "description": "Needed if ambiguous",
+                        "schema": {"type": "integer", "minimum": 0},
+                    },
+                ],
+            )
+        },
+        "/dlq/{topic}/redrive": {
+            "post": _get(
+                "Publish dead letters again to their origin topic and remove them",
+                "Redriven",
+                "How many moved",
+                "400",
+                "404",
+                "501",
+                parameters=[_DLQ_TOPIC, {**_LIMIT, "description": "The oldest N only"}],
+            )
+        },
+        "/dlq/{topic}/purge": {
+            "post": _get(
+                "Delete every dead letter of a topic",
+                "Purged",
+                "How many went",
+                "400",
+                "404",
+                "501",
+                parameters=[_DLQ_TOPIC],
+            )
+        },
+        "/events/{id}": {
+            "get": _get(
+                "Find a stored event by id",
+                "Found",
+                "The event and every place it is stored",
+                "404",
+                "501",
+                description="Searches every topic but tidings.* and *.dlq ones, or only "
+                "the topic named by ?topic=. Reads the topics through.",
+                parameters=[
+                    _ID,
+                    {"name": "topic", "in": "query", "schema": {"type": "string"}},
+                ],
+            )
+        },
+        "/trace/{id}": {
+            "get": _get(
+                "The causal tree of a flow (as tidings trace --json prints it)",
+                "Flow",
+                "The flow",
+                "404",
+                "501",
+                description="id is a correlation id (every event of the flow) or an "
+                "event id (that event and what it caused).",
+                parameters=[_ID],
+            )
+        },
+        "/topics/{topic}/ws": {
+            "get": {
+                "summary": "New events over a WebSocket, one structured CloudEvent a text frame",
+                "description": "Token by Authorization header, cookie or ?token=. An Origin "
+                "other than this host is closed with 1008, as is a missing token; bad "
+                "parameters with 4400; after limit events with 1000.",
+                "parameters": [
+                    _TOPIC,
+                    {
+                        "name": "filter",
+                        "in": "query",
+                        "schema": {"type": "array", "items": {"type": "string"}},
+                    },
+                    _LIMIT,
+                    {"name": "token", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {"101": {"description": "Switching to the WebSocket protocol"}},
+            }
+        },
+    }
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "tidings gateway",
             "version": tidings.__version__,
-            "description": "CloudEvents over HTTP into tidings topics; topics, groups and streams.",
+            "description": "CloudEvents over HTTP into tidings topics; topics, groups, "
+            "streams, dead letters and flows. Every route but this document asks for a "
+            "bearer token.",
         },
+        "security": [{"bearer": []}],
         "paths": {
             "/topics/{topic}/events": {
                 "post": {
@@ -71,23 +207,16 @@ def document() -> dict[str, Any]:
                     "responses": {
                         "202": _json("Accepted", "The broker accepted the events"),
                         "400": _ERROR,
+                        "401": _UNAUTHORIZED,
                         "413": _ERROR,
                         "415": _ERROR,
                         "503": _ERROR,
                     },
                 }
             },
-            "/topics": {
-                "get": {
-                    "summary": "List topics",
-                    "responses": {"200": _json("Topics", "Every topic"), "501": _ERROR},
-                }
-            },
+            "/topics": {"get": _get("List topics", "Topics", "Every topic", "501")},
             "/groups": {
-                "get": {
-                    "summary": "List consumer groups with their lag",
-                    "responses": {"200": _json("Groups", "Every group"), "501": _ERROR},
-                }
+                "get": _get("List consumer groups with their lag", "Groups", "Every group", "501")
             },
             "/topics/{topic}/stream": {
                 "get": {
@@ -116,17 +245,31 @@ def document() -> dict[str, Any]:
                             "content": {"text/event-stream": {"schema": {"type": "string"}}},
                         },
                         "400": _ERROR,
+                        "401": _UNAUTHORIZED,
                     },
                 }
             },
+            **_paths(),
             "/openapi.json": {
                 "get": {
-                    "summary": "This document",
+                    "summary": "This document (needs no token)",
+                    "security": [],
                     "responses": {"200": {"description": "OpenAPI 3.1"}},
                 }
             },
         },
-        "components": {"schemas": _SCHEMAS},
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "TIDINGS_TOKEN, or the token tidings serve stored beside "
+                    "the broker and printed on its first start. Browsers: open /?token=... "
+                    "once; the token is then kept in an HttpOnly cookie.",
+                }
+            },
+        },
     }
 
 
@@ -167,6 +310,59 @@ _SCHEMAS: dict[str, Any] = {
     "Groups": {
         "type": "object",
         "properties": {"groups": {"type": "array", "items": {"type": "object"}}},
+    },
+    "Queues": {
+        "type": "object",
+        "properties": {"queues": {"type": "array", "items": {"type": "object"}}},
+    },
+    "Letter": {
+        "type": "object",
+        "required": ["topic", "partition", "offset", "stored_at"],
+        "properties": {
+            "topic": {"type": "string"},
+            "partition": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "stored_at": {"type": "string", "format": "date-time"},
+            "dead_letter": {"type": "object"},
+            "event": {"$ref": "#/components/schemas/CloudEvent"},
+            "poison": {"type": "string"},
+        },
+    },
+    "Letters": {
+        "type": "object",
+        "properties": {
+            "topic": {"type": "string"},
+            "dead_letters": {"type": "array", "items": {"$ref": "#/components/schemas/Letter"}},
+        },
+    },
+    "Redriven": {
+        "type": "object",
+        "properties": {
+            "topic": {"type": "string"},
+            "redriven": {"type": "integer"},
+            "skipped": {"type": "integer"},
+        },
+    },
+    "Purged": {
+        "type": "object",
+        "properties": {"topic": {"type": "string"}, "deleted": {"type": "integer"}},
+    },
+    "Found": {
+        "type": "object",
+        "properties": {
+            "event": {"$ref": "#/components/schemas/CloudEvent"},
+            "stored": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "Flow": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "matched": {"enum": ["correlationid", "id"]},
+            "events": {"type": "integer"},
+            "types": {"type": "array", "items": {"type": "string"}},
+            "roots": {"type": "array", "items": {"type": "object"}},
+        },
     },
 }
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 
 from tidings.app import App
 from tidings.broker import Broker
 from tidings.codec import Codec
+from tidings.errors import ConfigurationError
 from tidings.inspection import Inspectable
 
 __all__ = ["Gateway", "Settings", "gateway_of"]
@@ -16,14 +17,25 @@ __all__ = ["Gateway", "Settings", "gateway_of"]
 
 @dataclass(frozen=True)
 class Settings:
-    """Limits and timings of a gateway, with their defaults."""
+    """Access, limits and timings of a gateway, with their defaults."""
 
-    max_body_size: int = 4 * 1024 * 1024
+    token: str | None = field(default=None, repr=False)
+    """The bearer token every route but ``/openapi.json`` asks for; None: the one
+    stored beside the broker (made on first use, see :mod:`tidings.gateway._token`)."""
+    auth: bool = True
+    """False: no token is asked for (local development only)."""
+    max_body_size: int = 1024 * 1024
     """Largest request body accepted (bytes); a larger one is answered with 413."""
     heartbeat: float = 15.0
     """Seconds between two comment lines on an idle event stream."""
     poll_interval: float = 0.2
     """Seconds between two looks for new events in a stream on an inspectable broker."""
+
+    def __post_init__(self) -> None:
+        if self.token is not None and not self.token.strip():
+            raise ConfigurationError("the gateway token must not be empty")
+        if self.max_body_size < 1:
+            raise ConfigurationError(f"max_body_size must be >= 1, got {self.max_body_size}")
 
 
 @dataclass
@@ -41,7 +53,7 @@ class Gateway:
         return self.broker if isinstance(self.broker, Inspectable) else None
 
 
-def gateway_of(request: Request) -> Gateway:
-    gateway = request.app.state.gateway
+def gateway_of(connection: HTTPConnection) -> Gateway:
+    gateway = connection.app.state.gateway
     assert isinstance(gateway, Gateway)
     return gateway

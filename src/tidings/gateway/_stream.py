@@ -29,14 +29,14 @@ from tidings.inspection import Inspectable
 from tidings.positions import head, since
 from tidings.routing import validate_topic
 
-__all__ = ["stream_events"]
+__all__ = ["BadRequest", "Item", "parse_filter", "parse_limit", "source", "stream_events"]
 
 _PAGE = 500
 _HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-class _BadRequest(Exception):
-    pass
+class BadRequest(Exception):
+    """A query parameter or header of a stream request is wrong (answered with 400)."""
 
 
 async def stream_events(request: Request) -> Response:
@@ -44,38 +44,33 @@ async def stream_events(request: Request) -> Response:
     topic = request.path_params["topic"]
     try:
         validate_topic(topic)
-        match = _filter(request.query_params.getlist("filter"))
-        limit = _limit(request.query_params.get("limit"))
+        match = parse_filter(request.query_params.getlist("filter"))
+        limit = parse_limit(request.query_params.get("limit"))
         resume = _last_event_id(request.headers.get("last-event-id"))
-    except (ConfigurationError, _BadRequest) as exc:
+    except (ConfigurationError, BadRequest) as exc:
         return error(400, str(exc))
-    broker = gateway.inspectable
-    if broker is not None:
-        events = _stored(gateway, broker, topic, resume)
-    else:
-        events = _live(gateway, topic)
-    frames = _frames(events, match, limit, gateway.settings.heartbeat)
+    frames = _frames(source(gateway, topic, resume), match, limit, gateway.settings.heartbeat)
     return StreamingResponse(frames, media_type="text/event-stream", headers=_HEADERS)
 
 
-def _filter(specs: list[str]) -> Filter | None:
+def parse_filter(specs: list[str]) -> Filter | None:
     parts = []
     for spec in specs:
         name, equals, value = spec.partition("=")
         if not equals or not name:
-            raise _BadRequest(f"filter {spec!r} is not ATTR=VALUE, e.g. type=OrderPlaced")
+            raise BadRequest(f"filter {spec!r} is not ATTR=VALUE, e.g. type=OrderPlaced")
         try:
             parts.append(exact(**{name: value}))
         except ConfigurationError as exc:
-            raise _BadRequest(f"filter {spec!r}: {exc}") from None
+            raise BadRequest(f"filter {spec!r}: {exc}") from None
     return all_of(*parts) if parts else None
 
 
-def _limit(text: str | None) -> int | None:
+def parse_limit(text: str | None) -> int | None:
     if text is None:
         return None
     if not text.isdigit() or int(text) < 1:
-        raise _BadRequest(f"limit must be a positive integer, got {text!r}")
+        raise BadRequest(f"limit must be a positive integer, got {text!r}")
     return int(text)
 
 
@@ -84,16 +79,26 @@ def _last_event_id(text: str | None) -> tuple[int, int] | None:
         return None
     partition, colon, offset = text.partition(":")
     if not colon or not partition.isdigit() or not offset.lstrip("-").isdigit():
-        raise _BadRequest(f"Last-Event-ID {text!r} is not <partition>:<offset>, e.g. 0:41")
+        raise BadRequest(f"Last-Event-ID {text!r} is not <partition>:<offset>, e.g. 0:41")
     return int(partition), int(offset)
 
 
 #: What a source yields: an event with its id, or None when it found nothing for a while.
-_Item = tuple[str, Event] | None
+Item = tuple[str, Event] | None
+
+
+def source(
+    gateway: Gateway, topic: str, resume: tuple[int, int] | None = None
+) -> AsyncGenerator[Item, None]:
+    """New events of ``topic``: read from storage where the broker can be inspected, else live."""
+    broker = gateway.inspectable
+    if broker is not None:
+        return _stored(gateway, broker, topic, resume)
+    return _live(gateway, topic)
 
 
 async def _frames(
-    items: AsyncGenerator[_Item, None], match: Filter | None, limit: int | None, heartbeat: float
+    items: AsyncGenerator[Item, None], match: Filter | None, limit: int | None, heartbeat: float
 ) -> AsyncIterator[str]:
     codec = Codec()
     sent = 0
@@ -119,7 +124,7 @@ async def _frames(
 
 async def _stored(
     gateway: Gateway, broker: Inspectable, topic: str, resume: tuple[int, int] | None
-) -> AsyncGenerator[_Item, None]:
+) -> AsyncGenerator[Item, None]:
     """New events read from storage; poison (not a CloudEvent) is skipped."""
     codec = gateway.app.codec
     positions = await _start(broker, topic, resume)
@@ -164,7 +169,7 @@ async def _start(
     return positions
 
 
-async def _live(gateway: Gateway, topic: str) -> AsyncGenerator[_Item, None]:
+async def _live(gateway: Gateway, topic: str) -> AsyncGenerator[Item, None]:
     """Events published while the stream is open, from a group-less subscription."""
     codec = gateway.app.codec
     wait = min(gateway.settings.heartbeat, 1.0)

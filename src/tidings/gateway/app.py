@@ -6,15 +6,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.middleware import Middleware
+from starlette.routing import Route, WebSocketRoute
 
 from tidings.app import App
 from tidings.brokers import from_url
+from tidings.gateway import _dlq
+from tidings.gateway._events import show_event, show_trace
+from tidings.gateway._guard import Guard
+from tidings.gateway._home import home
 from tidings.gateway._inspect import list_groups, list_topics
 from tidings.gateway._openapi import openapi
 from tidings.gateway._publish import publish_events
+from tidings.gateway._socket import stream_socket
 from tidings.gateway._state import Gateway, Settings
 from tidings.gateway._stream import stream_events
+from tidings.gateway._token import stored_token
 from tidings.settings import default_broker_url
 
 __all__ = ["Settings", "create_app"]
@@ -25,16 +32,25 @@ _SOURCE = "/tidings-gateway"
 def create_app(broker_url: str | None = None, settings: Settings | None = None) -> Starlette:
     """The gateway for the broker at ``broker_url`` (default: ``TIDINGS_BROKER``).
 
-    The broker is connected when the ASGI app starts (its lifespan) and
-    closed when it stops. Raises ConfigurationError for a URL no broker takes.
+    Every route but ``/openapi.json`` asks for ``settings.token``; without
+    one, for the token stored beside the broker, made now if there is none
+    (see :func:`tidings.gateway.stored_token`). ``Settings(auth=False)``
+    asks for none. The broker is connected when the ASGI app starts (its
+    lifespan) and closed when it stops. Raises ConfigurationError for a URL
+    no broker takes, or a token that cannot be stored.
     """
-    broker = from_url(broker_url or default_broker_url())
+    url = broker_url or default_broker_url()
+    broker = from_url(url)
+    settings = settings or Settings()
+    token = None
+    if settings.auth:
+        token = settings.token or stored_token(url).value
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await broker.connect()
         publisher = App("tidings-gateway", broker=broker, source=_SOURCE)
-        app.state.gateway = Gateway(broker, publisher, settings or Settings())
+        app.state.gateway = Gateway(broker, publisher, settings)
         try:
             yield
         finally:
@@ -42,10 +58,20 @@ def create_app(broker_url: str | None = None, settings: Settings | None = None) 
             await broker.close()
 
     routes = [
+        Route("/", home, methods=["GET"]),
         Route("/topics/{topic}/events", publish_events, methods=["POST"]),
         Route("/topics/{topic}/stream", stream_events, methods=["GET"]),
+        WebSocketRoute("/topics/{topic}/ws", stream_socket),
         Route("/topics", list_topics, methods=["GET"]),
         Route("/groups", list_groups, methods=["GET"]),
+        Route("/dlq", _dlq.list_queues, methods=["GET"]),
+        Route("/dlq/{topic}", _dlq.list_letters, methods=["GET"]),
+        Route("/dlq/{topic}/redrive", _dlq.redrive, methods=["POST"]),
+        Route("/dlq/{topic}/purge", _dlq.purge, methods=["POST"]),
+        Route("/dlq/{topic}/{offset:int}", _dlq.show_letter, methods=["GET"]),
+        Route("/events/{id:path}", show_event, methods=["GET"]),
+        Route("/trace/{id:path}", show_trace, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    middleware = [Middleware(Guard, token=token)]
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

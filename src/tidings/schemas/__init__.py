@@ -17,6 +17,13 @@ from tidings.schemas.compat import (
     ensure_compatible,
     parse_mode,
 )
+from tidings.schemas.contracts import (
+    REGISTRY_ENVVAR,
+    REGISTRY_URL_ENVVAR,
+    Schemas,
+    app_payload_types,
+    registry_for,
+)
 from tidings.schemas.directory import DirectoryStore, directory_registry
 from tidings.schemas.registry import (
     MemoryStore,
@@ -27,9 +34,13 @@ from tidings.schemas.registry import (
     memory_registry,
 )
 from tidings.schemas.rules import Breaking, Direction, Rule
+from tidings.schemas.upcast import Upcaster, Upcasters
+from tidings.schemas.validation import SchemaViolation
 
 __all__ = [
     "DIALECT",
+    "REGISTRY_ENVVAR",
+    "REGISTRY_URL_ENVVAR",
     "VERSION_KEYWORD",
     "Breaking",
     "Compatibility",
@@ -41,12 +52,18 @@ __all__ = [
     "SchemaRegistry",
     "SchemaStorage",
     "SchemaStore",
+    "SchemaViolation",
+    "Schemas",
     "StoredRegistry",
+    "Upcaster",
+    "Upcasters",
+    "app_payload_types",
     "check",
     "dataschema_uri",
     "directory_registry",
     "ensure_compatible",
     "memory_registry",
     "parse_mode",
+    "registry_for",
     "schema_for",
 ]

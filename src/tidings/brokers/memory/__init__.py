@@ -33,6 +33,7 @@ from tidings.brokers.memory._group import MemoryDelivery, MemorySubscription
 from tidings.brokers.memory._hub import MemoryHub, hubs
 from tidings.errors import BrokerClosedError, ConfigurationError
 from tidings.inspection import GroupInfo, StoredMessage, TopicInfo
+from tidings.schemas.registry import MemoryStore
 
 __all__ = ["MemoryBroker", "MemoryHub"]
 
@@ -70,6 +71,10 @@ class MemoryBroker:
         self.capabilities = CAPABILITIES if scheduled else UNSCHEDULED
         self._subscriptions: list[MemorySubscription] = []
         self._closed = False
+
+    def schema_store(self) -> MemoryStore:
+        """The schema registry's storage: the hub's, shared by its brokers, in this process."""
+        return self.hub.schemas
 
     @classmethod
     def from_url(cls, url: str) -> MemoryBroker:

@@ -11,6 +11,7 @@ import msgspec
 from tidings.broker import Message, StartFrom
 from tidings.brokers._partitioning import partition_for
 from tidings.brokers.memory._group import GroupTopic, MemorySubscription
+from tidings.schemas.registry import MemoryStore
 
 __all__ = ["MemoryHub", "Record", "Topic", "hubs"]
 
@@ -42,6 +43,8 @@ class MemoryHub:
     topics: dict[str, Topic] = field(default_factory=dict)
     groups: dict[tuple[str, str], GroupTopic] = field(default_factory=dict)
     processed: dict[str, set[str]] = field(default_factory=dict)
+    #: The schema registry of this hub's brokers (in this process only).
+    schemas: MemoryStore = field(default_factory=MemoryStore)
     _subscriptions: set[MemorySubscription] = field(default_factory=set)
 
     def topic(self, name: str, partitions: int | None = None) -> Topic:

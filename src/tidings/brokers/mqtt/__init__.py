@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 import uuid
+import zlib
 from collections.abc import Sequence
 
 from tidings.broker import Capabilities, Message, RevokeHandler, SubscribeOptions
@@ -33,7 +35,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     raise ImportError("the mqtt:// broker needs aiomqtt: pip install 'tidings[mqtt]'") from None
 
 from tidings.brokers.mqtt import _binding
-from tidings.brokers.mqtt._client import manual_acks, no_delay
+from tidings.brokers.mqtt._client import disconnected, dropped, manual_acks, no_delay
 from tidings.brokers.mqtt._subscription import REDELIVER, MqttDelivery, MqttSubscription
 from tidings.brokers.mqtt._url import MqttOptions
 
@@ -72,6 +74,7 @@ class MqttBroker:
         self.client: aiomqtt.Client | None = None
         self._subscriptions: set[MqttSubscription] = set()
         self._closed = False
+        self._reconnecting = asyncio.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> MqttBroker:
@@ -92,12 +95,22 @@ class MqttBroker:
             raise BrokerClosedError(f"mqtt broker {self.options.url} is closed")
         return self.client
 
-    async def _open_client(self, receive_maximum: int | None = None) -> aiomqtt.Client:
-        """A new connection with its own client id; BrokerUnavailable if none comes."""
+    async def _open_client(
+        self, receive_maximum: int | None = None, identifier: str | None = None
+    ) -> aiomqtt.Client:
+        """A new connection; BrokerUnavailable if none comes.
+
+        With an ``identifier`` (a group member's) and ``session_expiry``, the
+        session outlives the connection; otherwise the client id is new and the
+        session clean.
+        """
         options = self.options
+        persistent = identifier is not None and options.session_expiry > 0
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         if receive_maximum is not None:
             properties.ReceiveMaximum = receive_maximum
+        if persistent:
+            properties.SessionExpiryInterval = options.session_expiry
         tls_context = None
         if options.uses_tls:
             tls_context = ssl.create_default_context(cafile=options.tls_ca)
@@ -108,9 +121,9 @@ class MqttBroker:
             options.port,
             username=options.username,
             password=options.password,
-            identifier=f"{options.client_id}-{uuid.uuid4().hex[:12]}",
+            identifier=identifier or f"{options.client_id}-{uuid.uuid4().hex[:12]}",
             protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=True,
+            clean_start=not persistent,
             keepalive=options.keepalive,
             timeout=options.connect_timeout,
             properties=properties,
@@ -122,6 +135,15 @@ class MqttBroker:
         client.pending_calls_threshold = _NO_PENDING_WARNING
         if receive_maximum is not None:
             manual_acks(client)
+        await self.reopen(client)
+        return client
+
+    async def reopen(self, client: aiomqtt.Client) -> None:
+        """Connect ``client`` (again: aiomqtt clients are reusable); BrokerUnavailable if not."""
+        options = self.options
+        if dropped(client):  # release aiomqtt's lock
+            with contextlib.suppress(Exception):
+                await client.__aexit__(None, None, None)
         try:
             await asyncio.wait_for(client.__aenter__(), options.connect_timeout)
         except (TimeoutError, OSError, aiomqtt.MqttError) as exc:
@@ -134,7 +156,6 @@ class MqttBroker:
             )
             raise BrokerUnavailable(f"no MQTT broker at {options.url}: {reason}") from None
         no_delay(client)
-        return client
 
     async def connect(self) -> None:
         if self._closed:
@@ -150,7 +171,7 @@ class MqttBroker:
                 await subscription.close()
         self._subscriptions.clear()
         client, self.client = self.client, None
-        if client is not None:
+        if client is not None and not dropped(client):
             with contextlib.suppress(Exception):
                 await client.__aexit__(None, None, None)
 
@@ -161,6 +182,11 @@ class MqttBroker:
         client = self._check_open()
         if not messages:
             return
+        if disconnected(client).done():  # the connection dropped since the last publish
+            async with self._reconnecting:
+                if disconnected(client).done():
+                    await self.reopen(client)
+                    log.warning("mqtt: publisher reconnected to %s", self.options.url)
         if topic.startswith(("$", REDELIVER)):
             raise ConfigurationError(f"topic {topic!r} is reserved (starts with $ or {REDELIVER})")
         timeout = self.options.publish_timeout
@@ -213,9 +239,16 @@ class MqttBroker:
                 )
         if group is not None and (not group or any(c in group for c in "/+#")):
             raise ConfigurationError(f"an MQTT shared group name has no / + #: {group!r}")
-        client = await self._open_client(receive_maximum=self.options.receive_maximum)
+        identifier = None if group is None else self._member_identifier(topics, group)
+        client = await self._open_client(self.options.receive_maximum, identifier)
         subscription = MqttSubscription(
-            client, topics, group, self.options.url, self.options.publish_timeout
+            client,
+            topics,
+            group,
+            self.options.url,
+            self.options.publish_timeout,
+            reopen=self.reopen,
+            persistent=identifier is not None,
         )
         try:
             await client.subscribe(
@@ -227,4 +260,24 @@ class MqttBroker:
                 f"cannot subscribe to {list(topics)} on {self.options.url}: {exc}"
             ) from None
         self._subscriptions.add(subscription)
+        subscription.watch()
         return subscription
+
+    def _member_identifier(self, topics: Sequence[str], group: str) -> str | None:
+        """The stable client id of this process's member of ``group`` on ``topics``, or None
+        with clean sessions (``session_expiry=0``)."""
+        options = self.options
+        if options.session_expiry == 0:
+            return None
+        member = options.member or os.environ.get("TIDINGS_MEMBER")
+        if not member:
+            raise ConfigurationError(
+                f"session_expiry needs a stable member name in {options.url}: add member=NAME "
+                "to the URL or set TIDINGS_MEMBER (one name per process of the group; a "
+                "second connection under the same name takes the session over)"
+            )
+        worker = os.environ.get("TIDINGS_WORKER")
+        if worker is not None:
+            member = f"{member}-{worker}"
+        digest = zlib.crc32("\n".join(sorted(topics)).encode())
+        return f"{options.client_id}-{group}-{member}-{digest:08x}"

@@ -7,8 +7,9 @@ the same session). And a subscription waits on aiomqtt's message queue itself,
 because ``Client.messages`` hides each wait in a task whose message a timeout
 could lose. And paho leaves Nagle's algorithm on, which holds a small packet
 (a PUBACK, the next publish) back until the peer's delayed ACK, up to 40 ms
-on Linux, whenever an earlier one is unacknowledged. All three reach into
-aiomqtt's private attributes, here only.
+on Linux, whenever an earlier one is unacknowledged. And a dropped connection
+shows only in a future aiomqtt keeps to itself. All four reach into aiomqtt's
+private attributes, here only.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import socket
 
 import aiomqtt
 
-__all__ = ["incoming", "manual_acks", "no_delay", "send_puback"]
+__all__ = ["disconnected", "dropped", "incoming", "manual_acks", "no_delay", "send_puback"]
 
 
 def no_delay(client: aiomqtt.Client) -> None:
@@ -42,3 +43,23 @@ def incoming(client: aiomqtt.Client) -> asyncio.Queue[aiomqtt.Message]:
     """The queue aiomqtt puts received messages in."""
     queue: asyncio.Queue[aiomqtt.Message] = client._queue
     return queue
+
+
+def disconnected(client: aiomqtt.Client) -> asyncio.Future[None]:
+    """Done once ``client``'s current connection ended (an exception if not asked to).
+
+    aiomqtt replaces it on every connect: ask again after a reconnect.
+    """
+    future: asyncio.Future[None] = client._disconnected
+    return future
+
+
+def dropped(client: aiomqtt.Client) -> bool:
+    """Whether ``client``'s connection ended; its error counts as seen (no asyncio
+    "exception was never retrieved" when nobody awaited it)."""
+    ended = disconnected(client)
+    if not ended.done():
+        return False
+    if not ended.cancelled():
+        ended.exception()
+    return True

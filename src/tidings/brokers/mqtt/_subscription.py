@@ -14,25 +14,42 @@ loss. The copy comes back to the member that holds the later events of its key
 (core keeps them behind it). Closing gives what the member holds to the rest
 of the group the same way, through ``tidings-redeliver/<group>/<topic>``
 (subscribed shared by every member), once the member stopped receiving.
+
+A dropped connection is made again, with backoff, by the member itself
+(:meth:`MqttSubscription.watch`); what it held is fenced (its acks would name
+packets of the old connection). With ``session_expiry`` the broker kept the
+member's session, so it sends the unacked messages again; with clean sessions
+the member republishes what it held to the group, as on close: either way no
+message it had is lost, though it may come twice. What the broker had sent but
+the member had not read before a clean-session drop is lost (MQTT drops it with
+the session).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiomqtt
 
 from tidings.broker import Message
 from tidings.brokers._settle import SettleOnce
 from tidings.brokers.mqtt import _binding
-from tidings.brokers.mqtt._client import incoming, send_puback
+from tidings.brokers.mqtt._client import disconnected, dropped, incoming, no_delay, send_puback
 from tidings.errors import BrokerUnavailable
 
 __all__ = ["REDELIVER", "MqttDelivery", "MqttSubscription"]
+
+log = logging.getLogger("tidings.brokers.mqtt")
+
+#: Drops in a row, each within 2 s of connecting, that make the member say so.
+_QUICK_DROPS = 5
+#: Seconds between attempts to connect again (doubling up to the last).
+_BACKOFF = (0.1, 0.2, 0.5, 1.0, 2.0)
 
 #: Topic prefix of the copies a group's members republish on nack.
 REDELIVER = "tidings-redeliver/"
@@ -110,11 +127,17 @@ class MqttSubscription:
         group: str | None,
         url: str,
         publish_timeout: float,
+        reopen: Callable[[aiomqtt.Client], Awaitable[None]],
+        persistent: bool = False,
     ) -> None:
         self.client = client
         self.topics = tuple(topics)
         self.group = group
-        member = uuid.uuid4().hex[:16]
+        self.persistent = persistent
+        self._reopen = reopen
+        # A kept session keeps its subscriptions: its own redelivery topic must be the same
+        # after a restart, so it is named by the (stable) client id.
+        member = client.identifier if persistent else uuid.uuid4().hex[:16]
         self.group_name = group if group is not None else f"reader-{member}"
         self.url = url
         self.publish_timeout = publish_timeout
@@ -127,6 +150,7 @@ class MqttSubscription:
         self._redelivering: set[asyncio.Future[None]] = set()
         self._closing = asyncio.get_running_loop().create_future()
         self._closed = False
+        self._watcher: asyncio.Task[None] | None = None
 
     def filters(self) -> list[str]:
         """The topic filters this member subscribes (its topics and their redeliveries)."""
@@ -178,8 +202,73 @@ class MqttSubscription:
         into.append(delivery)
 
     def settle(self, delivery: MqttDelivery) -> None:
-        if self.held.pop(delivery.mid, None) is not None:
+        if delivery.epoch == self.epoch and self.held.pop(delivery.mid, None) is not None:
             send_puback(self.client, delivery.mid)
+
+    # -- a dropped connection ------------------------------------------------------------
+
+    def watch(self) -> None:
+        """Start making the connection again whenever it drops (call once subscribed)."""
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        quick_drops = 0
+        while not self._closed:
+            connected_at = time.monotonic()
+            try:
+                await disconnected(self.client)
+                reason = "disconnected"
+            except aiomqtt.MqttError as exc:
+                reason = str(exc)
+            if self._closed:
+                return
+            # Mosquitto drops a session's older connection when a newer one takes the
+            # session over, with no reason the client sees: two processes under one
+            # member name would drop each other for ever. Say so once.
+            quick_drops = quick_drops + 1 if time.monotonic() - connected_at < 2.0 else 0
+            if quick_drops == _QUICK_DROPS:
+                log.error(
+                    "mqtt: the connection of client id %r to %s keeps being dropped right "
+                    "after it is made; is another process running under the same member name?",
+                    self.client.identifier,
+                    self.url,
+                )
+            await self._reconnect(reason)
+
+    async def _reconnect(self, reason: str) -> None:
+        self.epoch += 1  # what was handed out before is fenced: its packet ids are gone
+        held, self.held = self.held, {}
+        unread: list[MqttDelivery] = []
+        while not self._queue.empty():
+            self._take(self._queue.get_nowait(), unread)
+        self.held = {}
+        log.warning(
+            "mqtt: member of %s lost its connection to %s (%s); connecting again",
+            self.group_name,
+            self.url,
+            reason,
+        )
+        for attempt in range(1 << 30):
+            if self._closed:
+                return
+            try:
+                await self._reopen(self.client)
+                no_delay(self.client)
+                await self.client.subscribe(
+                    [(f, 1) for f in self.filters()], timeout=self.publish_timeout
+                )
+                break
+            except (BrokerUnavailable, aiomqtt.MqttError, TimeoutError) as exc:
+                delay = _BACKOFF[min(attempt, len(_BACKOFF) - 1)]
+                log.debug("mqtt: reconnect to %s failed (%s); again in %gs", self.url, exc, delay)
+                await asyncio.sleep(delay)
+        log.warning("mqtt: member of %s connected again to %s", self.group_name, self.url)
+        if not self.persistent and self.group is not None:
+            # A clean session dropped them: give them to the group again.
+            for delivery in held.values():
+                await self._send(self._shared, delivery, delivery.attempt + 1)
+            for delivery in unread:
+                await self._send(self._shared, delivery, delivery.attempt)
 
     async def redeliver(self, delivery: MqttDelivery, attempt: int) -> None:
         """Publish a copy to this member's redelivery topic, then ack the original."""
@@ -201,6 +290,10 @@ class MqttSubscription:
         self._closed = True
         self.epoch += 1
         self._closing.set_result(None)
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         client = self.client
         held, self.held = self.held, {}
         if self._redelivering:  # their copies must reach this member before it unsubscribes
@@ -216,8 +309,9 @@ class MqttSubscription:
                     await self._send(self._shared, delivery, delivery.attempt + 1)
                 for delivery in unread:
                     await self._send(self._shared, delivery, delivery.attempt)
-        with contextlib.suppress(Exception):
-            await client.__aexit__(None, None, None)
+        if not dropped(client):
+            with contextlib.suppress(Exception):
+                await client.__aexit__(None, None, None)
 
     async def _send(self, prefix: str, delivery: MqttDelivery, attempt: int) -> None:
         properties = _binding.write(delivery.message(), delivery.msg_id, attempt)

@@ -22,8 +22,10 @@ _URL_OPTIONS = frozenset(
         "connect_timeout",
         "publish_timeout",
         "keepalive",
+        "member",
         "mode",
         "receive_maximum",
+        "session_expiry",
         "tls",
         "tls_ca",
         "tls_cert",
@@ -45,7 +47,14 @@ class MqttOptions:
     ``receive_maximum``: most unacked messages the broker sends one
     subscription (65535, MQTT's largest; the App hands out at most its prefetch);
     ``mode``: the CloudEvents binding an App uses by default, ``binary`` (user
-    properties) or ``structured`` (a JSON envelope, for MQTT 3.1.1 consumers).
+    properties) or ``structured`` (a JSON envelope, for MQTT 3.1.1 consumers);
+    ``session_expiry``: seconds the broker keeps a group member's session (its
+    subscription, its unacked messages and what arrives for it) after the member
+    vanishes (0: clean sessions, nothing kept); a member that comes back under
+    the same ``member`` name within that time gets them; ``member``: this
+    process's stable member name, needed with ``session_expiry`` (else the
+    ``TIDINGS_MEMBER`` environment variable; ``tidings run --workers`` adds each
+    worker's number).
     """
 
     host: str
@@ -64,6 +73,8 @@ class MqttOptions:
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    session_expiry: int = 0
+    member: str | None = None
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -80,6 +91,10 @@ class MqttOptions:
             raise ConfigurationError(f"client_id must be non-empty, without / + # in {self.url!r}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigurationError(f"tls_cert and tls_key go together in {self.url!r}")
+        if not 0 <= self.session_expiry <= 0xFFFFFFFF:
+            raise ConfigurationError(f"session_expiry must be 0..4294967295 in {self.url!r}")
+        if self.member is not None and (not self.member or any(c in self.member for c in "/+#")):
+            raise ConfigurationError(f"member must be non-empty, without / + # in {self.url!r}")
 
     @property
     def uses_tls(self) -> bool:
@@ -125,6 +140,8 @@ class MqttOptions:
                 tls_ca=query.get("tls_ca"),
                 tls_cert=query.get("tls_cert"),
                 tls_key=query.get("tls_key"),
+                session_expiry=int(query.get("session_expiry", 0)),
+                member=query.get("member"),
             )
         except ConfigurationError:
             raise

@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 from tidings.brokers.redis import _admin
 from tidings.brokers.redis._binding import Keys, entry_fields
+from tidings.brokers.redis._connection import connection_class
 from tidings.brokers.redis._delivery import Source
 from tidings.brokers.redis._group import Coordinator
 from tidings.brokers.redis._reader import RedisReader
@@ -115,6 +116,8 @@ class RedisBroker:
             client_name="tidings",
             **extra,
         )
+        # Set before the pool makes its first connection: packing in C.
+        client.connection_pool.connection_class = connection_class(options.tls)
         try:
             await asyncio.wait_for(client.ping(), options.connect_timeout)
         except (TimeoutError, OSError, redis.exceptions.RedisError) as exc:

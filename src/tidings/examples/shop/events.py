@@ -13,6 +13,8 @@ from pydantic import BaseModel, Field
 
 from tidings import App, Event, Outgoing
 from tidings.middleware import PublishFn
+from tidings.payload import payload_info
+from tidings.schemas import registry_for, schema_for
 
 __all__ = [
     "ALL_TOPICS",
@@ -210,6 +212,21 @@ def prepare(app: App) -> App:
         app.route(payload_type, topic)
     app.add_publish_middleware(keyed)
     return app
+
+
+async def register_schemas(broker: object) -> list[str]:
+    """Register the JSON Schema of every shop payload in the broker's registry (the
+    embedded broker's file, or ``TIDINGS_SCHEMAS``...); the types registered, [] if the
+    broker keeps no schemas. An incompatible change is refused (SchemaCompatibilityError)."""
+    registry = registry_for(broker)
+    if registry is None:
+        return []
+    names = []
+    for cls in _ROUTES:
+        name = payload_info(cls).name
+        await registry.register(name, schema_for(cls))
+        names.append(name)
+    return names
 
 
 _BY_NAME: dict[str, type[BaseModel]] = {cls.__name__: cls for cls in _ROUTES}

@@ -30,7 +30,7 @@ from tidings.examples.shop.analytics import Analytics
 from tidings.examples.shop.check import Auditor, Verdict
 from tidings.examples.shop.config import ShopConfig, outbox_for
 from tidings.examples.shop.eventlog import EventLog
-from tidings.examples.shop.events import ALL_TOPICS
+from tidings.examples.shop.events import ALL_TOPICS, register_schemas
 from tidings.examples.shop.fraud import FraudDetection
 from tidings.examples.shop.invariants import Check
 from tidings.examples.shop.inventory import Inventory
@@ -143,6 +143,8 @@ class Shop:
         self.target = 0
         self._started_at = time.monotonic()
         self._running: list[App] = []
+        #: The event types whose schemas were registered at start ([]: no registry).
+        self.schemas: list[str] = []
 
     @property
     def apps(self) -> list[App]:
@@ -163,6 +165,8 @@ class Shop:
     async def start(self) -> None:
         """Connect, start every service but fraud detection, and stock the shelves."""
         await self.broker.connect()
+        # Before the services connect: each reads the registry then, and checks its events.
+        self.schemas = await register_schemas(self.broker)
         self._started_at = time.monotonic()
         for app in self.apps:
             if app is not self.fraud.app:

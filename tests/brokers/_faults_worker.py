@@ -1,4 +1,5 @@
-"""The App the Redis fault tests run with ``tidings run _redis_worker:app`` (and kill with -9).
+"""The App the Redis and MQTT fault tests run with ``tidings run _faults_worker:app``
+(and kill with -9).
 
 Reads the topic and the log file from the environment; logs "seq attempt pid" per
 handling, line-buffered, so a kill loses no line of a handling that finished.
@@ -12,10 +13,10 @@ from typing import Any
 
 from tidings import App, Context
 
-TOPIC = os.environ.get("REDIS_FAULTS_TOPIC", "faults")
-LOG = os.environ.get("REDIS_FAULTS_LOG", os.devnull)
+TOPIC = os.environ.get("FAULTS_TOPIC", "faults")
+LOG = os.environ.get("FAULTS_LOG", os.devnull)
 
-app = App(f"redis-faults-{os.getpid()}")
+app = App(f"faults-{os.getpid()}")
 _log = open(LOG, "a", buffering=1)  # noqa: SIM115 - lives with the process
 
 

@@ -1,23 +1,31 @@
 """The causal tree of a flow: stored events joined with what each group did with them.
 
-Pure: given the stored events, the dead letters and the handling records,
-:func:`build` finds the events of a flow (one correlation id, or one event
-and what it caused) and sums up each consumer group's attempts per event.
-Reading the broker and printing are ``tidings trace``'s part.
+:func:`build` is pure: given the stored events, the dead letters and the
+handling records, it finds the events of a flow (one correlation id, or one
+event and what it caused) and sums up each consumer group's attempts per
+event. :func:`read_flow` gathers those from an inspectable broker (every
+retained topic, never joining a group) and :func:`flow_document` is the flow
+as JSON: what ``tidings trace --json`` prints and the gateway's ``/trace``
+answers. Printing the tree as text is ``tidings trace``'s part.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
+from tidings._times import format_time
+from tidings.codec import Codec
 from tidings.compensation import compensated_id
-from tidings.deadletter import DeadLetter, dead_letter_topic
+from tidings.deadletter import DLQ_SUFFIX, DeadLetter, dead_letter_topic
+from tidings.errors import DecodeError
 from tidings.event import Event
-from tidings.outcomes import Handling
+from tidings.inspection import Inspectable, StoredMessage
+from tidings.outcomes import HANDLINGS_TOPIC, Handling, decode_handlings, is_internal_topic
+from tidings.positions import stored as stored_messages
 
-__all__ = ["Flow", "GroupOutcome", "Node", "Stored", "build"]
+__all__ = ["Flow", "GroupOutcome", "Node", "Stored", "build", "flow_document", "read_flow"]
 
 Position: TypeAlias = tuple[str, int, int]
 GroupState: TypeAlias = Literal[
@@ -256,3 +264,105 @@ def _mark_compensated(undone: Node, compensation: Node) -> None:
         if outcome.outcome == "handled" and outcome.app in apps and outcome.source in makers:
             outcome.outcome = "compensated"
             outcome.compensated_by = compensation.event.id
+
+
+# -- reading a broker ------------------------------------------------------------------
+
+
+async def read_flow(broker: Inspectable, wanted: str) -> Flow | None:
+    """The flow of ``wanted`` as ``broker`` stores it (None if no event has that id).
+
+    Reads every retained topic through, so it costs what they hold: an
+    operator's look, not a request path to call per event.
+    """
+    found = _Found()
+    for info in await broker.list_topics():
+        if info.name == HANDLINGS_TOPIC or not is_internal_topic(info.name):
+            async for message in stored_messages(broker, info.name, info.partitions):
+                found.take(message)
+    committed = {
+        group.name: {(p.topic, p.partition): p.committed for p in group.partitions}
+        for group in await broker.list_groups()
+    }
+    return build(wanted, found.events, found.letters, found.handlings, committed)
+
+
+@dataclass
+class _Found:
+    """What the retained topics hold: events, dead letters, handling records."""
+
+    events: list[Stored] = field(default_factory=list)
+    letters: list[DeadLetter] = field(default_factory=list)
+    handlings: list[Handling] = field(default_factory=list)
+    codec: Codec = field(default_factory=Codec)
+
+    def take(self, message: StoredMessage) -> None:
+        try:  # what is not what its topic should hold (poison) has no place in a flow
+            if message.topic == HANDLINGS_TOPIC:
+                self.handlings += decode_handlings(message.message)
+            elif message.topic.endswith(DLQ_SUFFIX):
+                self.letters.append(DeadLetter.from_message(message.message))
+            else:
+                event = self.codec.decode(message.message.value, message.message.headers)
+                self.events.append(
+                    Stored(
+                        event,
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                        message.published_at,
+                    )
+                )
+        except DecodeError:
+            pass
+
+
+# -- JSON ------------------------------------------------------------------------------
+
+
+def flow_document(wanted: str, flow: Flow) -> dict[str, Any]:
+    """The flow as one JSON object: its trees, each event with its groups' outcomes."""
+    nodes = flow.nodes()
+    return {
+        "id": wanted,
+        "matched": flow.matched,
+        "events": len(nodes),
+        "types": sorted({node.event.type for node in nodes}),
+        "roots": [_node(root) for root in flow.roots],
+    }
+
+
+def _node(node: Node) -> dict[str, Any]:
+    event, where = node.event, node.stored
+    return {
+        "id": event.id,
+        "type": event.type,
+        "source": event.source,
+        "subject": event.subject,
+        "topic": where.topic,
+        "partition": where.partition,
+        "offset": where.offset,
+        "time": format_time(event.time),
+        "stored_at": format_time(where.published_at),
+        "correlationid": event.correlationid,
+        "causationid": event.causationid,
+        "compensates": node.compensates,
+        "compensated_by": [c.event.id for c in node.compensated_by],
+        "handlings": [_outcome(o) for o in node.groups],
+        "children": [_node(child) for child in node.children],
+    }
+
+
+def _outcome(outcome: GroupOutcome) -> dict[str, Any]:
+    return {
+        "group": outcome.group,
+        "app": outcome.app,
+        "outcome": outcome.outcome,
+        "attempts": outcome.attempts,
+        "retries": outcome.retries,
+        "waited_seconds": outcome.waited,
+        "handling_seconds": outcome.took,
+        "error": outcome.error,
+        "dead_letter_topic": outcome.dead_letter_topic,
+        "compensated_by": outcome.compensated_by,
+    }
