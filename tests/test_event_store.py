@@ -51,7 +51,7 @@ class TestSqliteEventStoreWithOutbox(EventStoreConformance):
         async def read() -> list[tuple[str, str | None, bytes]]:
             with sqlite3.connect(tmp_path / "es.db") as conn:
                 rows = conn.execute(
-                    "SELECT topic, key, event FROM tidings_outbox ORDER BY id"
+                    "SELECT topic, key, event FROM tidings_outbox ORDER BY position"
                 ).fetchall()
             conn.close()
             return [(topic, key, bytes(event)) for topic, key, event in rows]
@@ -90,7 +90,8 @@ class TestPostgresEventStore(EventStoreConformance):
             conn = await asyncpg.connect(POSTGRES_URL)
             try:
                 rows = await conn.fetch(
-                    f"SELECT topic, key, event FROM {postgres_schema}.tidings_outbox ORDER BY id"
+                    f"SELECT topic, key, event FROM {postgres_schema}.tidings_outbox"
+                    " ORDER BY position"
                 )
             finally:
                 await conn.close()

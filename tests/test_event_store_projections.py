@@ -221,3 +221,34 @@ def test_the_cli_shows_status_and_rebuilds(tmp_path: Path, monkeypatch: pytest.M
         "-m", "tidings.cli", "projection", "status", "reports:projector", "--json", cwd=tmp_path
     )
     assert json.loads(again.stdout)["lag"] == 0
+
+
+async def test_a_relay_publishes_what_the_store_wrote_to_its_outbox(tmp_path: Path) -> None:
+    """The event store's outbox rows are tidings.outbox's: a Relay publishes them, per key."""
+    from tidings import App
+    from tidings.outbox import Relay
+
+    store = SqliteEventStore(str(tmp_path / "events.db"), publish="outbox")
+    async with store:
+        for i in range(3):
+            await _place(store, f"o{i}", float(i))
+    consumer = App("reports", broker="memory://relay-test")
+    got: list[tuple[str | None, str]] = []
+
+    @consumer.subscribe("events", group="reports")
+    async def seen(event: Event) -> None:
+        got.append((event.subject, event.type))
+
+    async with consumer, Relay(f"sqlite:///{tmp_path / 'events.db'}", consumer, poll_interval=0.05):
+        for _ in range(200):
+            if len(got) == 6:
+                break
+            await asyncio.sleep(0.02)
+    assert sorted(got) == sorted(
+        (f"o{i}", kind) for i in range(3) for kind in ("OrderPlaced", "OrderNoted")
+    )
+    with sqlite3.connect(tmp_path / "events.db") as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM tidings_outbox WHERE sent_at IS NULL"
+        ).fetchone() == (0,)
+    conn.close()

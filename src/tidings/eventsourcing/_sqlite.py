@@ -317,9 +317,8 @@ class _Append:
         pairs = zip(self.topics, self.blobs, strict=True)
         if self.publish == "outbox":
             conn.executemany(
-                f"INSERT INTO {_outbox_table.OUTBOX_TABLE} (topic, key, event, created_at) "
-                "VALUES (?, ?, ?, ?)",
-                [(topic, key, blob, now) for topic, blob in pairs],
+                f"INSERT INTO {_outbox_table.OUTBOX_TABLE} (topic, key, event) VALUES (?, ?, ?)",
+                [(topic, key, blob) for topic, blob in pairs],
             )
             return
         by_topic: dict[str, list[Message]] = {}
