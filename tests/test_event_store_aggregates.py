@@ -285,7 +285,9 @@ async def test_old_event_versions_are_upcast_on_load(store: EventStore) -> None:
     )
     await store.append("sku-1", [Event(type="StockAdded", source="/s", data={"quantity": 5})], 0)
     await store.append("sku-1", [old], 1)
-    with pytest.raises(SchemaError, match="no upcaster of 'InventoryReserved' from version 1"):
+    with pytest.raises(
+        SchemaError, match="no upcaster lifts InventoryReserved from version 1 to 2"
+    ):
         await Repository(store, Inventory).load("sku-1")
     upcasters = Upcasters()
 
