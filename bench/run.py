@@ -54,6 +54,7 @@ ADAPTER_SUITES = {
     "mqtt": "bench_mqtt",
     "requests": "bench_requests",
     "observability": "bench_observability",
+    "eventstore": "bench_eventstore",
 }
 
 TARGET_RATE = 150_000

@@ -14,6 +14,7 @@ from tidings.cli.asyncapi import asyncapi
 from tidings.cli.demo import demo
 from tidings.cli.dlq import dlq
 from tidings.cli.groups import groups
+from tidings.cli.projection import projection
 from tidings.cli.publish import publish
 from tidings.cli.replay import replay
 from tidings.cli.request import request
@@ -46,6 +47,7 @@ cli.command()(trace)
 cli.add_typer(dlq, name="dlq")
 cli.command()(serve)
 cli.add_typer(schema, name="schema")
+cli.add_typer(projection, name="projection")
 cli.command()(asyncapi)
 
 

@@ -31,17 +31,7 @@ def load_app(target: str, factory: bool = False) -> App:
     attribute = attribute or DEFAULT_ATTRIBUTE
     if not module_name or not all(part.isidentifier() for part in module_name.split(".")):
         raise CommandError(f"{target!r} is not MODULE:APP, e.g. 'shop.orders:app'", EXIT_USAGE)
-    if not all(part.isidentifier() for part in attribute.split(".")):
-        raise CommandError(f"{attribute!r} in {target!r} is not an attribute name", EXIT_USAGE)
-    module = _import(module_name)
-    found: object = module
-    for part in attribute.split("."):
-        try:
-            found = getattr(found, part)
-        except AttributeError:
-            raise CommandError(
-                f"module {module_name!r} has no attribute {attribute!r}", EXIT_USAGE
-            ) from None
+    found = load_object(f"{module_name}:{attribute}", "APP")
     if factory:
         if not callable(found):
             raise CommandError(
@@ -63,6 +53,31 @@ def load_app(target: str, factory: bool = False) -> App:
             f"{module_name}:{attribute} is a {type(found).__name__}, not a tidings.App",
             EXIT_USAGE,
         )
+    return found
+
+
+def load_object(target: str, what: str) -> object:
+    """Import ``MODULE:ATTRIBUTE`` (dotted attributes allowed) with the current directory
+    importable; CommandError for a malformed target or a missing attribute (exit 2), and
+    for a module that fails to import (exit 1). ``what`` names the attribute in messages."""
+    module_name, _, attribute = target.partition(":")
+    if (
+        not module_name
+        or not attribute
+        or not all(part.isidentifier() for part in module_name.split("."))
+    ):
+        raise CommandError(f"{target!r} is not MODULE:{what}", EXIT_USAGE)
+    if not all(part.isidentifier() for part in attribute.split(".")):
+        raise CommandError(f"{attribute!r} in {target!r} is not an attribute name", EXIT_USAGE)
+    module = _import(module_name)
+    found: object = module
+    for part in attribute.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise CommandError(
+                f"module {module_name!r} has no attribute {attribute!r}", EXIT_USAGE
+            ) from None
     return found
 
 

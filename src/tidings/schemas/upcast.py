@@ -52,7 +52,7 @@ class Upcasters:
         key = (event_type, from_version)
         if key in self._steps:
             raise ConfigurationError(
-                f"{event_type} already has an upcaster from version {from_version}"
+                f"an upcaster of {event_type!r} from version {from_version} is registered already"
             )
         self._steps[key] = step
         self._types.add(event_type)
@@ -77,7 +77,8 @@ class Upcasters:
             if step is None:
                 raise SchemaError(
                     f"no upcaster lifts {event_type} from version {version} to {version + 1} "
-                    f"(the event is version {from_version}, the handler takes {to_version})"
+                    f"(the event is version {from_version}, the code reads {to_version}): "
+                    "register one"
                 )
             try:
                 data = step(dict(data))
@@ -92,6 +93,21 @@ class Upcasters:
                     f"{type(data).__name__}, not a dict"
                 )
         return data
+
+    def upcast(self, event_type: str, data: Any, version: int, target: int) -> Any:
+        """``data`` of ``version`` brought to ``target`` (unchanged when equal); SchemaError
+        for a version newer than ``target`` or a missing step. For stored events an
+        aggregate loads: every step of the way must be registered."""
+        if version > target:
+            raise SchemaError(
+                f"stored {event_type!r} has version {version}, newer than this code reads "
+                f"({target}); deploy the code that knows it"
+            )
+        if version == target:
+            return data
+        if not isinstance(data, dict):
+            raise SchemaError(f"{event_type} data of version {version} is not an object")
+        return self.lift(event_type, data, version, target)
 
     def __len__(self) -> int:
         return len(self._steps)
