@@ -9,7 +9,9 @@ per stage; ``--sqlite-profile CASE`` profiles one sqlite case. ``--suite kafka``
 ``--suite nats``, ``--suite redis`` or ``--suite mqtt`` runs that adapter's table (its own
 server; its options after ``--``);
 ``--suite requests`` the request/reply round trips (memory, sqlite, NATS);
-``--suite observability`` what tracing and metrics cost (on vs off, same run).
+``--suite observability`` what tracing and metrics cost (on vs off, same run);
+``--suite eventstore`` the event store against eventsourcing; ``--suite outbox`` the
+outbox relay against a plain publish loop.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ ADAPTER_SUITES = {
     "requests": "bench_requests",
     "observability": "bench_observability",
     "eventstore": "bench_eventstore",
+    "outbox": "bench_outbox",
 }
 
 TARGET_RATE = 150_000
