@@ -78,6 +78,3 @@ class MemorySagaStore:
 
     async def close(self) -> None:
         """Nothing to release."""
-
-    def __len__(self) -> int:
-        return len(self._rows)
