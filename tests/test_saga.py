@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from _outbox_db import postgres_schema, schema_url, until, until_async
+from _outbox_db import database_of_kind, postgres_schema, schema_url, until, until_async
 from tidings import App, ConfigurationError, Event, Outgoing, RetryPolicy
 from tidings.compensation import compensated_id
 from tidings.errors import ConcurrencyError, StorageError
@@ -29,6 +29,7 @@ from tidings.sagas import (
     SagaRunner,
     SagaStore,
     SqlSagaStore,
+    StoredSaga,
     statements,
 )
 
@@ -193,6 +194,20 @@ async def test_a_store_saves_with_optimistic_concurrency(kind: str, tmp_path: Pa
         assert stored is not None
         assert (stored.document, stored.completed, stored.version) == ('{"a": 2}', True, 2)
         assert await store.load("other saga", "j1") is None
+
+
+@pytest.mark.parametrize(
+    "kind", ["asyncpg-pool", "psycopg-pool", "sqlalchemy-asyncpg", "sqlalchemy-sessions"]
+)
+async def test_the_sql_store_takes_the_applications_pool_or_engine(kind: str) -> None:
+    async with postgres_schema() as schema, database_of_kind(kind, schema) as database:
+        store = SqlSagaStore(database)
+        assert await store.save("job", "j1", "{}", False, 0) == 1
+        with pytest.raises(ConcurrencyError):
+            await store.save("job", "j1", "{}", False, 0)
+        assert await store.save("job", "j1", '{"done": 1}', True, 1) == 2
+        assert await store.load("job", "j1") == StoredSaga('{"done": 1}', True, 2)
+        await store.close()  # not ours: the pool stays open for the application
 
 
 def test_the_table_is_defined_for_both_dialects() -> None:

@@ -12,6 +12,7 @@ from tidings.codec import Codec
 from tidings.errors import StorageError
 from tidings.payload import decode_payload, to_jsonable
 from tidings.sagas.context import Output
+from tidings.sagas.store import StoredSaga
 
 __all__ = ["Record"]
 
@@ -26,6 +27,8 @@ class Record(Generic[S]):
     """Event id -> the outputs its step produced (sent again, as they were, on redelivery)."""
     timeouts: dict[str, str] = field(default_factory=dict)
     """Timeout payload type name -> the id of the pending timeout event."""
+    version: int = 0
+    """The version it was read at (0: new), which the next save expects."""
 
     def encode(self) -> str:
         document = {
@@ -46,9 +49,9 @@ class Record(Generic[S]):
         return msgspec.json.encode(document, enc_hook=to_jsonable).decode()
 
     @classmethod
-    def decode(cls, document: str, state_type: type[S]) -> Record[S]:
+    def decode(cls, stored: StoredSaga, state_type: type[S]) -> Record[S]:
         try:
-            raw: dict[str, Any] = msgspec.json.decode(document)
+            raw: dict[str, Any] = msgspec.json.decode(stored.document)
             handled = {
                 event_id: [
                     Output(
@@ -58,6 +61,7 @@ class Record(Generic[S]):
                 ]
                 for event_id, outputs in raw["handled"].items()
             }
-            return cls(decode_payload(raw["state"], state_type), handled, dict(raw["timeouts"]))
+            state = decode_payload(raw["state"], state_type)
+            return cls(state, handled, dict(raw["timeouts"]), stored.version)
         except (msgspec.DecodeError, KeyError, TypeError, ValueError) as exc:
             raise StorageError(f"a stored saga document cannot be read: {exc}") from exc

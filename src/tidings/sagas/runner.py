@@ -115,7 +115,7 @@ class SagaRunner(Generic[S]):
         payload: Any = decode_payload(event.data, step.payload_type)
         saga_id = self._saga_id(step, payload, event)
         stored = await self.store.load(self.saga.name, saga_id)
-        record = Record.decode(stored.document, self.saga.state_type) if stored else None
+        record = Record.decode(stored, self.saga.state_type) if stored else None
         if record is not None and event.id in record.handled:
             log.debug(
                 "saga %s %s: %s handled before, sending its outputs again",
@@ -131,6 +131,13 @@ class SagaRunner(Generic[S]):
             return
         if record is None:
             record = Record(self.saga.state_type())
+        await self._send(await self._apply(step, payload, saga_id, event, record), ctx)
+
+    async def _apply(
+        self, step: Step, payload: Any, saga_id: str, event: Event, record: Record[S]
+    ) -> list[Output]:
+        """Run ``step`` on ``record`` and save the result; return what to send."""
+        version = record.version
         if step.kind == "timeout":
             del record.timeouts[event.type]  # it fired: no longer pending
         context = SagaContext(
@@ -144,18 +151,15 @@ class SagaRunner(Generic[S]):
         result = step.func(record.state, payload, context)
         if inspect.isawaitable(result):
             result = await result
+        emitted = context.outputs
+        context.outputs = []
         for returned in result if isinstance(result, list | tuple) else [result]:
             if returned is not None:
                 context.emit(returned)
-        record.handled[event.id] = context.outputs
-        await self.store.save(
-            self.saga.name,
-            saga_id,
-            record.encode(),
-            context.completed,
-            stored.version if stored is not None else 0,
-        )
-        await self._send(context.outputs, ctx)
+        outputs = [*context.outputs, *emitted]  # returned first, as an App handler's
+        record.handled[event.id] = outputs
+        await self.store.save(self.saga.name, saga_id, record.encode(), context.completed, version)
+        return outputs
 
     def _saga_id(self, step: Step, payload: Any, event: Event) -> str:
         if step.kind == "timeout":
@@ -218,7 +222,7 @@ class SagaRunner(Generic[S]):
         stored = await self.store.load(self.saga.name, saga_id)
         if stored is None:
             return None
-        record = Record.decode(stored.document, self.saga.state_type)
+        record = Record.decode(stored, self.saga.state_type)
         return SagaSnapshot(
             saga_id, record.state, stored.completed, stored.version, sorted(record.timeouts)
         )
