@@ -143,14 +143,15 @@ class Saga(Generic[S]):
         retry: RetryPolicy | None = None,
         name: str | None = None,
     ) -> SagaRunner[S]:
-        """Run this saga in ``app`` (before it starts): one subscription, instances in ``store``.
+        """Run this saga in ``app`` (before it starts): its subscriptions, instances in ``store``.
 
         ``store`` is a :class:`~tidings.sagas.SagaStore`, or a database (URL,
         pool or engine) for a :class:`~tidings.sagas.SqlSagaStore` that the
         app closes when it stops. ``topics`` default to the app's routes of
-        the step types, plus :attr:`timeouts_topic`. Events of one key are
-        handled in order (``ordering="key"``); a race between processes ends
-        in a :class:`~tidings.errors.ConcurrencyError`, retried by ``retry``.
+        the step types; the timeouts (on :attr:`timeouts_topic`) have a
+        subscription of their own. Events of one key are handled in order; a
+        race (between processes, or an event and a timeout) ends in a
+        :class:`~tidings.errors.ConcurrencyError`, retried by ``retry``.
         """
         from tidings.sagas.runner import SagaRunner
 

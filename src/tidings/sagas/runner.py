@@ -1,4 +1,4 @@
-"""A saga at work in an App: one subscription that loads, moves, saves and sends.
+"""A saga at work in an App: subscriptions that load, move, save and send.
 
 Why not the inbox: a step's state change and the commands it sends must not
 diverge, and the saga gets that on every broker without a transaction
@@ -35,6 +35,7 @@ from tidings.sagas.definition import Saga, Step
 from tidings.sagas.record import Record
 from tidings.sagas.sql import SqlSagaStore
 from tidings.sagas.store import SagaStore
+from tidings.subscription import Subscription
 
 __all__ = ["SAGA_ID", "SagaRunner", "SagaSnapshot"]
 
@@ -42,6 +43,8 @@ log = logging.getLogger("tidings.sagas")
 S = TypeVar("S")
 #: The extension naming the saga instance a timeout event belongs to.
 SAGA_ID = "sagaid"
+#: How many timeouts may wait in the consumer (brokers without delayed publish).
+TIMEOUTS_PREFETCH = 10_000
 
 
 @dataclass(frozen=True)
@@ -79,16 +82,24 @@ class SagaRunner(Generic[S]):
             self.store = SqlSagaStore(store)
             app.on_shutdown(self.store.close)
         listened = list(topics) if topics is not None else self._routed_topics()
-        if saga.timeout_types and saga.timeouts_topic not in listened:
-            listened.append(saga.timeouts_topic)
+        listened = [t for t in listened if t != saga.timeouts_topic]
+        name = name or f"{app.name}.{saga.name}"
         self.subscription = app.add_subscription(
-            self.handle,
-            listened,
-            name=name or f"{app.name}.{saga.name}",
-            concurrency=concurrency,
-            retry=retry,
-            ordering="key",
+            self.handle, listened, name=name, concurrency=concurrency, retry=retry
         )
+        #: The timeouts have a subscription of their own: on a broker without delayed
+        #: publish, a timeout waits in the consumer until its time, holding a prefetch
+        #: slot, and a thousand waiting timeouts must not hold back the saga's events.
+        self.timeouts: Subscription | None = None
+        if saga.timeout_types:
+            self.timeouts = app.add_subscription(
+                self.handle,
+                saga.timeouts_topic,
+                name=f"{name}.timeouts",
+                concurrency=concurrency,
+                retry=retry,
+                prefetch=TIMEOUTS_PREFETCH,
+            )
 
     def _routed_topics(self) -> list[str]:
         routes = self.app.router.routes()
