@@ -29,8 +29,8 @@ class SagaContext:
 
     ``id`` is the instance's correlation key and ``event`` the event being
     handled. What a step emits (and what it returns) is derived from
-    ``event``: same ``correlationid``, ``causationid`` = ``event.id``, and
-    ``event``'s partition key unless the payload's route gives another.
+    ``event``: same ``correlationid``, ``causationid`` = ``event.id``, same
+    partition key.
     """
 
     def __init__(
@@ -93,12 +93,17 @@ class SagaContext:
             raise ConfigurationError("a timeout must be >= 0 seconds")
         output = self._build(payload, self._timeouts_topic, {})
         output = Output(output.topic, output.event, time.time() + seconds)
+        self._drop([self._timeouts.get(payload_info(payload).name, "")])  # replaced
         self._timeouts[payload_info(payload).name] = output.event.id
         self.outputs.append(output)
 
     def cancel_timeout(self, payload_type: type) -> None:
         """Drop the pending timeout of ``payload_type`` (if any): when it arrives, it is ignored."""
-        self._timeouts.pop(payload_info(payload_type).name, None)
+        self._drop([self._timeouts.pop(payload_info(payload_type).name, "")])
+
+    def _drop(self, event_ids: list[str]) -> None:
+        """Do not even send timeouts this step scheduled and then dropped."""
+        self.outputs = [o for o in self.outputs if o.event.id not in event_ids]
 
     @property
     def pending_timeouts(self) -> list[str]:
@@ -108,6 +113,7 @@ class SagaContext:
     def complete(self) -> None:
         """End the instance: later events for it are ignored, its pending timeouts dropped."""
         self.completed = True
+        self._drop(list(self._timeouts.values()))
         self._timeouts.clear()
 
     def __repr__(self) -> str:

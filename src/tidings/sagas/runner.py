@@ -207,6 +207,11 @@ class SagaRunner(Generic[S]):
         topic: str | None,
         attributes: dict[str, Any],
     ) -> Output:
+        if isinstance(payload, Event):
+            raise ConfigurationError(
+                f"saga {self.saga.name!r} sends payloads, not Events: the event of each is "
+                "derived from the one handled (correlation, causation, key)"
+            )
         extensions = dict(attributes.pop("extensions", {}))
         if topic == self.saga.timeouts_topic:
             extensions[SAGA_ID] = saga_id
