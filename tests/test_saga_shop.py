@@ -3,18 +3,27 @@ cancels its order, releases its stock, and is refunded when it comes after all."
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tidings import Outgoing
 from tidings.compensation import compensated_id
 from tidings.examples.shop.config import ShopConfig, sagas_for
 from tidings.examples.shop.eventlog import EventLog
-from tidings.examples.shop.events import ALL_TOPICS, OrderCancelled, OrderPlaced, parse
+from tidings.examples.shop.events import (
+    ALL_TOPICS,
+    PAYMENT_COMMANDS,
+    OrderCancelled,
+    OrderPlaced,
+    parse,
+)
 from tidings.examples.shop.invariants import Check, Facts, check
 from tidings.examples.shop.system import Shop
+from tidings.middleware import PublishFn, PublishMiddleware
 
 SETTLE = 30.0
 
@@ -68,6 +77,54 @@ async def test_a_stalled_payment_times_out_cancels_the_order_and_is_refunded(
         assert snapshot is not None and snapshot.completed, order_id
         assert snapshot.state.status == "cancelled"
         assert snapshot.state.payment == ("failed" if payment.declines(order_id) else "refunded")
+
+
+def _fail_sending(types: set[str], every: int, failed: Counter[str]) -> PublishMiddleware:
+    """Publish middleware: every ``every``-th event of ``types`` fails to be sent once
+    (after the saga saved the step that produced it)."""
+    seen: Counter[str] = Counter()
+
+    def middleware(next_publish: PublishFn) -> PublishFn:
+        async def publish(outgoing: Outgoing) -> None:
+            for event in outgoing.events:
+                if event.type in types and event.id not in seen:
+                    seen[event.id] += 1
+                    if len(seen) % every == 0:
+                        failed[event.type] += 1
+                        raise ConnectionError(f"lost {event.type} {event.id} on its way")
+            await next_publish(outgoing)
+
+        return publish
+
+    return middleware
+
+
+async def test_a_saga_that_fails_to_send_or_restarts_sends_the_same_commands(
+    tmp_path: Path,
+) -> None:
+    failed: Counter[str] = Counter()
+    shop = Shop(f"sqlite:///{tmp_path / 'shop.db'}", outbox=tmp_path / "outbox.jsonl")
+    shop.saga.app.add_publish_middleware(_fail_sending({"PaymentRequested"}, 4, failed))
+    async with shop:
+        await shop.place(30, rate=0)
+        async with asyncio.timeout(SETTLE):
+            while failed["PaymentRequested"] < 2:  # noqa: ASYNC110 - a counter, not an event
+                await asyncio.sleep(0.01)
+        await shop.restart("saga")  # a new saga service: its instances are in the file
+        await shop.place(30, rate=0)
+        verdict = await shop.settle(SETTLE)
+        records = await EventLog(shop.broker, [PAYMENT_COMMANDS]).read_all()
+    failed_checks = [c for c in verdict.checks if not c.ok]
+    assert not failed_checks, failed_checks
+    assert verdict.ok and len(verdict.facts.orders) == 60
+    # Each order was asked to pay by one PaymentRequested: sent again after a failed
+    # send, it kept its id (the inventory's repeated answers were ignored as duplicates).
+    requests: dict[str, set[str]] = {}
+    for record in records:
+        if record.event is not None and record.event.type == "PaymentRequested":
+            requests.setdefault(record.event.data["order_id"], set()).add(record.event.id)
+    assert {len(ids) for ids in requests.values()} == {1}
+    assert (tmp_path / "shop-sagas.db").exists()
 
 
 def _money(facts: Facts) -> Check:
