@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import selectors
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -246,6 +248,9 @@ def test_demo_starts_from_a_fresh_database_each_run(tmp_path: Path) -> None:
         assert "orders: 10 placed" in result.stdout  # not 20: the first run's log is gone
         assert "one email per confirmed order" in result.stdout
     assert (tmp_path / "tidings-demo.db").exists()
+    # The order saga's instances: next to the database, and of this run only.
+    with contextlib.closing(sqlite3.connect(tmp_path / "tidings-demo-sagas.db")) as sagas:
+        assert sagas.execute("SELECT count(*) FROM tidings_sagas").fetchone() == (10,)
 
 
 def test_the_demo_registers_its_schemas_and_its_events_name_them(tmp_path: Path) -> None:
@@ -307,6 +312,7 @@ def test_demo_on_the_memory_broker(tmp_path: Path) -> None:
     assert "orders: 30 placed" in result.stdout
     assert "| lag 0 |" in result.stdout  # the in-memory broker is inspectable too
     assert not (tmp_path / "tidings-demo.db").exists()
+    assert not (tmp_path / "tidings-demo-sagas.db").exists()  # the saga's state: in memory
 
 
 async def test_quickstart_checks_its_own_expectations() -> None:

@@ -30,6 +30,7 @@ from tidings.examples.shop.events import (
     OrderConfirmed,
     OrderPlaced,
     OrderShipped,
+    PaymentProcessed,
     StockAdded,
     StockShipped,
     parse,
@@ -263,7 +264,8 @@ def test_the_checks_fail_on_a_broken_shop() -> None:
     emails = Counter({"ORD-0": 2, "ORD-3": 1})
     checks = check(_broken_facts(), emails)
     assert not any(c.ok for c in checks)
-    outcomes, stock, mail, dead = (c.detail for c in checks)
+    outcomes, stock, mail, money, dead = (c.detail for c in checks)
+    assert "confirmed, never paid: ORD-0, ORD-1" in money
     assert "confirmed, never shipped: ORD-1" in outcomes
     assert "no outcome: ORD-2, ORD-3" in outcomes
     assert "MUG-EVT: 2 left reserved" in stock
@@ -291,6 +293,9 @@ def test_the_checks_pass_on_a_consistent_shop() -> None:
             _record("inventory.events", StockAdded(sku="MUG-EVT", quantity=5, batch="initial:1")),
             _record("inventory.events", reserved),
             _record("inventory.events", reserved),  # a duplicate changes nothing
+            _record(
+                "payment.events", PaymentProcessed(order_id="ORD-1", customer_id="C-1", amount=25)
+            ),
             _record("order.events", OrderConfirmed(order_id="ORD-1", customer_id="C-1", total=25)),
         ]
     )

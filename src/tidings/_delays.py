@@ -49,6 +49,10 @@ class Delays:
             await consumer.take((d,))
             if consumer.sub.concurrency > 1:
                 consumer.pump()
+            else:
+                # The intake runs ready events one at a time; it may be waiting for a
+                # free slot, which this event holds: wake it, or it waits for ever.
+                consumer.flow.slot.set()
 
     def retry_later(self, d: Delivery, delay: float) -> None:
         """Nack ``d`` after ``delay`` seconds (for brokers that cannot delay a redelivery)."""

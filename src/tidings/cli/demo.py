@@ -29,6 +29,8 @@ __all__ = ["DEMO_DATABASE", "DEMO_OUTBOX", "demo"]
 #: The demo's own database, deleted and recreated on every run.
 DEMO_DATABASE = Path("tidings-demo.db")
 DEMO_OUTBOX = Path("tidings-demo-outbox.jsonl")
+#: The order saga's instances (next to the database, see ``shop.config.sagas_for``).
+DEMO_SAGAS = Path("tidings-demo-sagas.db")
 
 
 def demo(
@@ -82,16 +84,17 @@ def demo(
     invariants against the event log and exits 1 if one fails.
 
     Without --broker it runs on ./tidings-demo.db, which it DELETES and
-    recreates on every run (with its -wal/-shm files and the email outbox
-    ./tidings-demo-outbox.jsonl).
+    recreates on every run (with its -wal/-shm files, the email outbox
+    ./tidings-demo-outbox.jsonl and the saga's ./tidings-demo-sagas.db).
     """
     from tidings.examples.shop.config import ShopConfig, outbox_for
 
     if broker is None:
         url = f"sqlite:///./{DEMO_DATABASE}"
         outbox = DEMO_OUTBOX
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{DEMO_DATABASE}{suffix}").unlink(missing_ok=True)
+        for database in (DEMO_DATABASE, DEMO_SAGAS):
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{database}{suffix}").unlink(missing_ok=True)
     else:
         url = broker
         outbox = outbox_for(url) if url.startswith("sqlite:") else DEMO_OUTBOX

@@ -23,6 +23,7 @@ __all__ = [
     "INVENTORY_EVENTS",
     "ORDER_DLQ",
     "ORDER_EVENTS",
+    "ORDER_TIMEOUTS",
     "PAYMENT_COMMANDS",
     "PAYMENT_EVENTS",
     "SHIPPING_EVENTS",
@@ -37,7 +38,10 @@ __all__ = [
     "OrderShipped",
     "PaymentFailed",
     "PaymentProcessed",
+    "PaymentRefunded",
     "PaymentRequested",
+    "PaymentTimedOut",
+    "RefundPayment",
     "ReleaseInventory",
     "StockAdded",
     "StockShipped",
@@ -55,6 +59,8 @@ PAYMENT_COMMANDS = "payment.commands"
 PAYMENT_EVENTS = "payment.events"
 SHIPPING_EVENTS = "shipping.events"
 CUSTOMER_EVENTS = "customer.events"
+#: The order saga's own timeouts (delayed events it sends itself).
+ORDER_TIMEOUTS = "order.timeouts"
 #: Every topic of the shop, its dead-letter topic included.
 ALL_TOPICS = (
     ORDER_EVENTS,
@@ -64,6 +70,7 @@ ALL_TOPICS = (
     PAYMENT_EVENTS,
     SHIPPING_EVENTS,
     CUSTOMER_EVENTS,
+    ORDER_TIMEOUTS,
     ORDER_DLQ,
 )
 
@@ -150,6 +157,27 @@ class PaymentFailed(BaseModel):
     reason: str
 
 
+class PaymentTimedOut(BaseModel):
+    """The saga's timeout: no answer from payment in time (the order is cancelled)."""
+
+    order_id: str
+
+
+class RefundPayment(BaseModel):
+    """A command: give the money back (a payment that came after its order was cancelled)."""
+
+    order_id: str
+    customer_id: str
+    amount: float
+    reason: str
+
+
+class PaymentRefunded(BaseModel):
+    order_id: str
+    customer_id: str
+    amount: float
+
+
 class OrderShipped(BaseModel):
     order_id: str
     carrier: str
@@ -175,6 +203,9 @@ _ROUTES: dict[type[BaseModel], str] = {
     PaymentRequested: PAYMENT_COMMANDS,
     PaymentProcessed: PAYMENT_EVENTS,
     PaymentFailed: PAYMENT_EVENTS,
+    PaymentTimedOut: ORDER_TIMEOUTS,
+    RefundPayment: PAYMENT_COMMANDS,
+    PaymentRefunded: PAYMENT_EVENTS,
     OrderShipped: SHIPPING_EVENTS,
     CustomerFlagged: CUSTOMER_EVENTS,
 }

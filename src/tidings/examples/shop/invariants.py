@@ -8,6 +8,9 @@ the inventory's events, the dead letters. :func:`check` compares them:
 * stock is conserved: per SKU, units added = on hand + reserved + shipped,
   nothing is left reserved and nothing is oversold;
 * each confirmed order got exactly one email, and no other order got one;
+* money: every payment taken belongs to a confirmed order or was refunded
+  (a payment that came after the saga's timeout cancelled its order), never
+  both, and only payments taken were refunded;
 * the dead-letter topic holds exactly the poison events, each once.
 
 The same checks run in one process (``tidings demo``) and from outside a
@@ -32,6 +35,8 @@ from tidings.examples.shop.events import (
     OrderConfirmed,
     OrderPlaced,
     OrderShipped,
+    PaymentProcessed,
+    PaymentRefunded,
     parse,
 )
 from tidings.examples.shop.stock import Stock
@@ -51,6 +56,9 @@ class Facts:
     confirmed: set[str] = field(default_factory=set)
     cancelled: set[str] = field(default_factory=set)
     shipped: set[str] = field(default_factory=set)
+    charged: set[str] = field(default_factory=set)
+    """Orders whose payment was taken."""
+    refunded: set[str] = field(default_factory=set)
     stock: Stock = field(default_factory=Stock)
     dead_letters: Counter[str] = field(default_factory=Counter)
     """Event ids in the dead-letter topic, with how often each is there."""
@@ -79,6 +87,10 @@ class Facts:
                 self.confirmed.add(payload.order_id)
             elif isinstance(payload, OrderCancelled):
                 self.cancelled.add(payload.order_id)
+            elif isinstance(payload, PaymentProcessed):
+                self.charged.add(payload.order_id)
+            elif isinstance(payload, PaymentRefunded):
+                self.refunded.add(payload.order_id)
             elif isinstance(payload, OrderShipped) and record.topic == SHIPPING_EVENTS:
                 self.shipped.add(payload.order_id)
             elif isinstance(payload, CustomerFlagged) and record.topic == CUSTOMER_EVENTS:
@@ -174,6 +186,27 @@ def _emails(facts: Facts, emails: Counter[str]) -> Check:
     )
 
 
+def _named(problem: str, orders: set[str]) -> str:
+    return f"{problem}: {_some(orders)}" if orders else ""
+
+
+def _payments(facts: Facts) -> Check:
+    charged, confirmed, refunded = facts.charged, facts.confirmed, facts.refunded
+    problems = [
+        _named("paid, neither confirmed nor refunded", charged - refunded - confirmed),
+        _named("confirmed, never paid", confirmed - charged),
+        _named("confirmed and refunded", confirmed & refunded),
+        _named("refunded, never paid", refunded - charged),
+        _named("refunded, not cancelled", refunded - facts.cancelled),
+    ]
+    return Check(
+        f"every payment taken is for a confirmed order or refunded ({len(charged)} "
+        f"taken, {len(refunded)} refunded)",
+        not any(problems),
+        "; ".join(p for p in problems if p),
+    )
+
+
 def _dead_letters(facts: Facts) -> Check:
     letters = set(facts.dead_letters)
     twice = {e for e, n in facts.dead_letters.items() if n > 1}
@@ -195,4 +228,10 @@ def _dead_letters(facts: Facts) -> Check:
 
 def check(facts: Facts, emails: Counter[str]) -> list[Check]:
     """Every invariant, given the facts of the log and the emails of the outbox."""
-    return [_outcomes(facts), _stock(facts), _emails(facts, emails), _dead_letters(facts)]
+    return [
+        _outcomes(facts),
+        _stock(facts),
+        _emails(facts, emails),
+        _payments(facts),
+        _dead_letters(facts),
+    ]

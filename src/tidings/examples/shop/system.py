@@ -28,7 +28,7 @@ from tidings.broker import Broker
 from tidings.brokers import from_url, redact_url
 from tidings.examples.shop.analytics import Analytics
 from tidings.examples.shop.check import Auditor, Verdict
-from tidings.examples.shop.config import ShopConfig, outbox_for
+from tidings.examples.shop.config import ShopConfig, outbox_for, sagas_for
 from tidings.examples.shop.eventlog import EventLog
 from tidings.examples.shop.events import ALL_TOPICS, register_schemas
 from tidings.examples.shop.fraud import FraudDetection
@@ -40,6 +40,7 @@ from tidings.examples.shop.payment import Payment
 from tidings.examples.shop.saga import OrderSaga
 from tidings.examples.shop.shipping import Shipping
 from tidings.inspection import Inspectable
+from tidings.sagas import MemorySagaStore, SagaStore, SqlSagaStore
 
 __all__ = ["ServiceRow", "Shop", "Snapshot", "holds_shop_events"]
 
@@ -127,10 +128,14 @@ class Shop:
         config = config or ShopConfig()
         self.outbox = outbox or config.outbox or outbox_for(self.url)
         self._config = config
+        # The saga's instances outlive a restart of the saga service (not of the shop
+        # on memory://, whose broker forgets everything too).
+        sagas = config.sagas or sagas_for(self.url)
+        self.sagas: SagaStore = MemorySagaStore() if sagas is None else SqlSagaStore(sagas)
         self.orders = OrderService(self.broker)
         self.inventory = Inventory(self.broker)
         self.payment = Payment(self.broker, config)
-        self.saga = OrderSaga(self.broker)
+        self.saga = OrderSaga(self.broker, config, self.sagas)
         self.shipping = Shipping(self.broker)
         self.mailer = Mailer(self.broker, self.outbox)
         self.analytics = Analytics(self.broker)
@@ -201,6 +206,8 @@ class Shop:
             return Payment(self.broker, self._config)
         if name == "mailer":
             return Mailer(self.broker, self.outbox)
+        if name == "saga":
+            return OrderSaga(self.broker, self._config, self.sagas)
         return _BY_BROKER[name](self.broker)
 
     async def place(self, count: int, rate: float, stop: asyncio.Event | None = None) -> int:
@@ -291,6 +298,7 @@ class Shop:
         for app in reversed(self._running):
             await app.stop()
         self._running.clear()
+        await self.sagas.close()
         await self.auditor.close()
         await self.broker.close()
 
