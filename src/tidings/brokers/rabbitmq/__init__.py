@@ -2,14 +2,18 @@
 
 A topic is a durable topic exchange; an event's routing key is
 ``<partition>.<type>`` (the partition from its key, CRC-32 as in the embedded
-broker; the CloudEvents type after it). A consumer group is ``partitions``
-durable quorum queues bound to the exchange, one per partition: every group
-gets every event, and within a group one member at a time owns a partition
-(see :mod:`._subscription`), so a key's events are handled in order. Publishes
+broker; the CloudEvents type after it). Every event is kept in its partition's
+history stream (``<topic>.history.<p>``, for the topic's retention), which
+inspection reads (:mod:`._admin`, :mod:`._history`). A consumer group is
+``partitions`` durable quorum queues, one per partition: every group gets
+every event, and within a group one member at a time owns a partition (see
+:mod:`._subscription`), so a key's events are handled in order. Publishes
 wait for publisher confirms. The attempt is the quorum queue's
 ``x-delivery-count``; ``nack(delay)`` sends a copy through a delay queue that
 dead-letters it back (see :mod:`._topology`). Events no group takes wait in
-``<topic>.unrouted`` for the first group. See ``docs/brokers/rabbitmq.md``.
+``<topic>.unrouted`` for the first group. A lost connection is opened again
+by the next call (publishers) or the App's supervision (members re-join).
+See ``docs/brokers/rabbitmq.md``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from tidings.broker import Capabilities, Message, RevokeHandler, SubscribeOptions
@@ -26,6 +30,7 @@ from tidings.brokers._member_id import member_id
 from tidings.brokers._partitioning import partition_for
 from tidings.codec import Codec
 from tidings.errors import BrokerClosedError, BrokerUnavailable, ConfigurationError, PublishError
+from tidings.inspection import GroupInfo, StoredMessage, TopicInfo
 
 try:
     import aio_pika
@@ -36,14 +41,20 @@ except ImportError:  # pragma: no cover - depends on the environment
         "the amqp:// broker needs aio-pika: pip install 'tidings[rabbitmq]'"
     ) from None
 
+from tidings.brokers.rabbitmq._admin import Inspector
 from tidings.brokers.rabbitmq._binding import codec_for, copy, routing_key, write
+from tidings.brokers.rabbitmq._history import tombstone_record
+from tidings.brokers.rabbitmq._management import Management
 from tidings.brokers.rabbitmq._reader import RabbitReader
 from tidings.brokers.rabbitmq._subscription import RabbitMember
 from tidings.brokers.rabbitmq._topology import (
     QUORUM,
+    RESERVED_GROUPS,
     declare_partition,
     declare_topic,
+    groups_exchange,
     partition_queue,
+    tombstones_queue,
     unrouted,
 )
 from tidings.brokers.rabbitmq._url import RabbitOptions
@@ -86,6 +97,8 @@ class RabbitBroker:
         self.delay_queues: set[str] = set()
         self._spread = 0
         self._closed = False
+        self._inspector: Inspector | None = None
+        self._reconnecting = asyncio.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> RabbitBroker:
@@ -119,6 +132,32 @@ class RabbitBroker:
                 self._channel = await self.connection.channel(
                     publisher_confirms=True, on_return_raises=True
                 )
+
+    async def _ensure(self) -> AbstractChannel:
+        """The publishing channel, connecting again first if the connection was lost
+        (raises :class:`BrokerUnavailable` while the server cannot be reached)."""
+        channel = self._check_open()
+        connection = self.connection
+        if connection is not None and not connection.is_closed and not channel.is_closed:
+            return channel
+        async with self._reconnecting:
+            if self.connection is not None and not self.connection.is_closed:
+                await self._reopen()
+                return self._check_open()
+            log.warning("amqp broker %s: connection lost; connecting again", self.options.url)
+            fresh = await self._connect()
+            if self._closed:
+                with contextlib.suppress(Exception):
+                    await fresh.close()
+                raise BrokerClosedError(f"amqp broker {self.options.url} is closed")
+            old, self.connection = self.connection, fresh
+            self._exchanges.clear()
+            self._inspector = None
+            self._channel = await fresh.channel(publisher_confirms=True, on_return_raises=True)
+            if old is not None:
+                with contextlib.suppress(Exception):
+                    await old.close()
+            return self._channel
 
     async def _connect(self) -> AbstractConnection:
         options = self.options
@@ -173,14 +212,19 @@ class RabbitBroker:
     # -- topics ---------------------------------------------------------------------
 
     async def exchange(self, topic: str) -> AbstractExchange:
-        """``topic``'s exchange, declared (with its ``unrouted`` queue) on first use."""
+        """``topic``'s exchange, declared (with its history streams, group exchange and
+        ``unrouted`` queue) on first use."""
         found = self._exchanges.get(topic)
         if found is None:
             if not topic or topic.startswith("amq."):
                 raise ConfigurationError(f"{topic!r} cannot name a RabbitMQ exchange")
+            channel = await self._ensure()
+            options = self.options
             try:
-                found = await declare_topic(self._check_open(), topic)
-            except AMQPError as exc:
+                found = await declare_topic(
+                    channel, topic, options.partitions, options.retention, options.retention_bytes
+                )
+            except (AMQPError, OSError, RuntimeError) as exc:
                 await self._reopen()
                 raise BrokerUnavailable(
                     f"cannot declare topic {topic!r} on {self.options.url}: {exc!r}"
@@ -194,7 +238,10 @@ class RabbitBroker:
         self._check_open()
         if not messages:
             return
-        exchange = await self.exchange(topic)
+        try:
+            exchange = await self.exchange(topic)
+        except BrokerUnavailable as exc:
+            raise PublishError(f"publish to {topic!r} failed: {exc}; nothing was stored") from exc
         now = datetime.now(UTC)
         structured = self.options.binding == "structured"
         partitions = self.options.partitions
@@ -215,7 +262,9 @@ class RabbitBroker:
         try:
             async with asyncio.timeout(self.options.publish_timeout):
                 await asyncio.gather(*sends)
-        except (TimeoutError, AMQPError, RuntimeError) as exc:
+        except (TimeoutError, AMQPError, RuntimeError, OSError) as exc:
+            # A lost connection fails every unconfirmed publish here: nothing is dropped
+            # silently. The next call connects again.
             if self._closed:
                 raise BrokerClosedError(f"amqp broker {self.options.url} is closed") from None
             await self._reopen()
@@ -233,10 +282,13 @@ class RabbitBroker:
         options: SubscribeOptions = SubscribeOptions(),  # noqa: B008 - frozen
         on_revoke: RevokeHandler | None = None,
     ) -> RabbitMember | RabbitReader:
-        channel = self._check_open()
+        self._check_open()
         if not topics:
             raise ConfigurationError("subscribe needs at least one topic")
+        if group in RESERVED_GROUPS:
+            raise ConfigurationError(f"{group!r} names a topic's own queues on amqp://")
         exchanges = [await self.exchange(topic) for topic in topics]
+        channel = await self._ensure()
         assert self.connection is not None
         try:
             if group is None:
@@ -261,13 +313,14 @@ class RabbitBroker:
             self._members.add(member)
             await member.start()
             return member
-        except AMQPError as exc:
+        except (AMQPError, OSError, RuntimeError) as exc:
+            await self._reopen()
             raise BrokerUnavailable(f"cannot subscribe on {self.options.url}: {exc!r}") from exc
 
     async def _declare_group(
         self,
         channel: AbstractChannel,
-        exchange: AbstractExchange,
+        _exchange: AbstractExchange,
         topic: str,
         group: str,
         options: SubscribeOptions,
@@ -284,14 +337,14 @@ class RabbitBroker:
         with contextlib.suppress(Exception):
             await probe.close()
         for partition in range(self.options.partitions):
-            await declare_partition(channel, exchange, topic, group, partition)
+            await declare_partition(channel, topic, group, partition)
         if new and options.start == "earliest":
-            await self._take_unrouted(channel, exchange, topic)
+            await self._take_unrouted(channel, topic)
 
-    async def _take_unrouted(
-        self, channel: AbstractChannel, exchange: AbstractExchange, topic: str
-    ) -> None:
-        """Route again, in order, what no group took: now this group's queues do."""
+    async def _take_unrouted(self, channel: AbstractChannel, topic: str) -> None:
+        """Route again, in order, what no group took: now this group's queues do (the
+        history already holds them)."""
+        exchange = await channel.get_exchange(groups_exchange(topic), ensure=False)
         waiting = await channel.declare_queue(unrouted(topic), durable=True, arguments=QUORUM)
         moved = 0
         while (message := await waiting.get(no_ack=False, fail=False)) is not None:
@@ -304,3 +357,89 @@ class RabbitBroker:
     async def _leave(self, member: RabbitMember) -> None:
         self._members.discard(member)
         await member.stop()
+
+    # -- inspection (tidings.inspection.Inspectable) ----------------------------------
+
+    async def _inspecting(self) -> Inspector:
+        await self._ensure()
+        connection = self.connection
+        assert connection is not None
+        if self._inspector is None or self._inspector.connection is not connection:
+            options = self.options
+            context = None
+            if options.management.startswith("https://"):
+                context = ssl.create_default_context(cafile=options.tls_ca)
+            management = Management(
+                options.management,
+                options.username,
+                options.password,
+                options.vhost,
+                options.connect_timeout,
+                context,
+            )
+            self._inspector = Inspector(management, connection)
+        return self._inspector
+
+    async def list_topics(self) -> list[TopicInfo]:
+        """Every topic (an exchange with history streams), its events and retention."""
+        return await (await self._inspecting()).list_topics()
+
+    async def list_groups(self) -> list[GroupInfo]:
+        """Every group, its members (consumer tags) and per-partition lag."""
+        return await (await self._inspecting()).list_groups()
+
+    async def delete_group(self, name: str) -> bool:
+        """Delete group ``name``'s queues (:class:`~tidings.inspection.GroupAdmin`)."""
+        return await (await self._inspecting()).delete_group(name)
+
+    async def read(
+        self,
+        topic: str,
+        *,
+        after: Mapping[int, int] | None = None,
+        last: int | None = None,
+        limit: int = 1000,
+    ) -> list[StoredMessage]:
+        """Stored events of ``topic`` from its history streams, joining no group."""
+        return await (await self._inspecting()).read(topic, after, last, limit)
+
+    async def delete(self, topic: str, entries: Sequence[tuple[int, int]]) -> int:
+        """Tombstone entries of ``topic``'s history (a stream cannot drop one entry):
+        inspection no longer reads them; retention removes them with their segment."""
+        inspector = await self._inspecting()
+        partitions = await inspector.partitions(topic)
+        if partitions is None or not entries:
+            return 0
+        bounds = await inspector.bounds(topic, partitions)
+        gone = await inspector.tombstones(topic)
+        fresh = set()
+        for partition, offset in entries:
+            kept = bounds.get(partition)
+            if kept is not None and kept.first <= offset < kept.head:
+                if (partition, offset) not in gone:
+                    fresh.add((partition, offset))
+        if not fresh:
+            return 0
+        channel = await self._ensure()
+        try:
+            async with asyncio.timeout(self.options.publish_timeout):
+                await channel.default_exchange.publish(
+                    aio_pika.Message(
+                        tombstone_record(fresh), delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+                    ),
+                    tombstones_queue(topic),
+                )
+        except (TimeoutError, AMQPError, RuntimeError, OSError) as exc:
+            await self._reopen()
+            raise PublishError(f"deleting from {topic!r} failed: {exc!r}") from exc
+        return len(fresh)
+
+    async def move(self, topic: str, entries: Sequence[tuple[int, int, str, Message]]) -> int:
+        """Publish each message to its target, then delete the original (not atomic:
+        a failure in between leaves both copies, never none)."""
+        by_target: dict[str, list[Message]] = {}
+        for _, _, target, message in entries:
+            by_target.setdefault(target, []).append(message)
+        for target, messages in by_target.items():
+            await self.publish(target, messages)
+        return await self.delete(topic, [(p, o) for p, o, _, _ in entries])

@@ -93,7 +93,8 @@ class RabbitMember:
             roster = await self._control.declare_queue(
                 members_queue(topic, self.group), auto_delete=True
             )
-            await roster.consume(_ignore, no_ack=True)
+            # The consumer tags name the members (tidings groups lists them).
+            await roster.consume(_ignore, no_ack=True, consumer_tag=f"{self.member}/{topic}")
         await self.rebalance()
         self._task = asyncio.create_task(self._keep_share(), name="tidings-rabbitmq-group")
 
@@ -144,7 +145,7 @@ class RabbitMember:
         try:
             await channel.set_qos(prefetch_count=self.prefetch)
             queue = await channel.declare_queue(part.queue, durable=True, arguments=PARTITION)
-            await queue.consume(receive, no_ack=False)
+            await queue.consume(receive, no_ack=False, consumer_tag=self.member)
         except BaseException:
             # Never keep a lock without consuming: the partition would stall.
             with contextlib.suppress(Exception):
