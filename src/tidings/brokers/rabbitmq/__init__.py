@@ -63,6 +63,17 @@ __all__ = ["RabbitBroker", "RabbitOptions"]
 
 log = logging.getLogger("tidings.brokers.rabbitmq")
 
+
+class _NoTransportNoise(logging.Filter):
+    """aiormq logs a failed connect as an error before raising it; the adapter raises
+    :class:`BrokerUnavailable` naming the URL (without its password) instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("error when creating transport")
+
+
+logging.getLogger("aiormq.connection").addFilter(_NoTransportNoise())
+
 CAPABILITIES = Capabilities(
     persistent=True,
     ordered_per_key=True,

@@ -62,6 +62,8 @@ class Inspector:
         self.management = management
         self.streams = StreamReader(connection)
         self.connection = connection
+        #: Partitions of the topics seen (fixed once a topic exists).
+        self._partitions: dict[str, int] = {}
 
     # -- what exists --------------------------------------------------------------------
 
@@ -81,9 +83,16 @@ class Inspector:
             stats = queue.get("message_stats") or {}
             topic.rate += float((stats.get("publish_details") or {}).get("rate", 0.0))
             topic.bytes += int(queue.get("message_bytes") or 0)
+            if int(queue.get("messages") or 0) > 0:
+                self.streams.known.add(queue["name"])  # statistics lag, never lead
+        for topic in found.values():
+            self._partitions[topic.name] = topic.partitions
         return dict(sorted(found.items()))
 
     async def partitions(self, topic: str) -> int | None:
+        known = self._partitions.get(topic)
+        if known is not None:
+            return known
         found = (await self.topics()).get(topic)
         return found.partitions if found is not None else None
 
@@ -117,8 +126,9 @@ class Inspector:
         return out
 
     async def _count(self, topic: _Topic) -> int:
-        bounds = await self.bounds(topic.name, topic.partitions)
-        gone = await self.tombstones(topic.name)
+        bounds, gone = await asyncio.gather(
+            self.bounds(topic.name, topic.partitions), self.tombstones(topic.name)
+        )
         events = sum(b.head - b.first for b in bounds.values())
         for partition, offset in gone:
             kept = bounds.get(partition)
@@ -236,8 +246,9 @@ class Inspector:
             return []
         chosen = after if after is not None else dict.fromkeys(range(partitions), 0)
         chosen = {p: o for p, o in chosen.items() if 0 <= p < partitions}
-        bounds = await self.bounds(topic, partitions)
-        gone = await self.tombstones(topic)
+        bounds, gone = await asyncio.gather(
+            self.bounds(topic, partitions), self.tombstones(topic)
+        )
         per_partition = await asyncio.gather(
             *(
                 self._read_partition(topic, p, offset, bounds.get(p), gone, last, limit)
