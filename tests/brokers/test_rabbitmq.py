@@ -57,7 +57,8 @@ async def delete_names(
         for topic in topics:
             if marker not in topic:
                 continue
-            names = [f"{topic}.unrouted"]
+            names = [f"{topic}.unrouted", f"{topic}.tombstones"]
+            names += [f"{topic}.history.{p}" for p in range(4)]
             for group in groups:
                 names.append(f"{topic}.{group}.members")
                 names += [f"{topic}.{group}.{p}" for p in range(4)]
@@ -65,7 +66,7 @@ async def delete_names(
                 channel = await connection.channel()
                 await channel.queue_delete(name)
                 await channel.close()
-            for exchange in (topic, f"{topic}.unrouted"):
+            for exchange in (topic, f"{topic}.groups", f"{topic}.unrouted"):
                 channel = await connection.channel()
                 await channel.exchange_delete(exchange)
                 await channel.close()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -54,6 +55,7 @@ from tidings.brokers.rabbitmq._topology import (
     declare_topic,
     groups_exchange,
     partition_queue,
+    stream_arguments,
     tombstones_queue,
     unrouted,
 )
@@ -170,7 +172,8 @@ class RabbitBroker:
                     await old.close()
             return self._channel
 
-    async def _connect(self) -> AbstractConnection:
+    async def _connect(self, name: str = "") -> AbstractConnection:
+        """A new connection, named ``tidings <pid> [<name>]`` in the server's listings."""
         options = self.options
         context = None
         if options.tls:
@@ -186,7 +189,9 @@ class RabbitBroker:
                     ssl=options.tls,
                     ssl_context=context,
                     timeout=options.connect_timeout,
-                    client_properties={"connection_name": "tidings"},
+                    client_properties={
+                        "connection_name": f"tidings {os.getpid()} {name}".rstrip()
+                    },
                 ),
                 options.connect_timeout,
             )
@@ -309,10 +314,11 @@ class RabbitBroker:
                 return reader
             for topic, exchange in zip(topics, exchanges, strict=True):
                 await self._declare_group(channel, exchange, topic, group, options)
+            identity = member_id(options.client_name)
             member = RabbitMember(
-                await self._connect(),
+                await self._connect(f"{group} {identity}"),
                 group,
-                member_id(options.client_name),
+                identity,
                 topics,
                 self.options.partitions,
                 options.prefetch,
@@ -322,7 +328,11 @@ class RabbitBroker:
                 self.delay_queues,
             )
             self._members.add(member)
-            await member.start()
+            try:
+                await member.start()
+            except BaseException:
+                await self._leave(member)
+                raise
             return member
         except (AMQPError, OSError, RuntimeError) as exc:
             await self._reopen()
@@ -432,8 +442,14 @@ class RabbitBroker:
         if not fresh:
             return 0
         channel = await self._ensure()
+        options = self.options
         try:
             async with asyncio.timeout(self.options.publish_timeout):
+                await channel.declare_queue(
+                    tombstones_queue(topic),
+                    durable=True,
+                    arguments=stream_arguments(options.retention, options.retention_bytes),
+                )
                 await channel.default_exchange.publish(
                     aio_pika.Message(
                         tombstone_record(fresh), delivery_mode=aio_pika.DeliveryMode.PERSISTENT

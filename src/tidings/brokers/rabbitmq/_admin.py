@@ -162,39 +162,53 @@ class Inspector:
         heads: dict[str, dict[int, Bounds]] = {}
         for topic in {t for parts in groups.values() for t, _ in parts}:
             heads[topic] = await self.bounds(topic, topics[topic].partitions)
-        ready = await self._ready([n for parts in groups.values() for n in parts.values()])
+        rosters = {
+            members_queue(t, g) for g, parts in groups.items() for t, _ in parts
+        }
+        exact = await self._counts(
+            [n for parts in groups.values() for n in parts.values()] + sorted(rosters)
+        )
         out = []
         for group, parts in sorted(groups.items()):
             members: set[str] = set()
+            counted = 0
             lags = []
-            for (topic, partition), name in sorted(parts.items()):
-                for consumer in by_queue.get(members_queue(topic, group), ()):
+            for topic in sorted({t for t, _ in parts}):
+                roster = members_queue(topic, group)
+                for consumer in by_queue.get(roster, ()):
                     tag = str(consumer.get("consumer_tag", ""))
                     members.add(tag.removesuffix(f"/{topic}"))
+                counted = max(counted, exact.get(roster, (0, 0))[1])
+            for (topic, partition), name in sorted(parts.items()):
                 owners = [
                     str(c.get("consumer_tag", ""))
                     for c in by_queue.get(name, ())
                     if c.get("active", True)
                 ]
-                lag = ready.get(name, 0) + unacked.get(name, 0) + delayed.get(name, 0)
+                lag = exact.get(name, (0, 0))[0] + unacked.get(name, 0) + delayed.get(name, 0)
                 bounds = heads.get(topic, {}).get(partition)
                 top = bounds.head if bounds is not None else lag
                 lags.append(
                     PartitionLag(topic, partition, max(top - lag, 0), max(top, lag), _owner(owners))
                 )
-            out.append(GroupInfo(group, sorted(members), lags))
+            listed = sorted(members)
+            # The statistics name consumers a moment late; the count over AMQP is exact.
+            listed += ["(a member not listed yet)"] * max(counted - len(listed), 0)
+            out.append(GroupInfo(group, listed, lags))
         return out
 
-    async def _ready(self, names: Sequence[str]) -> dict[str, int]:
-        """Messages ready in each queue, exactly (``queue.declare`` passive)."""
-        counts: dict[str, int] = {}
+    async def _counts(self, names: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """``(messages ready, consumers)`` of each queue that exists, exactly (``queue.declare``
+        passive)."""
+        counts: dict[str, tuple[int, int]] = {}
 
         async def one(name: str) -> None:
             async with self.streams._slots:
                 channel = await self.connection.channel(publisher_confirms=False)
                 try:
                     queue = await channel.declare_queue(name, passive=True)
-                    counts[name] = int(queue.declaration_result.message_count or 0)
+                    result = queue.declaration_result
+                    counts[name] = (int(result.message_count or 0), int(result.consumer_count or 0))
                 except AMQPError:
                     return
                 finally:
@@ -215,12 +229,15 @@ class Inspector:
                 mine.append(queue["name"])
         if not mine:
             return False
+        watched = set(mine) | {members_queue(t, name) for t in topics}
         live = {
-            str(c.get("consumer_tag", ""))
+            str(c.get("consumer_tag", "")).split("/", 1)[0]
             for c in consumers
-            if (c.get("queue") or {}).get("name")
-            in set(mine) | {members_queue(t, name) for t in topics}
+            if (c.get("queue") or {}).get("name") in watched
         }
+        exact = await self._counts(sorted(watched))
+        if any(consumers for _, consumers in exact.values()):
+            live = live or {"(not listed yet)"}
         if live:
             raise GroupInUseError(
                 f"consumer group {name!r} has {len(live)} live member(s) "

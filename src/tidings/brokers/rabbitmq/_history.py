@@ -153,7 +153,8 @@ class StreamReader:
         return [e for e in found or () if e.offset < end]
 
     async def tombstones(self, stream: str) -> set[tuple[int, int]]:
-        """The ``(partition, offset)`` pairs recorded in the tombstone ``stream``."""
+        """The ``(partition, offset)`` pairs recorded in the tombstone ``stream`` (none if
+        it does not exist: nothing was ever deleted)."""
         bounds = await self.bounds(stream)
         if bounds is None or bounds.first == bounds.head:
             return set()

@@ -9,7 +9,8 @@ For a topic ``T``, group ``G`` and partition ``p``:
   history (see :mod:`._history`), kept for ``retention`` (the URL's option),
   read by inspection and never consumed by a group.
 * ``T.tombstones``: a stream of ``(partition, offset)`` records: the history
-  entries inspection deleted (a stream cannot delete one entry).
+  entries inspection deleted (a stream cannot delete one entry); declared by
+  the first deletion.
 * ``T.groups``: a durable topic exchange bound to ``T`` with ``#``; the group
   queues are bound to it. Its alternate exchange is ``T.unrouted``.
 * ``T.unrouted``: a durable fanout exchange and a quorum queue of that name. An
@@ -122,7 +123,6 @@ async def declare_topic(
             history_queue(topic, partition), durable=True, arguments=streams
         )
         await history.bind(exchange, f"{partition}.#")
-    await channel.declare_queue(tombstones_queue(topic), durable=True, arguments=streams)
     return exchange
 
 
