@@ -43,6 +43,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     ) from None
 
 from tidings.brokers.rabbitmq._admin import Inspector
+from tidings.brokers.rabbitmq._alive import alive
 from tidings.brokers.rabbitmq._binding import codec_for, copy, routing_key, write
 from tidings.brokers.rabbitmq._history import tombstone_record
 from tidings.brokers.rabbitmq._management import Management
@@ -140,7 +141,8 @@ class RabbitBroker:
         if self._closed or channel is None or not channel.is_closed:
             return
         self._exchanges.clear()
-        if self.connection is not None and not self.connection.is_closed:
+        if alive(self.connection):
+            assert self.connection is not None
             with contextlib.suppress(AMQPError, OSError, RuntimeError):
                 self._channel = await self.connection.channel(
                     publisher_confirms=True, on_return_raises=True
@@ -150,13 +152,13 @@ class RabbitBroker:
         """The publishing channel, connecting again first if the connection was lost
         (raises :class:`BrokerUnavailable` while the server cannot be reached)."""
         channel = self._check_open()
-        connection = self.connection
-        if connection is not None and not connection.is_closed and not channel.is_closed:
+        if alive(self.connection) and not channel.is_closed:
             return channel
         async with self._reconnecting:
-            if self.connection is not None and not self.connection.is_closed:
+            if alive(self.connection):
                 await self._reopen()
-                return self._check_open()
+                if not self._check_open().is_closed:
+                    return self._check_open()
             log.warning("amqp broker %s: connection lost; connecting again", self.options.url)
             fresh = await self._connect()
             if self._closed:

@@ -32,6 +32,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from aio_pika.exceptions import AMQPError
 
 from tidings.broker import Delivery, RevokeHandler
+from tidings.brokers.rabbitmq._alive import alive
 from tidings.brokers.rabbitmq._binding import copy, read
 from tidings.brokers.rabbitmq._delivery import Partition, RabbitDelivery
 from tidings.brokers.rabbitmq._topology import (
@@ -104,7 +105,7 @@ class RabbitMember:
             try:
                 await self.rebalance()
             except (AMQPError, OSError, RuntimeError) as exc:
-                if self.closed or self.connection.is_closed:
+                if self.closed or not alive(self.connection):
                     self.wake.set()
                     return
                 log.warning("%s: checking the group's partitions failed: %r", self.group, exc)
@@ -218,7 +219,7 @@ class RabbitMember:
     async def fetch(self, max_count: int, timeout: float) -> Sequence[Delivery]:
         deadline = time.monotonic() + timeout
         while not self.closed:
-            if self.connection.is_closed:
+            if not alive(self.connection):
                 raise BrokerUnavailable(f"the connection of group {self.group!r} was lost")
             if self.buffer:
                 out: list[Delivery] = []
