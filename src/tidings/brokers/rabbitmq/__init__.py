@@ -26,7 +26,7 @@ import ssl
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from tidings.broker import Capabilities, Message, RevokeHandler, SubscribeOptions
+from tidings.broker import Capabilities, Message, Position, RevokeHandler, SubscribeOptions
 from tidings.brokers._member_id import member_id
 from tidings.brokers._partitioning import partition_for
 from tidings.codec import Codec
@@ -48,6 +48,7 @@ from tidings.brokers.rabbitmq._binding import codec_for, copy, routing_key, writ
 from tidings.brokers.rabbitmq._history import tombstone_record
 from tidings.brokers.rabbitmq._management import Management
 from tidings.brokers.rabbitmq._reader import RabbitReader
+from tidings.brokers.rabbitmq._seek import refill, start_offset
 from tidings.brokers.rabbitmq._subscription import RabbitMember
 from tidings.brokers.rabbitmq._topology import (
     QUORUM,
@@ -55,6 +56,7 @@ from tidings.brokers.rabbitmq._topology import (
     declare_partition,
     declare_topic,
     groups_exchange,
+    keeps_history,
     partition_queue,
     stream_arguments,
     tombstones_queue,
@@ -82,7 +84,7 @@ CAPABILITIES = Capabilities(
     ordered_per_key=True,
     consumer_groups=True,
     key_affinity=True,
-    replay=False,
+    replay=True,
     delayed_publish=False,
     delayed_redelivery=True,
     exactly_once=False,
@@ -380,6 +382,42 @@ class RabbitBroker:
     async def _leave(self, member: RabbitMember) -> None:
         self._members.discard(member)
         await member.stop()
+
+    # -- replay -------------------------------------------------------------------------
+
+    async def seek(self, topic: str, group: str, position: Position) -> None:
+        """Refill ``group``'s queues on ``topic`` from the history at ``position`` (see
+        :mod:`._seek`); the group is created if it does not exist. Members in this process
+        give the topic's partitions up meanwhile (revoking what they hold)."""
+        if group in RESERVED_GROUPS:
+            raise ConfigurationError(f"{group!r} names a topic's own queues on amqp://")
+        if not keeps_history(topic):
+            raise ConfigurationError(f"{topic!r} keeps no history to replay")
+        await self.exchange(topic)
+        channel = await self._ensure()
+        members = [m for m in self._members if m.group == group and topic in m.parts]
+        inspector = await self._inspecting()
+        partitions = self.options.partitions
+        try:
+            for member in members:
+                await member.hold(topic)
+            for partition in range(partitions):
+                await declare_partition(channel, topic, group, partition)
+            bounds = await inspector.bounds(topic, partitions)
+            for partition, kept in sorted(bounds.items()):
+                start = await start_offset(inspector.streams, topic, partition, kept, position)
+                await refill(
+                    channel, inspector.streams, topic, group, partition, start, kept,
+                    self.delay_queues,
+                )  # fmt: skip
+        except (AMQPError, OSError, RuntimeError) as exc:
+            await self._reopen()
+            raise BrokerUnavailable(
+                f"cannot move group {group!r} on {topic!r} at {self.options.url}: {exc!r}"
+            ) from exc
+        finally:
+            for member in members:
+                await member.resume(topic)
 
     # -- inspection (tidings.inspection.Inspectable) ----------------------------------
 

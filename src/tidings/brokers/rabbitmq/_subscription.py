@@ -84,6 +84,8 @@ class RabbitMember:
         self._confirming: AbstractChannel | None = None
         self._task: asyncio.Task[None] | None = None
         self._start = zlib.crc32(member.encode())
+        #: Topics whose partitions this member must not take (a seek refills them).
+        self.held: set[str] = set()
 
     # -- membership ------------------------------------------------------------------
 
@@ -115,6 +117,8 @@ class RabbitMember:
         control = self._control
         assert control is not None
         for topic, parts in self.parts.items():
+            if topic in self.held:
+                continue
             roster = await control.declare_queue(members_queue(topic, self.group), auto_delete=True)
             result = roster.declaration_result
             members = max(int(result.consumer_count or 1), 1)
@@ -213,6 +217,21 @@ class RabbitMember:
         handed = [d for d in held if not _buffered(d)]
         if revoke and self.on_revoke is not None and (handed or nacked):
             self.on_revoke([*handed, *nacked])
+
+    async def hold(self, topic: str) -> None:
+        """Give up ``topic``'s partitions (revoking what was handed out) and take none
+        until :meth:`resume`."""
+        self.held.add(topic)
+        for part in self.parts.get(topic, ()):
+            await self.release(part, revoke=True)
+
+    async def resume(self, topic: str) -> None:
+        self.held.discard(topic)
+        if not self.closed and alive(self.connection):
+            try:
+                await self.rebalance()
+            except (AMQPError, OSError, RuntimeError) as exc:
+                log.warning("%s: taking partitions back failed: %r", self.group, exc)
 
     # -- fetching -------------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ For a topic ``T``, group ``G`` and partition ``p``:
   history streams and, through an exchange-to-exchange binding, to ``T.groups``.
 * ``T.history.p``: a durable stream queue bound with ``p.#``: partition ``p``'s
   history (see :mod:`._history`), kept for ``retention`` (the URL's option),
-  read by inspection and never consumed by a group.
+  read by inspection and never consumed by a group. Request-reply inboxes
+  (``tidings.replies.*``) keep none.
 * ``T.tombstones``: a stream of ``(partition, offset)`` records: the history
   entries inspection deleted (a stream cannot delete one entry); declared by
   the first deletion.
@@ -76,6 +77,14 @@ def groups_exchange(topic: str) -> str:
     return f"{topic}.groups"
 
 
+#: Topics without history: request-reply inboxes (answers nobody reads twice).
+_NO_HISTORY = ("tidings.replies.",)
+
+
+def keeps_history(topic: str) -> bool:
+    return not topic.startswith(_NO_HISTORY)
+
+
 def stream_arguments(retention: float, retention_bytes: int | None) -> FieldTable:
     """A stream queue's arguments: ``retention`` seconds (0: no age limit) and bytes."""
     arguments: FieldTable = {"x-queue-type": "stream"}
@@ -117,6 +126,8 @@ async def declare_topic(
     )
     exchange = await channel.declare_exchange(topic, aio_pika.ExchangeType.TOPIC, durable=True)
     await groups.bind(exchange, "#")
+    if not keeps_history(topic):
+        return exchange
     streams = stream_arguments(retention, retention_bytes)
     for partition in range(partitions):
         history = await channel.declare_queue(
