@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -21,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _services import port_open, run_python, service_missing, start_python
+from _services import port_open, run_python, service_missing
 
+import tidings
 from tidings import App, Context
 from tidings.broker import Message
 from tidings.brokers.rabbitmq import RabbitBroker
@@ -34,12 +36,10 @@ HOST, PORT, MANAGEMENT = "127.0.0.1", 5672, 15672
 
 def management(method: str, path: str, body: Any = None) -> Any:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        f"http://{HOST}:{MANAGEMENT}{path}", data=data, method=method
-    )
+    request = urllib.request.Request(f"http://{HOST}:{MANAGEMENT}{path}", data=data, method=method)
     request.add_header("Authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
     request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - local
+    with urllib.request.urlopen(request, timeout=10) as answer:
         text = answer.read()
     return json.loads(text) if text else None
 
@@ -72,7 +72,9 @@ async def broker(vhost: str) -> AsyncIterator[RabbitBroker]:
     await opened.close()
 
 
-def cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return run_python("-m", "tidings.cli", *args, cwd=cwd, timeout=timeout)
 
 
@@ -157,11 +159,11 @@ async def test_tail_from_beginning_last_and_follow(broker: RabbitBroker, vhost: 
 
 
 def start_tail(url: str) -> subprocess.Popen[str]:
-    source = str(Path(__import__("tidings").__file__).resolve().parents[1])
+    source = str(Path(tidings.__file__).resolve().parents[1])
     path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)
     return subprocess.Popen(
         [
-            __import__("sys").executable,
+            sys.executable,
             "-m",
             "tidings.cli",
             "tail",
@@ -286,3 +288,30 @@ def test_demo_runs_headless_and_its_invariants_hold(tmp_path: Path, vhost: str) 
     again = cli("demo", "--broker", url, "--orders", "10", "--headless", cwd=tmp_path)
     assert again.returncode != 0
     assert "already holds shop events" in again.stderr
+
+
+# -- replay ----------------------------------------------------------------------------
+
+
+async def test_replay_moves_a_running_group_back_to_the_beginning(
+    broker: RabbitBroker, vhost: str
+) -> None:
+    app = App("replayed", broker=broker)
+    seen: list[int] = []
+
+    @app.subscribe("bars", group="readers")
+    async def read(data: dict[str, Any]) -> None:
+        seen.append(data["n"])
+
+    async with app:
+        for i in range(5):
+            await app.publish({"n": i}, topic="bars", type="Bar", key="same")
+        assert await until_true(lambda: len(seen) == 5, 15)
+        moved = await acli(
+            "replay", "--group", "readers", "--topic", "bars", "--from-beginning",
+            "--broker", vhost,
+        )  # fmt: skip
+        assert moved.returncode == 0, moved.stderr
+        assert "moved to the beginning" in moved.stdout
+        assert await until_true(lambda: len(seen) == 10, 15), seen
+    assert seen == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4]

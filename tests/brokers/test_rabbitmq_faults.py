@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import pytest
 from _services import publish_confirmed, start_python, stop_process, until
-from test_rabbitmq_cli import management, vhost  # noqa: F401 - the fixture
+from test_rabbitmq_cli import management, vhost
 
 from tidings import App
 from tidings.broker import Message
@@ -29,7 +29,7 @@ __all__ = ["vhost"]
 
 def connections(pid: int, where: str) -> list[dict[str, Any]]:
     """The server's connections of process ``pid`` on vhost ``where``."""
-    found = management("GET", f"/api/connections/?columns=name,vhost,client_properties")
+    found = management("GET", "/api/connections/?columns=name,vhost,client_properties")
     mine = []
     for connection in found:
         name = (connection.get("client_properties") or {}).get("connection_name", "")
@@ -76,7 +76,7 @@ def workers() -> Iterator[list[Any]]:
 
 
 async def test_connections_cut_mid_flow_lose_no_confirmed_event_and_come_back(
-    vhost: str,  # noqa: F811 - the fixture
+    vhost: str,
     workers: list[Any],
     tmp_path: Path,
 ) -> None:
@@ -117,7 +117,7 @@ async def test_connections_cut_mid_flow_lose_no_confirmed_event_and_come_back(
 
 
 async def test_a_publish_in_flight_when_the_connection_dies_is_confirmed_or_raises(
-    vhost: str,  # noqa: F811 - the fixture
+    vhost: str,
 ) -> None:
     """Publishes racing a cut connection each end confirmed or raising PublishError; every
     confirmed one is stored, and the same broker publishes again afterwards."""
@@ -161,4 +161,3 @@ async def test_a_publish_in_flight_when_the_connection_dies_is_confirmed_or_rais
     finally:
         await broker.close()
         await reader.close()
-

@@ -193,9 +193,7 @@ class RabbitBroker:
                     ssl=options.tls,
                     ssl_context=context,
                     timeout=options.connect_timeout,
-                    client_properties={
-                        "connection_name": f"tidings {os.getpid()} {name}".rstrip()
-                    },
+                    client_properties={"connection_name": f"tidings {os.getpid()} {name}".rstrip()},
                 ),
                 options.connect_timeout,
             )
@@ -476,9 +474,9 @@ class RabbitBroker:
         fresh = set()
         for partition, offset in entries:
             kept = bounds.get(partition)
-            if kept is not None and kept.first <= offset < kept.head:
-                if (partition, offset) not in gone:
-                    fresh.add((partition, offset))
+            stored = kept is not None and kept.first <= offset < kept.head
+            if stored and (partition, offset) not in gone:
+                fresh.add((partition, offset))
         if not fresh:
             return 0
         channel = await self._ensure()

@@ -162,9 +162,7 @@ class Inspector:
         heads: dict[str, dict[int, Bounds]] = {}
         for topic in {t for parts in groups.values() for t, _ in parts}:
             heads[topic] = await self.bounds(topic, topics[topic].partitions)
-        rosters = {
-            members_queue(t, g) for g, parts in groups.items() for t, _ in parts
-        }
+        rosters = {members_queue(t, g) for g, parts in groups.items() for t, _ in parts}
         exact = await self._counts(
             [n for parts in groups.values() for n in parts.values()] + sorted(rosters)
         )
@@ -263,9 +261,7 @@ class Inspector:
             return []
         chosen = after if after is not None else dict.fromkeys(range(partitions), 0)
         chosen = {p: o for p, o in chosen.items() if 0 <= p < partitions}
-        bounds, gone = await asyncio.gather(
-            self.bounds(topic, partitions), self.tombstones(topic)
-        )
+        bounds, gone = await asyncio.gather(self.bounds(topic, partitions), self.tombstones(topic))
         per_partition = await asyncio.gather(
             *(
                 self._read_partition(topic, p, offset, bounds.get(p), gone, last, limit)

@@ -52,7 +52,7 @@ class Management:
         request.add_header("Authorization", self._auth)
         request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(  # noqa: S310 - the operator's own URL
+            with urllib.request.urlopen(
                 request, timeout=self._timeout, context=self._context
             ) as answer:
                 body = answer.read()
@@ -65,8 +65,7 @@ class Management:
             ) from None
         except (OSError, ValueError) as exc:
             raise BrokerUnavailable(
-                f"no RabbitMQ management API at {self.base} ({type(exc).__name__}: {exc}); "
-                + _HINT
+                f"no RabbitMQ management API at {self.base} ({type(exc).__name__}: {exc}); " + _HINT
             ) from None
         return json.loads(body) if body else None
 

@@ -93,7 +93,9 @@ def stream_arguments(retention: float, retention_bytes: int | None) -> FieldTabl
     if retention_bytes is not None:
         arguments["x-max-length-bytes"] = retention_bytes
         # Retention drops whole segments: keep them small enough to honour the limit.
-        arguments["x-stream-max-segment-size-bytes"] = max(min(retention_bytes // 4, 500_000_000), 1_000)
+        arguments["x-stream-max-segment-size-bytes"] = max(
+            min(retention_bytes // 4, 500_000_000), 1_000
+        )
     return arguments
 
 
