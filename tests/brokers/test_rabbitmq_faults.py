@@ -98,6 +98,8 @@ async def test_connections_cut_mid_flow_lose_no_confirmed_event_and_come_back(
         async def on_batch(published: int) -> None:
             await asyncio.sleep(0.05)  # a flow over seconds, so cuts land mid-stream
             if published in (500, 1000):
+                # The worker is connected again (the second time) before it is cut.
+                assert await until(lambda: len(connections(victim, where)) >= 2, 30)
                 assert await asyncio.to_thread(cut, victim, where) >= 2
                 marks[f"cut{published}"] = len(_handlings(log))
             if published == 800:
