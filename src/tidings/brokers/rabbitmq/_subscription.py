@@ -181,8 +181,11 @@ class RabbitMember:
         )
         message_id = incoming.message_id or ""
         if part.nacked.pop(message_id, None) is not None and key is not None:
+            part.returned.add(incoming.delivery_tag or 0)
             waiting = part.retrying.get(key)
-            if waiting is not None and waiting[1] <= time.time():
+            # The key's latest retry is back (its message TTL may end a little before
+            # the due time noted after the copy was confirmed).
+            if waiting is not None and (waiting[2] == message_id or waiting[1] <= time.time()):
                 del part.retrying[key]
         part.unacked[incoming.delivery_tag or 0] = delivery
         self.buffer.append(delivery)
@@ -193,9 +196,15 @@ class RabbitMember:
         if not part.owned:
             return
         part.owned = False
-        held = list(part.unacked.values())
+        held = list(part.unacked.values())  # in the order received
         nacked = list(part.nacked.values())
         retrying = dict(part.retrying)
+        returned = set(part.returned)
+        log.debug(
+            "%s: %s releases %s holding %s (retrying %s, returned %s)",
+            self.group, self.member, part.queue,
+            [(d.incoming.delivery_tag, d.value) for d in held], sorted(retrying), sorted(returned),
+        )  # fmt: skip
         channel = part.channel
         part.channel = None
         part.fence()
@@ -208,6 +217,7 @@ class RabbitMember:
                 with contextlib.suppress(AMQPError, OSError, RuntimeError):
                     await self._delay_copy(delivery, behind[0], delivery.attempt - 1)
                     await delivery.incoming.ack()
+        await self._put_retries_first(part, held, retrying, returned)
         if channel is not None:
             with contextlib.suppress(Exception):
                 await channel.close()
@@ -217,6 +227,36 @@ class RabbitMember:
         handed = [d for d in held if not _buffered(d)]
         if revoke and self.on_revoke is not None and (handed or nacked):
             self.on_revoke([*handed, *nacked])
+
+    async def _put_retries_first(
+        self,
+        part: Partition,
+        held: list[RabbitDelivery],
+        retrying: dict[str, tuple[str, float, str]],
+        returned: set[int],
+    ) -> None:
+        """A retry that came back after later events of its key were received: closing
+        the channel would return them in the order received (the later events first), so
+        they go back through a delay queue of 1 ms instead, the retries first."""
+        by_key: dict[str, list[RabbitDelivery]] = {}
+        for delivery in held:
+            if delivery.key is not None and delivery.key not in retrying:
+                by_key.setdefault(delivery.key, []).append(delivery)
+        for mine in by_key.values():
+
+            def came_back(d: RabbitDelivery) -> bool:
+                return (d.incoming.delivery_tag or 0) in returned
+
+            order = [d for d in mine if came_back(d)] + [d for d in mine if not came_back(d)]
+            if order == mine or self._control is None:
+                continue
+            with contextlib.suppress(AMQPError, OSError, RuntimeError):
+                queue = await declare_delay(self._control, part.queue, 1)
+                self.delays.add(queue)
+                for delivery in order:
+                    await self._delay_copy(delivery, queue, delivery.attempt - 1)
+                for delivery in order:
+                    await delivery.incoming.ack()
 
     async def hold(self, topic: str) -> None:
         """Give up ``topic``'s partitions (revoking what was handed out) and take none
@@ -284,7 +324,7 @@ class RabbitMember:
             due = time.time() + delay
             known = part.retrying.get(delivery.key)
             if known is None or known[1] < due:
-                part.retrying[delivery.key] = (queue, due)
+                part.retrying[delivery.key] = (queue, due, delivery.incoming.message_id or "")
 
     async def _delay_copy(self, delivery: RabbitDelivery, queue: str, attempts: int) -> None:
         channel = self._confirming
