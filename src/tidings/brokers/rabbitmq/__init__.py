@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import ssl
@@ -103,7 +104,9 @@ class RabbitBroker:
 
     def __init__(self, options: RabbitOptions) -> None:
         self.options = options
-        self.capabilities = CAPABILITIES
+        self.capabilities = (
+            CAPABILITIES if options.history else dataclasses.replace(CAPABILITIES, replay=False)
+        )
         self.connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
@@ -240,7 +243,12 @@ class RabbitBroker:
             options = self.options
             try:
                 found = await declare_topic(
-                    channel, topic, options.partitions, options.retention, options.retention_bytes
+                    channel,
+                    topic,
+                    options.partitions,
+                    options.retention,
+                    options.retention_bytes,
+                    options.history,
                 )
             except (AMQPError, OSError, RuntimeError) as exc:
                 await self._reopen()
@@ -389,8 +397,8 @@ class RabbitBroker:
         give the topic's partitions up meanwhile (revoking what they hold)."""
         if group in RESERVED_GROUPS:
             raise ConfigurationError(f"{group!r} names a topic's own queues on amqp://")
-        if not keeps_history(topic):
-            raise ConfigurationError(f"{topic!r} keeps no history to replay")
+        if not self.options.history or not keeps_history(topic):
+            raise ConfigurationError(f"{topic!r} keeps no history to replay on {self.options.url}")
         await self.exchange(topic)
         channel = await self._ensure()
         members = [m for m in self._members if m.group == group and topic in m.parts]
@@ -420,6 +428,10 @@ class RabbitBroker:
     # -- inspection (tidings.inspection.Inspectable) ----------------------------------
 
     async def _inspecting(self) -> Inspector:
+        if not self.options.history:
+            raise ConfigurationError(
+                f"{self.options.url} keeps no history (history=false): nothing to inspect"
+            )
         await self._ensure()
         connection = self.connection
         assert connection is not None

@@ -113,8 +113,9 @@ async def declare_topic(
     partitions: int,
     retention: float,
     retention_bytes: int | None,
+    history: bool = True,
 ) -> AbstractExchange:
-    """Declare ``topic``'s exchanges, history streams and unrouted queue."""
+    """Declare ``topic``'s exchanges, history streams (with ``history``) and unrouted queue."""
     spare = await channel.declare_exchange(
         unrouted(topic), aio_pika.ExchangeType.FANOUT, durable=True
     )
@@ -128,14 +129,14 @@ async def declare_topic(
     )
     exchange = await channel.declare_exchange(topic, aio_pika.ExchangeType.TOPIC, durable=True)
     await groups.bind(exchange, "#")
-    if not keeps_history(topic):
+    if not history or not keeps_history(topic):
         return exchange
     streams = stream_arguments(retention, retention_bytes)
     for partition in range(partitions):
-        history = await channel.declare_queue(
+        stream = await channel.declare_queue(
             history_queue(topic, partition), durable=True, arguments=streams
         )
-        await history.bind(exchange, f"{partition}.#")
+        await stream.bind(exchange, f"{partition}.#")
     return exchange
 
 

@@ -25,6 +25,7 @@ _URL_OPTIONS = frozenset(
         "binding",
         "tls_ca",
         "management",
+        "history",
         "retention",
         "retention_bytes",
     )
@@ -45,7 +46,8 @@ class RabbitOptions:
     (``http://<host>:15672``, ``https://<host>:15671`` for ``amqps``); ``retention``:
     seconds a topic's history streams keep events (7 days; 0 keeps them without an
     age limit); ``retention_bytes``: bytes each history stream keeps at most (none).
-    Both apply when a topic's streams are created.
+    Both apply when a topic's streams are created. ``history``: whether topics keep
+    history streams at all (``true``; without them there is no replay or inspection).
     """
 
     host: str = "127.0.0.1"
@@ -63,6 +65,7 @@ class RabbitOptions:
     heartbeat: float = 1.0
     binding: str = "binary"
     management: str = ""
+    history: bool = True
     retention: float = 7 * 86400.0
     retention_bytes: int | None = None
 
@@ -125,6 +128,7 @@ class RabbitOptions:
                 heartbeat=float(query.get("heartbeat", 1.0)),
                 binding=query.get("binding", "binary"),
                 management=management,
+                history=_flag(query.get("history", "true"), redacted),
                 retention=float(query.get("retention", 7 * 86400.0)),
                 retention_bytes=(
                     int(query["retention_bytes"]) if query.get("retention_bytes") else None
@@ -134,3 +138,11 @@ class RabbitOptions:
             raise
         except ValueError as exc:
             raise ConfigurationError(f"bad amqp URL option in {redacted!r}: {exc}") from None
+
+
+def _flag(value: str, url: str) -> bool:
+    if value.lower() in ("true", "1", "yes", "on"):
+        return True
+    if value.lower() in ("false", "0", "no", "off"):
+        return False
+    raise ConfigurationError(f"history must be true or false in {url!r}; got {value!r}")
