@@ -96,11 +96,15 @@ class Inspector:
         found = (await self.topics()).get(topic)
         return found.partitions if found is not None else None
 
-    async def bounds(self, topic: str, partitions: int) -> dict[int, Bounds]:
+    async def bounds(
+        self, topic: str, partitions: int, only: Sequence[int] | None = None
+    ) -> dict[int, Bounds]:
+        """What each partition stream (of ``only``, else every one) holds now."""
+        chosen = list(range(partitions)) if only is None else list(only)
         found = await asyncio.gather(
-            *(self.streams.bounds(history_queue(topic, p)) for p in range(partitions))
+            *(self.streams.bounds(history_queue(topic, p)) for p in chosen)
         )
-        return {p: b for p, b in enumerate(found) if b is not None}
+        return {p: b for p, b in zip(chosen, found, strict=True) if b is not None}
 
     async def tombstones(self, topic: str) -> set[tuple[int, int]]:
         return await self.streams.tombstones(tombstones_queue(topic))
@@ -261,7 +265,9 @@ class Inspector:
             return []
         chosen = after if after is not None else dict.fromkeys(range(partitions), 0)
         chosen = {p: o for p, o in chosen.items() if 0 <= p < partitions}
-        bounds, gone = await asyncio.gather(self.bounds(topic, partitions), self.tombstones(topic))
+        bounds, gone = await asyncio.gather(
+            self.bounds(topic, partitions, sorted(chosen)), self.tombstones(topic)
+        )
         per_partition = await asyncio.gather(
             *(
                 self._read_partition(topic, p, offset, bounds.get(p), gone, last, limit)
