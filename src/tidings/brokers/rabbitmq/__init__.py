@@ -172,7 +172,6 @@ class RabbitBroker:
                 raise BrokerClosedError(f"amqp broker {self.options.url} is closed")
             old, self.connection = self.connection, fresh
             self._exchanges.clear()
-            self._inspector = None
             self._channel = await fresh.channel(publisher_confirms=True, on_return_raises=True)
             if old is not None:
                 with contextlib.suppress(Exception):
@@ -224,6 +223,10 @@ class RabbitBroker:
             await self._leave(member)
         for reader in list(self._readers):
             await reader.close()
+        inspector, self._inspector = self._inspector, None
+        if inspector is not None:
+            with contextlib.suppress(Exception):
+                await inspector.connection.close()
         connection, self.connection = self.connection, None
         self._channel = None
         if connection is not None:
@@ -432,10 +435,14 @@ class RabbitBroker:
             raise ConfigurationError(
                 f"{self.options.url} keeps no history (history=false): nothing to inspect"
             )
-        await self._ensure()
-        connection = self.connection
-        assert connection is not None
-        if self._inspector is None or self._inspector.connection is not connection:
+        self._check_open()
+        if self._inspector is None or not alive(self._inspector.connection):
+            if self._inspector is not None:
+                with contextlib.suppress(Exception):
+                    await self._inspector.connection.close()
+            # A connection of its own: reading streams opens many channels, and nothing
+            # that goes wrong there reaches the publishing connection.
+            connection = await self._connect("inspection")
             options = self.options
             context = None
             if options.management.startswith("https://"):
@@ -509,6 +516,7 @@ class RabbitBroker:
         except (TimeoutError, AMQPError, RuntimeError, OSError) as exc:
             await self._reopen()
             raise PublishError(f"deleting from {topic!r} failed: {exc!r}") from exc
+        inspector.deleted(topic)
         return len(fresh)
 
     async def move(self, topic: str, entries: Sequence[tuple[int, int, str, Message]]) -> int:

@@ -14,9 +14,9 @@ consumes ``T.G.members`` and each partition queue it owns under its member id.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import re
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +41,8 @@ from tidings.inspection import GroupInfo, PartitionLag, StoredMessage, TopicInfo
 
 __all__ = ["Inspector"]
 
+#: Seconds a topic found without deletions is taken to have none.
+_RECHECK = 5.0
 _HISTORY = re.compile(r"^(?P<topic>.+)\.history\.(?P<partition>\d+)$")
 _AGE = re.compile(r"^(\d+)([YMDhms])$")
 _UNITS = {"Y": 365 * 86400, "M": 30 * 86400, "D": 86400, "h": 3600, "m": 60, "s": 1}
@@ -64,6 +66,8 @@ class Inspector:
         self.connection = connection
         #: Partitions of the topics seen (fixed once a topic exists).
         self._partitions: dict[str, int] = {}
+        #: Topics found without a tombstone stream, and when.
+        self._untombstoned: dict[str, float] = {}
 
     # -- what exists --------------------------------------------------------------------
 
@@ -107,7 +111,24 @@ class Inspector:
         return {p: b for p, b in zip(chosen, found, strict=True) if b is not None}
 
     async def tombstones(self, topic: str) -> set[tuple[int, int]]:
-        return await self.streams.tombstones(tombstones_queue(topic))
+        """The deleted entries of ``topic`` (a topic without deletions has no tombstone
+        stream: that is looked up again after a few seconds, or after :meth:`deleted`)."""
+        checked = self._untombstoned.get(topic)
+        if checked is not None and time.monotonic() - checked < _RECHECK:
+            return set()
+        stream = tombstones_queue(topic)
+        if stream not in self.streams.known and not await self._exists(stream):
+            self._untombstoned[topic] = time.monotonic()
+            return set()
+        self._untombstoned.pop(topic, None)
+        return await self.streams.tombstones(stream)
+
+    def deleted(self, topic: str) -> None:
+        """``topic`` has a tombstone stream now (this client wrote one)."""
+        self._untombstoned.pop(topic, None)
+
+    async def _exists(self, name: str) -> bool:
+        return name in await self._counts([name])
 
     async def list_topics(self) -> list[TopicInfo]:
         out = []
@@ -206,16 +227,17 @@ class Inspector:
 
         async def one(name: str) -> None:
             async with self.streams._slots:
-                channel = await self.connection.channel(publisher_confirms=False)
+                channel = await self.streams.channel()
+                reusable = False
                 try:
                     queue = await channel.declare_queue(name, passive=True)
                     result = queue.declaration_result
                     counts[name] = (int(result.message_count or 0), int(result.consumer_count or 0))
+                    reusable = True
                 except AMQPError:
                     return
                 finally:
-                    with contextlib.suppress(Exception):
-                        await channel.close()
+                    await self.streams.done(channel, reusable)
 
         await asyncio.gather(*(one(n) for n in names))
         return counts

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import msgspec
-from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError
 
 __all__ = ["Bounds", "Entry", "StreamReader"]
@@ -61,13 +61,31 @@ class Bounds:
 
 
 class StreamReader:
-    """Reads streams on one connection, a channel per read."""
+    """Reads streams on one connection, a channel per read at a time (channels are
+    reused: opening and closing one per read churns channel numbers)."""
 
     def __init__(self, connection: AbstractConnection, concurrency: int = 16) -> None:
         self.connection = connection
         #: Streams seen holding something (a stream never becomes empty again).
         self.known: set[str] = set()
         self._slots = asyncio.Semaphore(concurrency)
+        self._idle: list[AbstractChannel] = []
+        self._concurrency = concurrency
+
+    async def channel(self) -> AbstractChannel:
+        """An open channel of this reader's (hand it back with :meth:`done`)."""
+        while self._idle:
+            channel = self._idle.pop()
+            if not channel.is_closed:
+                return channel
+        return await self.connection.channel(publisher_confirms=False)
+
+    async def done(self, channel: AbstractChannel, reusable: bool) -> None:
+        if reusable and not channel.is_closed and len(self._idle) < self._concurrency:
+            self._idle.append(channel)
+            return
+        with contextlib.suppress(Exception):
+            await channel.close()
 
     async def _consume(
         self,
@@ -87,7 +105,8 @@ class StreamReader:
         if count <= 0 or (end is not None and isinstance(start, int) and start >= end):
             return []
         async with self._slots:
-            channel = await self.connection.channel(publisher_confirms=False)
+            channel = await self.channel()
+            reusable = False
             try:
                 try:
                     queue = await channel.declare_queue(stream, passive=True)
@@ -106,12 +125,19 @@ class StreamReader:
                 await channel.declare_queue(stream, passive=True)
                 found: list[Entry] = []
                 wait = patience
+                retried = False
                 try:
                     while len(found) < count:
                         try:
                             message = await asyncio.wait_for(arrived.get(), wait)
                         except TimeoutError:
-                            break
+                            if found or retried or patience >= PATIENCE:
+                                break
+                            # Nothing yet from a stream not known to hold anything: one
+                            # more round trip before calling it empty (a busy server).
+                            retried = True
+                            await channel.declare_queue(stream, passive=True)
+                            continue
                         offset = _offset(message)
                         with contextlib.suppress(AMQPError, RuntimeError):
                             await message.ack()  # credit for the next ones; takes nothing
@@ -125,12 +151,12 @@ class StreamReader:
                 finally:
                     with contextlib.suppress(AMQPError, RuntimeError, OSError):
                         await queue.cancel(tag)
+                        reusable = True
                 if found:
                     self.known.add(stream)
                 return found
             finally:
-                with contextlib.suppress(Exception):
-                    await channel.close()
+                await self.done(channel, reusable)
 
     async def bounds(self, stream: str) -> Bounds | None:
         """The offsets ``stream`` holds now; None if it does not exist."""
