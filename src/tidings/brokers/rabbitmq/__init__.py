@@ -118,6 +118,8 @@ class RabbitBroker:
         self._closed = False
         self._inspector: Inspector | None = None
         self._reconnecting = asyncio.Lock()
+        #: Held while a channel opens on the main connection (see _declare_group).
+        self._opening = asyncio.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> RabbitBroker:
@@ -149,9 +151,10 @@ class RabbitBroker:
         if alive(self.connection):
             assert self.connection is not None
             with contextlib.suppress(AMQPError, OSError, RuntimeError):
-                self._channel = await self.connection.channel(
-                    publisher_confirms=True, on_return_raises=True
-                )
+                async with self._opening:
+                    self._channel = await self.connection.channel(
+                        publisher_confirms=True, on_return_raises=True
+                    )
 
     async def _ensure(self) -> AbstractChannel:
         """The publishing channel, connecting again first if the connection was lost
@@ -321,7 +324,9 @@ class RabbitBroker:
         assert self.connection is not None
         try:
             if group is None:
-                reader = RabbitReader(await self.connection.channel(publisher_confirms=False))
+                async with self._opening:
+                    opened = await self.connection.channel(publisher_confirms=False)
+                reader = RabbitReader(opened)
                 await reader.start(topics)
                 self._readers.add(reader)
                 return reader
@@ -362,12 +367,15 @@ class RabbitBroker:
         """Declare the group's queues; a new group starting at ``earliest`` takes what
         waits in ``<topic>.unrouted``."""
         assert self.connection is not None
-        probe = await self.connection.channel(publisher_confirms=False)
-        try:
-            await probe.declare_queue(partition_queue(topic, group, 0), passive=True)
-            new = False
-        except AMQPError:  # NOT_FOUND (closes the probe channel)
-            new = True
+        # No other channel opens on this connection until the server's close of a failed
+        # probe is answered (see StreamReader._opening: aiormq would reuse its number).
+        async with self._opening:
+            probe = await self.connection.channel(publisher_confirms=False)
+            try:
+                await probe.declare_queue(partition_queue(topic, group, 0), passive=True)
+                new = False
+            except AMQPError:  # NOT_FOUND (closes the probe channel)
+                new = True
         with contextlib.suppress(Exception):
             await probe.close()
         for partition in range(self.options.partitions):

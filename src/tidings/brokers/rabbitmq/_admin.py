@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aio_pika.abc import AbstractConnection
-from aio_pika.exceptions import AMQPError
 
 from tidings.broker import Message
 from tidings.brokers.rabbitmq._binding import read
@@ -227,17 +226,13 @@ class Inspector:
 
         async def one(name: str) -> None:
             async with self.streams._slots:
-                channel = await self.streams.channel()
-                reusable = False
-                try:
-                    queue = await channel.declare_queue(name, passive=True)
-                    result = queue.declaration_result
-                    counts[name] = (int(result.message_count or 0), int(result.consumer_count or 0))
-                    reusable = True
-                except AMQPError:
+                probed = await self.streams.probe(name)
+                if probed is None:
                     return
-                finally:
-                    await self.streams.done(channel, reusable)
+                channel, queue = probed
+                result = queue.declaration_result
+                counts[name] = (int(result.message_count or 0), int(result.consumer_count or 0))
+                await self.streams.done(channel, True)
 
         await asyncio.gather(*(one(n) for n in names))
         return counts

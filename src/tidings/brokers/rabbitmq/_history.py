@@ -28,7 +28,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import msgspec
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
 from aio_pika.exceptions import AMQPError
 
 __all__ = ["Bounds", "Entry", "StreamReader"]
@@ -71,6 +76,21 @@ class StreamReader:
         self._slots = asyncio.Semaphore(concurrency)
         self._idle: list[AbstractChannel] = []
         self._concurrency = concurrency
+        #: Opening a channel waits while another one's passive declaration may fail: the
+        #: server then closes that channel, and aiormq frees its number before its
+        #: close-ok is queued, so a channel opened meanwhile may get the number and
+        #: open it first ("second 'channel.open' seen" closes the whole connection).
+        self._opening = asyncio.Lock()
+
+    async def probe(self, name: str) -> tuple[AbstractChannel, AbstractQueue] | None:
+        """A channel and queue ``name`` on it; None if there is no such queue."""
+        async with self._opening:
+            channel = await self.channel()
+            try:
+                return channel, await channel.declare_queue(name, passive=True)
+            except AMQPError:  # NOT_FOUND: the server closed the channel
+                await self.done(channel, False)
+                return None
 
     async def channel(self) -> AbstractChannel:
         """An open channel of this reader's (hand it back with :meth:`done`)."""
@@ -105,13 +125,12 @@ class StreamReader:
         if count <= 0 or (end is not None and isinstance(start, int) and start >= end):
             return []
         async with self._slots:
-            channel = await self.channel()
+            probed = await self.probe(stream)
+            if probed is None:
+                return None
+            channel, queue = probed
             reusable = False
             try:
-                try:
-                    queue = await channel.declare_queue(stream, passive=True)
-                except AMQPError:  # NOT_FOUND closes the channel
-                    return None
                 await channel.set_qos(prefetch_count=min(max(count, 1), _PREFETCH))
                 arrived: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
 

@@ -86,6 +86,7 @@ class RabbitMember:
         self._start = zlib.crc32(member.encode())
         #: Topics whose partitions this member must not take (a seek refills them).
         self.held: set[str] = set()
+        self._rebalancing = asyncio.Lock()
 
     # -- membership ------------------------------------------------------------------
 
@@ -113,7 +114,15 @@ class RabbitMember:
                 log.warning("%s: checking the group's partitions failed: %r", self.group, exc)
 
     async def rebalance(self) -> None:
-        """Give up partitions beyond this member's share; take free ones up to it."""
+        """Give up partitions beyond this member's share; take free ones up to it.
+
+        One at a time: taking a lock another member holds makes the server close the
+        channel, and a channel opened on the connection meanwhile could get its number
+        before aiormq answered the close (which closes the connection)."""
+        async with self._rebalancing:
+            await self._rebalance()
+
+    async def _rebalance(self) -> None:
         control = self._control
         assert control is not None
         for topic, parts in self.parts.items():
