@@ -57,7 +57,8 @@ async def delete_names(
         for topic in topics:
             if marker not in topic:
                 continue
-            names = [f"{topic}.unrouted"]
+            names = [f"{topic}.unrouted", f"{topic}.tombstones"]
+            names += [f"{topic}.history.{p}" for p in range(4)]
             for group in groups:
                 names.append(f"{topic}.{group}.members")
                 names += [f"{topic}.{group}.{p}" for p in range(4)]
@@ -65,7 +66,7 @@ async def delete_names(
                 channel = await connection.channel()
                 await channel.queue_delete(name)
                 await channel.close()
-            for exchange in (topic, f"{topic}.unrouted"):
+            for exchange in (topic, f"{topic}.groups", f"{topic}.unrouted"):
                 channel = await connection.channel()
                 await channel.exchange_delete(exchange)
                 await channel.close()
@@ -279,12 +280,11 @@ async def test_a_publish_after_its_exchange_was_deleted_fails_then_the_next_work
     await connection.close()
     with pytest.raises(PublishError):
         await broker.publish(topic, [Message(b"lost")])
-    # The exchange is declared again, without the old group's bindings (deleting an
-    # exchange deletes them): the event waits in <topic>.unrouted for a new group.
+    # The exchange is declared again with its bindings to the history and to the
+    # groups' exchange (which kept the group's bindings): the group carries on.
     await broker.publish(topic, [Message(b"b")])
-    assert [d.value for d in await collect(sub, 2, timeout=1.0)] == [b"a"]
-    later = await broker.subscribe([topic], _unique("g"))
-    assert [d.value for d in await collect(later, 1, timeout=5.0)] == [b"b"]
+    assert [d.value for d in await collect(sub, 2, timeout=5.0)] == [b"a", b"b"]
+    assert [m.message.value for m in await broker.read(topic)] == [b"a", b"b"]
 
 
 # -- faults: real worker processes killed with SIGKILL ------------------------------------
@@ -379,3 +379,70 @@ async def test_an_app_handles_an_event_sent_by_a_plain_amqp_client(broker: Rabbi
             await connection.close()
         await until(lambda: bool(got), 5.0)
     assert got == [("e-1", "stock.counted", {"sku": "A1"})]
+
+
+def test_history_and_inspection_options_are_parsed() -> None:
+    options = RabbitBroker.from_url(
+        "amqp://u:pw@h/?retention=3600&retention_bytes=1000000&history=false"
+    ).options
+    assert (options.retention, options.retention_bytes, options.history) == (3600, 1000000, False)
+    assert options.management == "http://h:15672"
+    assert RabbitBroker.from_url("amqps://h").options.management == "https://h:15671"
+    assert RabbitBroker.from_url("amqp://h/?management=http://m:1/").options.management == (
+        "http://m:1/"
+    )
+    for bad in ("history=maybe", "retention=-1", "management=ftp://m"):
+        with pytest.raises(ConfigurationError):
+            RabbitBroker.from_url(f"amqp://h/?{bad}")
+
+
+async def test_without_history_topics_keep_no_streams_and_declare_no_replay() -> None:
+    from tidings.brokers.rabbitmq._topology import history_queue
+
+    broker = Recording.from_url(system_url(FAST_GROUPS + "&history=false"))
+    assert isinstance(broker, Recording)
+    broker.touched = (set(), set())
+    await broker.connect()
+    topic = _unique("plain")
+    try:
+        assert not broker.capabilities.replay
+        sub = await broker.subscribe([topic], _unique("g"))
+        await broker.publish(topic, [Message(b"x", key="k")])
+        assert [d.value for d in await collect(sub, 1, timeout=5.0)] == [b"x"]
+        connection = await aio_pika.connect(SYSTEM)
+        try:
+            channel = await connection.channel()
+            with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+                await channel.declare_queue(history_queue(topic, 0), passive=True)
+        finally:
+            await connection.close()
+        with pytest.raises(ConfigurationError, match="history=false"):
+            await broker.list_topics()
+        with pytest.raises(ConfigurationError):
+            await broker.seek(topic, "g", "beginning")
+    finally:
+        await broker.close()
+        await delete_names("rmq-", *broker.touched, broker.delay_queues)
+
+
+async def test_inspection_reads_history_no_group_took_and_hides_tombstoned_events(
+    broker: RabbitBroker,
+) -> None:
+    """History is kept whether or not a group exists; a deleted entry disappears from
+    reads and counts, and `last` counts around it."""
+    topic = _unique("history")
+    await broker.publish(topic, [Message(f"m{i}".encode(), key="k") for i in range(5)])
+    stored = await broker.read(topic)
+    assert [m.message.value for m in stored] == [f"m{i}".encode() for i in range(5)]
+    assert [m.offset for m in stored] == [0, 1, 2, 3, 4]
+    assert all(m.message.key == "k" for m in stored)
+    assert stored[0].published_at <= stored[-1].published_at
+    assert await broker.delete(topic, [(stored[4].partition, 4)]) == 1
+    assert await broker.delete(topic, [(stored[4].partition, 4)]) == 0  # already gone
+    assert [m.message.value for m in await broker.read(topic, last=2)] == [b"m2", b"m3"]
+    (info,) = [t for t in await broker.list_topics() if t.name == topic]
+    assert info.events == 4
+    assert info.retention_seconds == 7 * 86400
+    # The first group takes what no group took (from T.unrouted), the history kept it too.
+    sub = await broker.subscribe([topic], _unique("g"))
+    assert len(await collect(sub, 5, timeout=5.0)) == 5

@@ -12,8 +12,10 @@ CloudEvents JSON object with content type ``application/cloudevents+json``.
 The routing key is ``<partition>.<type>``: the partition the group queues are
 bound by, then the CloudEvents ``type`` (so a binding such as ``0.order.#``
 selects by type). The adapter's own headers never reach the application:
-``tidings-key`` (the partition key) and ``x-tidings-attempts`` (attempts made
-before a delayed retry was sent through a delay queue). ``message_id`` is the
+``tidings-key`` (the partition key), ``tidings-time`` (the publish time in
+milliseconds: the ``timestamp`` property has whole seconds) and
+``x-tidings-attempts`` (attempts made before a delayed retry was sent through a
+delay queue). ``message_id`` is the
 message's identity across redeliveries.
 """
 
@@ -33,6 +35,7 @@ from tidings.codec import Codec
 __all__ = ["ATTEMPTS", "KEY", "codec_for", "read", "routing_key", "write"]
 
 KEY = "tidings-key"
+TIME = "tidings-time"
 ATTEMPTS = "x-tidings-attempts"
 _PREFIX = "cloudEvents_"
 _COLON_PREFIX = "cloudEvents:"
@@ -84,6 +87,7 @@ def write(message: Message, published: datetime, structured: bool) -> aio_pika.M
             headers[name] = value
     if message.key is not None:
         headers[KEY] = message.key
+    headers[TIME] = int(published.timestamp() * 1000)
     return aio_pika.Message(
         message.value,
         headers=headers,
@@ -125,12 +129,15 @@ def read(
     """``(key, headers, attempt, published_at)`` of a received message."""
     raw = incoming.headers
     key: str | None = None
+    millis: int | None = None
     before = 0
     headers: dict[str, str] = {}
     if raw:
         for name, value in raw.items():
             if name == KEY:
                 key = _text(value)
+            elif name == TIME:
+                millis = _count(value)
             elif name == ATTEMPTS:
                 before = _count(value)
             elif name == "x-delivery-count":
@@ -144,5 +151,8 @@ def read(
     if incoming.content_type is not None and incoming.content_type != _STRUCTURED:
         headers["content-type"] = incoming.content_type
     stamp = incoming.timestamp
-    published = stamp.replace(tzinfo=stamp.tzinfo or UTC).timestamp() if stamp else 0.0
+    if millis:
+        published = millis / 1000
+    else:
+        published = stamp.replace(tzinfo=stamp.tzinfo or UTC).timestamp() if stamp else 0.0
     return key, headers or _NO_HEADERS, before + 1, published

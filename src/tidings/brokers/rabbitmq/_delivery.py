@@ -38,6 +38,7 @@ class Partition:
         "owned",
         "queue",
         "retrying",
+        "returned",
         "topic",
         "unacked",
     )
@@ -55,8 +56,11 @@ class Partition:
         self.unacked: dict[int, RabbitDelivery] = {}
         #: Nacked with a delay and not back yet, by message id.
         self.nacked: dict[str, RabbitDelivery] = {}
-        #: Key -> (the delay queue its latest retry waits in, when that retry is due).
-        self.retrying: dict[str, tuple[str, float]] = {}
+        #: Key -> (the delay queue its latest retry waits in, when that retry is due, its
+        #: message id).
+        self.retrying: dict[str, tuple[str, float, str]] = {}
+        #: Delivery tags of retries that came back from a delay queue to this member.
+        self.returned: set[int] = set()
 
     def fence(self) -> None:
         """Every delivery handed out so far can no longer be settled by this member."""
@@ -64,6 +68,7 @@ class Partition:
         self.unacked = {}
         self.nacked = {}
         self.retrying = {}
+        self.returned = set()
 
 
 class RabbitDelivery(SettleOnce):

@@ -18,6 +18,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from tidings.broker import Delivery
 from tidings.brokers.rabbitmq._binding import read
 from tidings.brokers.rabbitmq._delivery import RabbitDelivery
+from tidings.errors import BrokerUnavailable
 
 __all__ = ["RabbitReader"]
 
@@ -52,6 +53,9 @@ class RabbitReader:
     async def fetch(self, max_count: int, timeout: float) -> Sequence[Delivery]:
         deadline = time.monotonic() + timeout
         while not self.closed:
+            if self.channel.is_closed and not self.buffer:
+                # Its queue went with the connection: the App's supervision subscribes again.
+                raise BrokerUnavailable("the connection of a group-less reader was lost")
             if self.buffer:
                 count = min(max_count, len(self.buffer))
                 return [self.buffer.popleft() for _ in range(count)]
@@ -60,7 +64,7 @@ class RabbitReader:
                 break
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), remaining)
+                await asyncio.wait_for(self.wake.wait(), min(remaining, 1.0))
         return []
 
     async def close(self) -> None:

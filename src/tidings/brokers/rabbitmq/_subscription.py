@@ -32,6 +32,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from aio_pika.exceptions import AMQPError
 
 from tidings.broker import Delivery, RevokeHandler
+from tidings.brokers.rabbitmq._alive import alive
 from tidings.brokers.rabbitmq._binding import copy, read
 from tidings.brokers.rabbitmq._delivery import Partition, RabbitDelivery
 from tidings.brokers.rabbitmq._topology import (
@@ -83,6 +84,9 @@ class RabbitMember:
         self._confirming: AbstractChannel | None = None
         self._task: asyncio.Task[None] | None = None
         self._start = zlib.crc32(member.encode())
+        #: Topics whose partitions this member must not take (a seek refills them).
+        self.held: set[str] = set()
+        self._rebalancing = asyncio.Lock()
 
     # -- membership ------------------------------------------------------------------
 
@@ -93,7 +97,8 @@ class RabbitMember:
             roster = await self._control.declare_queue(
                 members_queue(topic, self.group), auto_delete=True
             )
-            await roster.consume(_ignore, no_ack=True)
+            # The consumer tags name the members (tidings groups lists them).
+            await roster.consume(_ignore, no_ack=True, consumer_tag=f"{self.member}/{topic}")
         await self.rebalance()
         self._task = asyncio.create_task(self._keep_share(), name="tidings-rabbitmq-group")
 
@@ -103,16 +108,26 @@ class RabbitMember:
             try:
                 await self.rebalance()
             except (AMQPError, OSError, RuntimeError) as exc:
-                if self.closed or self.connection.is_closed:
+                if self.closed or not alive(self.connection):
                     self.wake.set()
                     return
                 log.warning("%s: checking the group's partitions failed: %r", self.group, exc)
 
     async def rebalance(self) -> None:
-        """Give up partitions beyond this member's share; take free ones up to it."""
+        """Give up partitions beyond this member's share; take free ones up to it.
+
+        One at a time: taking a lock another member holds makes the server close the
+        channel, and a channel opened on the connection meanwhile could get its number
+        before aiormq answered the close (which closes the connection)."""
+        async with self._rebalancing:
+            await self._rebalance()
+
+    async def _rebalance(self) -> None:
         control = self._control
         assert control is not None
         for topic, parts in self.parts.items():
+            if topic in self.held:
+                continue
             roster = await control.declare_queue(members_queue(topic, self.group), auto_delete=True)
             result = roster.declaration_result
             members = max(int(result.consumer_count or 1), 1)
@@ -144,7 +159,7 @@ class RabbitMember:
         try:
             await channel.set_qos(prefetch_count=self.prefetch)
             queue = await channel.declare_queue(part.queue, durable=True, arguments=PARTITION)
-            await queue.consume(receive, no_ack=False)
+            await queue.consume(receive, no_ack=False, consumer_tag=self.member)
         except BaseException:
             # Never keep a lock without consuming: the partition would stall.
             with contextlib.suppress(Exception):
@@ -175,8 +190,11 @@ class RabbitMember:
         )
         message_id = incoming.message_id or ""
         if part.nacked.pop(message_id, None) is not None and key is not None:
+            part.returned.add(incoming.delivery_tag or 0)
             waiting = part.retrying.get(key)
-            if waiting is not None and waiting[1] <= time.time():
+            # The key's latest retry is back (its message TTL may end a little before
+            # the due time noted after the copy was confirmed).
+            if waiting is not None and (waiting[2] == message_id or waiting[1] <= time.time()):
                 del part.retrying[key]
         part.unacked[incoming.delivery_tag or 0] = delivery
         self.buffer.append(delivery)
@@ -187,9 +205,15 @@ class RabbitMember:
         if not part.owned:
             return
         part.owned = False
-        held = list(part.unacked.values())
+        held = list(part.unacked.values())  # in the order received
         nacked = list(part.nacked.values())
         retrying = dict(part.retrying)
+        returned = set(part.returned)
+        log.debug(
+            "%s: %s releases %s holding %s (retrying %s, returned %s)",
+            self.group, self.member, part.queue,
+            [(d.incoming.delivery_tag, d.value) for d in held], sorted(retrying), sorted(returned),
+        )  # fmt: skip
         channel = part.channel
         part.channel = None
         part.fence()
@@ -202,6 +226,7 @@ class RabbitMember:
                 with contextlib.suppress(AMQPError, OSError, RuntimeError):
                     await self._delay_copy(delivery, behind[0], delivery.attempt - 1)
                     await delivery.incoming.ack()
+        await self._put_retries_first(part, held, retrying, returned)
         if channel is not None:
             with contextlib.suppress(Exception):
                 await channel.close()
@@ -212,12 +237,57 @@ class RabbitMember:
         if revoke and self.on_revoke is not None and (handed or nacked):
             self.on_revoke([*handed, *nacked])
 
+    async def _put_retries_first(
+        self,
+        part: Partition,
+        held: list[RabbitDelivery],
+        retrying: dict[str, tuple[str, float, str]],
+        returned: set[int],
+    ) -> None:
+        """A retry that came back after later events of its key were received: closing
+        the channel would return them in the order received (the later events first), so
+        they go back through a delay queue of 1 ms instead, the retries first."""
+        by_key: dict[str, list[RabbitDelivery]] = {}
+        for delivery in held:
+            if delivery.key is not None and delivery.key not in retrying:
+                by_key.setdefault(delivery.key, []).append(delivery)
+        for mine in by_key.values():
+
+            def came_back(d: RabbitDelivery) -> bool:
+                return (d.incoming.delivery_tag or 0) in returned
+
+            order = [d for d in mine if came_back(d)] + [d for d in mine if not came_back(d)]
+            if order == mine or self._control is None:
+                continue
+            with contextlib.suppress(AMQPError, OSError, RuntimeError):
+                queue = await declare_delay(self._control, part.queue, 1)
+                self.delays.add(queue)
+                for delivery in order:
+                    await self._delay_copy(delivery, queue, delivery.attempt - 1)
+                for delivery in order:
+                    await delivery.incoming.ack()
+
+    async def hold(self, topic: str) -> None:
+        """Give up ``topic``'s partitions (revoking what was handed out) and take none
+        until :meth:`resume`."""
+        self.held.add(topic)
+        for part in self.parts.get(topic, ()):
+            await self.release(part, revoke=True)
+
+    async def resume(self, topic: str) -> None:
+        self.held.discard(topic)
+        if not self.closed and alive(self.connection):
+            try:
+                await self.rebalance()
+            except (AMQPError, OSError, RuntimeError) as exc:
+                log.warning("%s: taking partitions back failed: %r", self.group, exc)
+
     # -- fetching -------------------------------------------------------------------------
 
     async def fetch(self, max_count: int, timeout: float) -> Sequence[Delivery]:
         deadline = time.monotonic() + timeout
         while not self.closed:
-            if self.connection.is_closed:
+            if not alive(self.connection):
                 raise BrokerUnavailable(f"the connection of group {self.group!r} was lost")
             if self.buffer:
                 out: list[Delivery] = []
@@ -263,7 +333,7 @@ class RabbitMember:
             due = time.time() + delay
             known = part.retrying.get(delivery.key)
             if known is None or known[1] < due:
-                part.retrying[delivery.key] = (queue, due)
+                part.retrying[delivery.key] = (queue, due, delivery.incoming.message_id or "")
 
     async def _delay_copy(self, delivery: RabbitDelivery, queue: str, attempts: int) -> None:
         channel = self._confirming

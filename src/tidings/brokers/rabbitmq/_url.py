@@ -24,6 +24,10 @@ _URL_OPTIONS = frozenset(
         "heartbeat",
         "binding",
         "tls_ca",
+        "management",
+        "history",
+        "retention",
+        "retention_bytes",
     )
 )
 
@@ -37,7 +41,13 @@ class RabbitOptions:
     publish may wait for its confirms (10); ``partitions``: queues per consumer group
     (4), each consumed by one member at a time; ``heartbeat``: seconds between a
     member's checks of its group (1); ``binding``: the CloudEvents mode events are
-    written in, ``binary`` (``cloudEvents_`` application properties) or ``structured``.
+    written in, ``binary`` (``cloudEvents_`` application properties) or ``structured``;
+    ``management``: the management API's base URL, for inspection
+    (``http://<host>:15672``, ``https://<host>:15671`` for ``amqps``); ``retention``:
+    seconds a topic's history streams keep events (7 days; 0 keeps them without an
+    age limit); ``retention_bytes``: bytes each history stream keeps at most (none).
+    Both apply when a topic's streams are created. ``history``: whether topics keep
+    history streams at all (``true``; without them there is no replay or inspection).
     """
 
     host: str = "127.0.0.1"
@@ -54,6 +64,10 @@ class RabbitOptions:
     partitions: int = 4
     heartbeat: float = 1.0
     binding: str = "binary"
+    management: str = ""
+    history: bool = True
+    retention: float = 7 * 86400.0
+    retention_bytes: int | None = None
 
     def __post_init__(self) -> None:
         for option in ("connect_timeout", "publish_timeout", "heartbeat"):
@@ -61,6 +75,14 @@ class RabbitOptions:
                 raise ConfigurationError(f"{option} must be > 0 in {self.url!r}")
         if not 1 <= self.partitions <= 256:
             raise ConfigurationError(f"partitions must be between 1 and 256 in {self.url!r}")
+        if self.retention < 0:
+            raise ConfigurationError(f"retention must be >= 0 in {self.url!r}")
+        if self.retention_bytes is not None and self.retention_bytes < 1:
+            raise ConfigurationError(f"retention_bytes must be > 0 in {self.url!r}")
+        if self.management and not self.management.startswith(("http://", "https://")):
+            raise ConfigurationError(
+                f"management must be an http:// or https:// URL in {self.url!r}"
+            )
         if self.binding not in ("binary", "structured"):
             raise ConfigurationError(
                 f"binding must be 'binary' or 'structured' in {self.url!r}; got {self.binding!r}"
@@ -85,6 +107,11 @@ class RabbitOptions:
                 f"known: {', '.join(sorted(_URL_OPTIONS))}"
             )
         tls = scheme == "amqps"
+        management = query.get("management") or (
+            f"https://{host or '127.0.0.1'}:15671" if tls else f"http://{host or '127.0.0.1'}:15672"
+        )
+        if ":" in (host or "") and "[" not in management:  # an IPv6 literal
+            management = management.replace(f"//{host}:", f"//[{host}]:", 1)
         try:
             return cls(
                 host=host or "127.0.0.1",
@@ -100,8 +127,22 @@ class RabbitOptions:
                 partitions=int(query.get("partitions", 4)),
                 heartbeat=float(query.get("heartbeat", 1.0)),
                 binding=query.get("binding", "binary"),
+                management=management,
+                history=_flag(query.get("history", "true"), redacted),
+                retention=float(query.get("retention", 7 * 86400.0)),
+                retention_bytes=(
+                    int(query["retention_bytes"]) if query.get("retention_bytes") else None
+                ),
             )
         except ConfigurationError:
             raise
         except ValueError as exc:
             raise ConfigurationError(f"bad amqp URL option in {redacted!r}: {exc}") from None
+
+
+def _flag(value: str, url: str) -> bool:
+    if value.lower() in ("true", "1", "yes", "on"):
+        return True
+    if value.lower() in ("false", "0", "no", "off"):
+        return False
+    raise ConfigurationError(f"history must be true or false in {url!r}; got {value!r}")
