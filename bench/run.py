@@ -7,7 +7,8 @@ embedded (SQLite) broker's table against raw ``sqlite3`` baselines
 profiles the tidings dict-payload case instead; ``--stages`` prints its cost
 per stage; ``--sqlite-profile CASE`` profiles one sqlite case. ``--suite kafka``,
 ``--suite nats``, ``--suite redis`` or ``--suite mqtt`` runs that adapter's table (its own
-server; its options after ``--``);
+server; its options after ``--``); ``--suite rabbitmq`` too, on the running RabbitMQ
+(``-- --url amqp://...``);
 ``--suite requests`` the request/reply round trips (memory, sqlite, NATS);
 ``--suite observability`` what tracing and metrics cost (on vs off, same run);
 ``--suite eventstore`` the event store against eventsourcing; ``--suite outbox`` the
@@ -54,6 +55,7 @@ ADAPTER_SUITES = {
     "nats": "bench_nats",
     "redis": "bench_redis",
     "mqtt": "bench_mqtt",
+    "rabbitmq": "bench_rabbitmq",
     "requests": "bench_requests",
     "observability": "bench_observability",
     "eventstore": "bench_eventstore",
