@@ -46,10 +46,14 @@ from tidings.brokers.rabbitmq._topology import (
     QUORUM,
     declare_partition,
     declare_topic,
+    groups_exchange,
+    history_queue,
     members_queue,
     partition_queue,
+    tombstones_queue,
     unrouted,
 )
+from tidings.brokers.rabbitmq._url import RabbitOptions
 
 __all__ = ["BATCH", "CASES", "CHUNK", "PREFETCH", "Case"]
 
@@ -77,13 +81,16 @@ def _bare(url: str) -> str:
 
 async def _declare(url: str, topic: str, group: bool) -> None:
     """The topic's exchanges and ``unrouted`` queue, and the group's partition queues."""
+    options = RabbitOptions.from_url(url)  # the same history streams tidings keeps
     connection = await aio_pika.connect(_bare(url))
     async with connection:
         channel = await connection.channel()
-        exchange = await declare_topic(channel, topic)
+        await declare_topic(
+            channel, topic, _PARTITIONS, options.retention, options.retention_bytes, options.history
+        )
         if group:
             for p in range(_PARTITIONS):
-                await declare_partition(channel, exchange, topic, _GROUP, p)
+                await declare_partition(channel, topic, _GROUP, p)
 
 
 async def _drop(url: str, topic: str | None = None, queues: Sequence[str] = ()) -> None:
@@ -93,7 +100,10 @@ async def _drop(url: str, topic: str | None = None, queues: Sequence[str] = ()) 
     if topic is not None:
         names += [unrouted(topic), members_queue(topic, _GROUP)]
         names += [partition_queue(topic, _GROUP, p) for p in range(_PARTITIONS)]
-        exchanges += [topic, unrouted(topic)]
+        # The history streams hold file handles on the server: never leave them behind.
+        names += [history_queue(topic, p) for p in range(_PARTITIONS)]
+        names.append(tombstones_queue(topic))
+        exchanges += [topic, unrouted(topic), groups_exchange(topic)]
     connection = await aio_pika.connect(_bare(url))
     async with connection:
         for name in names:
