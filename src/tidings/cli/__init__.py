@@ -23,6 +23,7 @@ from tidings.cli.serve import serve
 from tidings.cli.tail import tail
 from tidings.cli.topics import topics
 from tidings.cli.trace import trace
+from tidings.cli.webhooks import webhooks
 from tidings.errors import TidingsError
 
 __all__ = ["cli", "main"]
@@ -47,6 +48,7 @@ cli.add_typer(dlq, name="dlq")
 cli.command()(serve)
 cli.add_typer(schema, name="schema")
 cli.command()(asyncapi)
+cli.add_typer(webhooks, name="webhooks")
 
 
 def _show_version(value: bool) -> None:
