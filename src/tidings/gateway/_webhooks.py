@@ -23,7 +23,14 @@ from tidings.gateway._responses import error
 from tidings.gateway._state import gateway_of
 from tidings.webhooks import WebhookStorage, WebhookStore, new_webhook, register
 
-__all__ = ["add_webhook", "list_webhooks", "remove_webhook", "resume_webhook"]
+__all__ = [
+    "OPENAPI_PATHS",
+    "OPENAPI_SCHEMAS",
+    "add_webhook",
+    "list_webhooks",
+    "remove_webhook",
+    "resume_webhook",
+]
 
 Handler = Callable[[Request, WebhookStore], Awaitable[Response]]
 _FIELDS = frozenset({"url", "topic", "filter", "secret"})
@@ -104,3 +111,91 @@ list_webhooks = _route(_list)
 add_webhook = _route(_add)
 remove_webhook = _route(_remove)
 resume_webhook = _route(_resume)
+
+
+def _answer(schema: str, description: str) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{schema}"}
+    return {"description": description, "content": {"application/json": {"schema": ref}}}
+
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_ERRORS = {
+    status: {"description": what, "content": {"application/json": {"schema": _ERROR}}}
+    for status, what in [
+        ("400", "A bad registration, or a target the SSRF guard refuses"),
+        ("401", "No valid bearer token"),
+        ("404", "No such webhook"),
+        ("501", "The broker keeps no webhook registrations"),
+    ]
+}
+_WEBHOOK_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+#: The ``/webhooks`` routes in ``/openapi.json``.
+OPENAPI_PATHS: dict[str, Any] = {
+    "/webhooks": {
+        "get": {
+            "summary": "List the webhooks (without their secrets), paused ones included",
+            "responses": {"200": _answer("Webhooks", "Every one, oldest first"), **_ERRORS},
+        },
+        "post": {
+            "summary": "Register a webhook: POST each event of topic (matching filter) to url",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/NewWebhook"}}
+                },
+            },
+            "responses": {"201": _answer("Webhook", "It, with its secret"), **_ERRORS},
+        },
+    },
+    "/webhooks/{id}": {
+        "delete": {
+            "summary": "Remove a webhook",
+            "parameters": [_WEBHOOK_ID],
+            "responses": {"200": {"description": "Removed"}, **_ERRORS},
+        }
+    },
+    "/webhooks/{id}/resume": {
+        "post": {
+            "summary": "Resume a paused webhook (its failures count from 0 again)",
+            "parameters": [_WEBHOOK_ID],
+            "responses": {"200": {"description": "Resumed"}, **_ERRORS},
+        }
+    },
+}
+
+#: The schemas those routes refer to.
+OPENAPI_SCHEMAS: dict[str, Any] = {
+    "NewWebhook": {
+        "type": "object",
+        "required": ["url", "topic"],
+        "additionalProperties": False,
+        "properties": {
+            "url": {"type": "string", "format": "uri"},
+            "topic": {"type": "string"},
+            "filter": {"type": "object", "description": "A CloudEvents Subscriptions filter"},
+            "secret": {"type": "string", "pattern": "^whsec_"},
+        },
+    },
+    "Webhook": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "url": {"type": "string"},
+            "topic": {"type": "string"},
+            "filter": {"type": ["object", "null"]},
+            "group": {"type": "string"},
+            "created_at": {"type": "number"},
+            "paused": {"type": "boolean"},
+            "failures": {"type": "integer", "description": "Events dead-lettered in a row"},
+            "last_error": {"type": ["string", "null"]},
+            "secret": {"type": "string", "description": "Only in the answer to POST"},
+        },
+    },
+    "Webhooks": {
+        "type": "object",
+        "properties": {
+            "webhooks": {"type": "array", "items": {"$ref": "#/components/schemas/Webhook"}}
+        },
+    },
+}
