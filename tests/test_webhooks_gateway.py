@@ -24,7 +24,9 @@ import pytest
 import standardwebhooks
 
 import tidings.webhooks
-from gateway_process import Served, serving
+from gateway_process import Served, free_port, serving
+from tidings.event import Event
+from tidings.webhooks.sender import DeliveryFailedError, Sender
 
 TOKEN = "hook-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -55,6 +57,7 @@ class Receiver:
 
     port: int
     status: int = 204
+    delay: float = 0.0
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -86,6 +89,7 @@ def receiver() -> Iterator[Receiver]:
             with state.lock:
                 headers = {name.lower(): value for name, value in self.headers.items()}
                 state.received.append(Received(headers, body, time.monotonic()))
+            time.sleep(state.delay)
             self.send_response(state.status)
             self.send_header("content-length", "0")
             self.end_headers()
@@ -353,3 +357,28 @@ def test_webhooks_commands_say_which_brokers_keep_no_registrations(tmp_path: Pat
         done = tidings_cli("webhooks", "list", "--broker", url, cwd=tmp_path)
         assert done.returncode != 0
         assert says in done.stderr, done.stderr
+
+
+async def test_the_sender_posts_signed_to_a_checked_address_and_raises_unless_2xx(
+    receiver: Receiver,
+) -> None:
+    webhook = tidings.webhooks.new_webhook(f"http://localhost:{receiver.port}/hook", "orders")
+    sent = Event(type="OrderPlaced", source="/shop", data={"n": 1})
+    sender = Sender(timeout=0.5, allow_private=True)
+    try:
+        await sender.send(webhook, sent)  # a name: resolved, then sent to by address
+        (delivery,) = receiver.received
+        assert delivery.headers["host"] == f"localhost:{receiver.port}"
+        body = standardwebhooks.Webhook(webhook.secret).verify(delivery.body, delivery.headers)
+        assert (body["id"], body["data"]) == (sent.id, {"n": 1})
+        receiver.status = 503
+        with pytest.raises(DeliveryFailedError, match="answered 503"):
+            await sender.send(webhook, sent)
+        receiver.status, receiver.delay = 200, 1.0
+        with pytest.raises(DeliveryFailedError, match="did not answer in time"):
+            await sender.send(webhook, sent)
+        closed = tidings.webhooks.new_webhook(f"http://127.0.0.1:{free_port()}/", "orders")
+        with pytest.raises(DeliveryFailedError, match="could not be reached"):
+            await sender.send(closed, sent)
+    finally:
+        await sender.close()

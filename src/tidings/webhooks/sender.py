@@ -63,17 +63,29 @@ class Sender:
         headers |= {"content-type": CONTENT_TYPE, "user-agent": _USER_AGENT}
         url = httpx.URL(webhook.url)
         headers["host"] = url.netloc.decode("ascii")
-        # Connect to the address just checked, not to what the name resolves to next.
-        pinned = url.copy_with(host=str(addresses[0]))
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-        try:
-            answer = await self._client.post(
-                pinned, content=body, headers=headers, extensions=extensions
-            )
-        except httpx.TimeoutException as exc:
-            raise DeliveryFailedError(f"{webhook.url} did not answer in time ({exc!r})") from None
-        except httpx.HTTPError as exc:
-            raise DeliveryFailedError(f"{webhook.url} could not be reached: {exc!r}") from None
+        # Connect to an address just checked, not to what the name resolves to next;
+        # the next one when it refuses the connection (localhost: ::1, then 127.0.0.1).
+        for index, address in enumerate(addresses):
+            try:
+                answer = await self._client.post(
+                    url.copy_with(host=str(address)),
+                    content=body,
+                    headers=headers,
+                    extensions=extensions,
+                )
+                break
+            except httpx.ConnectError as exc:
+                if index == len(addresses) - 1:
+                    raise DeliveryFailedError(
+                        f"{webhook.url} could not be reached: {exc!r}"
+                    ) from None
+            except httpx.TimeoutException as exc:
+                raise DeliveryFailedError(
+                    f"{webhook.url} did not answer in time ({exc!r})"
+                ) from None
+            except httpx.HTTPError as exc:
+                raise DeliveryFailedError(f"{webhook.url} could not be reached: {exc!r}") from None
         if not answer.is_success:
             raise DeliveryFailedError(
                 f"{webhook.url} answered {answer.status_code} {answer.reason_phrase}"
