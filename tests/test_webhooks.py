@@ -121,7 +121,11 @@ def test_a_secret_is_whsec_and_24_to_64_bytes_of_base64() -> None:
         ("http://[::ffff:127.0.0.1]/hook", "loopback"),
         ("http://[::ffff:10.0.0.1]/hook", "private"),
         ("http://[::ffff:169.254.169.254]/hook", "link-local"),
+        ("http://[2002:a00:1::]/hook", "private"),  # 6to4 of 10.0.0.1
+        ("http://[64:ff9b::a9fe:a9fe]/hook", "link-local"),  # NAT64 of 169.254.169.254
         ("http://localhost:8080/hook", "loopback"),
+        ("http://2130706433/hook", "loopback"),  # 127.0.0.1 as one number
+        ("http://0x7f.1/hook", "loopback"),
     ],
 )
 async def test_registration_refuses_targets_inside_the_network(url: str, why: str) -> None:
@@ -167,6 +171,8 @@ def test_a_webhook_url_is_absolute_http(url: str, why: str) -> None:
 def test_a_webhook_needs_a_valid_topic_and_filter() -> None:
     with pytest.raises(ConfigurationError):
         new_webhook("https://example.com/hook", "")
+    with pytest.raises(ConfigurationError):
+        new_webhook("https://example.com/hook", "orders.*")
     with pytest.raises(ConfigurationError):
         new_webhook("https://example.com/hook", "orders", filter={"exactly": {"type": "x"}})
 

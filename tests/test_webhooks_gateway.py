@@ -7,6 +7,7 @@ with the official ``standardwebhooks`` library.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -25,7 +26,10 @@ import standardwebhooks
 
 import tidings.webhooks
 from gateway_process import Served, free_port, serving
+from tidings import App
+from tidings.brokers.memory import MemoryBroker
 from tidings.event import Event
+from tidings.webhooks.dispatcher import Dispatcher, WebhookSettings
 from tidings.webhooks.sender import DeliveryFailedError, Sender
 
 TOKEN = "hook-token"
@@ -382,3 +386,34 @@ async def test_the_sender_posts_signed_to_a_checked_address_and_raises_unless_2x
             await sender.send(closed, sent)
     finally:
         await sender.close()
+
+
+async def test_a_registration_that_cannot_start_stops_no_other(receiver: Receiver) -> None:
+    broker = MemoryBroker()
+    store = broker.webhook_store()
+    broken = tidings.webhooks.Webhook(
+        id="broken",
+        url=receiver.url,
+        topic="orders",
+        secret=tidings.webhooks.new_secret(),
+        filter={"exactly": {"type": "x"}},  # stored without the checks of new_webhook
+    )
+    good = tidings.webhooks.new_webhook(receiver.url, "orders")
+    await store.add_webhook(broken)
+    await store.add_webhook(good)
+    await broker.connect()
+    dispatcher = Dispatcher(broker, store, WebhookSettings(allow_private=True, poll_interval=0.1))
+    await dispatcher.start()
+    try:
+        assert dispatcher.running == [good.id]
+        await App("shop", broker=broker).publish({"n": 1}, topic="orders", type="OrderPlaced")
+        (delivery,) = await asyncio.to_thread(receiver.wait_for, 1)
+        assert tidings.webhooks.verify(delivery.body, delivery.headers, good.secret)
+        stored = {w.id: w for w in await store.webhooks()}
+        assert stored["broken"].failures == 1
+        assert "ConfigurationError" in (stored["broken"].last_error or "")
+        await asyncio.sleep(0.3)  # later polls do not try it again
+        assert (await store.webhooks())[0].failures == 1
+    finally:
+        await dispatcher.stop()
+        await broker.close()

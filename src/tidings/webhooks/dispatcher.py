@@ -85,6 +85,8 @@ class Dispatcher:
         self._running: dict[str, App] = {}
         self._poller: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Webhooks whose deliveries could not start (logged once, not tried again).
+        self._broken: set[str] = set()
         self._lock = asyncio.Lock()
 
     @property
@@ -124,8 +126,13 @@ class Dispatcher:
             for webhook_id in [i for i in self._running if i not in wanted]:
                 await self._running.pop(webhook_id).stop()
             for webhook_id, webhook in wanted.items():
-                if webhook_id not in self._running:
-                    self._running[webhook_id] = await self._start(webhook)
+                if webhook_id not in self._running and webhook_id not in self._broken:
+                    try:
+                        self._running[webhook_id] = await self._start(webhook)
+                    except Exception as exc:  # one bad registration stops no other
+                        self._broken.add(webhook_id)
+                        log.error("webhook %s cannot be delivered: %s", webhook_id, exc)
+                        await self.store.count_failure(webhook_id, f"{type(exc).__name__}: {exc}")
 
     async def _poll(self) -> None:
         while True:

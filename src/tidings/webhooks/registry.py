@@ -125,11 +125,12 @@ def new_webhook(
 ) -> Webhook:
     """A checked registration with a new id (and a new secret unless one is given).
 
-    Raises ConfigurationError for a URL that is not http(s), a bad topic,
-    filter or secret. The target's address is checked by :func:`register`.
+    Raises ConfigurationError for a URL that is not http(s), a bad topic
+    (one topic: no wildcards), filter or secret. The target's address is
+    checked by :func:`register`.
     """
     split_target(url)
-    validate_topic(topic, pattern=True)
+    validate_topic(topic)
     if filter is not None:
         compile_filter(filter)
     if secret is not None:

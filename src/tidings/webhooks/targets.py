@@ -4,7 +4,9 @@ A webhook's URL is chosen by whoever registers it, and the gateway sends
 requests to it from inside your network. So a target whose address is
 loopback, private, link-local (cloud metadata: ``169.254.169.254``),
 unspecified, multicast or otherwise not globally routable is refused, for
-IPv4 and IPv6 alike (an IPv4-mapped IPv6 address is judged as the IPv4 one).
+IPv4 and IPv6 alike (an IPv6 address carrying an IPv4 one, mapped, 6to4 or
+NAT64, is judged by that one too). Numeric host forms (``2130706433``,
+``0x7f.1``) are names the resolver turns into addresses, checked as any.
 A name is judged by every address it resolves to: one refused address
 refuses the name.
 
@@ -76,14 +78,36 @@ def split_target(url: str) -> Target:
 
 
 def refusal(address: IPAddress) -> str | None:
-    """Why the guard refuses ``address`` (``"loopback"``, ``"private"`` ...), or None."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """Why the guard refuses ``address`` (``"loopback"``, ``"private"`` ...), or None.
+
+    An IPv6 address carrying an IPv4 one (mapped, 6to4, NAT64) is judged by both.
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            why = refusal(embedded)
+            if why is not None:
+                return why
+        if address.ipv4_mapped is not None:
+            return None
     for kind in ("loopback", "unspecified", "link_local", "multicast", "private", "reserved"):
         if getattr(address, f"is_{kind}"):
             return kind.replace("_", "-")
     if not address.is_global:
         return "not globally routable"
+    return None
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 
 
