@@ -207,10 +207,17 @@ def test_a_webhook_added_from_another_process_gets_signed_filtered_deliveries(
         assert shown["filter"] == {"exact": {"type": "OrderPlaced"}}
         assert shown["group"] == f"tidings-webhook-{webhook_id}"
 
+        groups = f"{served.url}/groups"
+
+        def group_names() -> list[str]:
+            return [g["name"] for g in httpx.get(groups, headers=AUTH).json()["groups"]]
+
+        assert shown["group"] in group_names()
         removed = tidings_cli("webhooks", "remove", webhook_id, "--broker", broker, cwd=tmp_path)
         assert removed.returncode == 0, removed.stderr
         eventually(lambda: listed(served) == [])
-        time.sleep(2.5)  # the gateway's next polls stop the deliveries
+        # The gateway stopped delivering, and deleted the group.
+        eventually(lambda: shown["group"] not in group_names())
         publish(served, "orders", event(3))
         time.sleep(2.5)
         assert [b["id"] for b in receiver.bodies()] == ["e-0", "e-2"]

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from tidings.broker import Broker
 from tidings.brokers import from_url
 from tidings.cli._broker import connected
 from tidings.cli._errors import EXIT_USAGE, CommandError
@@ -21,7 +22,15 @@ from tidings.cli._options import BrokerOption, JsonLinesOption
 from tidings.cli._output import cells, echo, json_line, note, stdout
 from tidings.errors import ConfigurationError
 from tidings.settings import default_broker_url
-from tidings.webhooks import Webhook, WebhookStorage, WebhookStore, new_webhook, register
+from tidings.webhooks import (
+    GROUP_PREFIX,
+    Webhook,
+    WebhookStorage,
+    WebhookStore,
+    new_webhook,
+    register,
+)
+from tidings.webhooks.dispatcher import forget_group
 
 __all__ = ["webhooks"]
 
@@ -71,7 +80,7 @@ def add(
 
 
 async def _add(broker: str | None, webhook: Webhook, allow_private: bool) -> None:
-    async with _store(broker, create=True) as store:
+    async with _store(broker, create=True) as (_, store):
         try:
             await register(store, webhook, allow_private=allow_private)
         except ConfigurationError as exc:
@@ -108,7 +117,7 @@ def list_(as_json: JsonLinesOption = False, broker: BrokerOption = None) -> None
 
 
 async def _list(broker: str | None) -> list[Webhook]:
-    async with _store(broker) as store:
+    async with _store(broker) as (_, store):
         return await store.webhooks()
 
 
@@ -131,9 +140,11 @@ def resume(
 
 
 async def _change(broker: str | None, webhook_id: str, action: str) -> None:
-    async with _store(broker) as store:
+    async with _store(broker) as (client, store):
         if action == "remove":
             done = await store.remove_webhook(webhook_id)
+            if done:  # a running tidings serve deletes it instead once it stops delivering
+                await forget_group(client, GROUP_PREFIX + webhook_id)
         else:
             done = await store.set_paused(webhook_id, False)
     if not done:
@@ -141,11 +152,13 @@ async def _change(broker: str | None, webhook_id: str, action: str) -> None:
 
 
 @asynccontextmanager
-async def _store(broker: str | None, *, create: bool = False) -> AsyncIterator[WebhookStore]:
+async def _store(
+    broker: str | None, *, create: bool = False
+) -> AsyncIterator[tuple[Broker, WebhookStore]]:
     _refuse_without_storage(broker)
     async with connected(broker, create=create) as client:
         assert isinstance(client, WebhookStorage)
-        yield client.webhook_store()
+        yield client, client.webhook_store()
 
 
 def _refuse_without_storage(url: str | None) -> None:

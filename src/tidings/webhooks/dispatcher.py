@@ -22,14 +22,15 @@ from typing import Any
 
 from tidings.app import App
 from tidings.broker import Broker, Delivery
-from tidings.errors import ConfigurationError
+from tidings.errors import ConfigurationError, GroupInUseError
 from tidings.event import Event
 from tidings.hooks import Observer
+from tidings.inspection import GroupAdmin
 from tidings.retry import RetryPolicy
-from tidings.webhooks.registry import Webhook, WebhookStore
+from tidings.webhooks.registry import GROUP_PREFIX, Webhook, WebhookStore
 from tidings.webhooks.sender import Sender
 
-__all__ = ["Dispatcher", "WebhookSettings"]
+__all__ = ["Dispatcher", "WebhookSettings", "forget_group"]
 
 log = logging.getLogger("tidings.webhooks")
 
@@ -120,11 +121,18 @@ class Dispatcher:
             self._sender = None
 
     async def sync(self) -> None:
-        """Start the deliveries of new active webhooks, stop those of removed or paused ones."""
-        wanted = {w.id: w for w in await self.store.webhooks() if not w.paused}
+        """Start the deliveries of new active webhooks, stop those of removed or paused ones.
+
+        The consumer group of a removed webhook is deleted (where the broker can).
+        """
+        stored = await self.store.webhooks()
+        wanted = {w.id: w for w in stored if not w.paused}
+        kept = {w.id for w in stored}
         async with self._lock:
             for webhook_id in [i for i in self._running if i not in wanted]:
                 await self._running.pop(webhook_id).stop()
+                if webhook_id not in kept:
+                    await forget_group(self.broker, GROUP_PREFIX + webhook_id)
             for webhook_id, webhook in wanted.items():
                 if webhook_id not in self._running and webhook_id not in self._broken:
                     try:
@@ -179,6 +187,14 @@ class Dispatcher:
                 count,
             )
             await self.sync()
+
+
+async def forget_group(broker: Broker, group: str) -> None:
+    """Delete a removed webhook's consumer group, unless it is in use or the broker cannot."""
+    if isinstance(broker, GroupAdmin):
+        # In use: another gateway still delivers it, and deletes it when it stops.
+        with contextlib.suppress(GroupInUseError):
+            await broker.delete_group(group)
 
 
 class _Outcomes(Observer):
