@@ -359,6 +359,15 @@ def test_the_gateway_refuses_a_private_target_again_at_delivery(
         assert letter["dead_letter"]["error_type"] == "tidings.webhooks.targets.UnsafeTargetError"
     assert receiver.received == []  # refused before connecting, and not retried
 
+    def groups() -> list[str]:
+        listing = tidings_cli("groups", "--json", "--broker", broker, cwd=tmp_path)
+        return [json.loads(line)["name"] for line in listing.stdout.splitlines()]
+
+    assert shown["group"] in groups()
+    removed = tidings_cli("webhooks", "remove", shown["id"], "--broker", broker, cwd=tmp_path)
+    assert removed.returncode == 0, removed.stderr
+    assert shown["group"] not in groups()  # no gateway delivers it: the command deleted it
+
 
 def test_webhooks_commands_say_which_brokers_keep_no_registrations(tmp_path: Path) -> None:
     for url, says in [
