@@ -279,6 +279,9 @@ async def test_openapi_document_lists_the_routes(client: httpx.AsyncClient) -> N
         "/dlq/{topic}/purge",
         "/events/{id}",
         "/trace/{id}",
+        "/webhooks",
+        "/webhooks/{id}",
+        "/webhooks/{id}/resume",
         "/openapi.json",
     }
     responses = document["paths"]["/topics/{topic}/events"]["post"]["responses"]

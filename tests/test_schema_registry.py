@@ -14,6 +14,7 @@ import pytest
 
 from _confluent_fake import serving
 from tidings.brokers.sqlite import SqliteBroker
+from tidings.brokers.sqlite._schema import SCHEMA_VERSION
 from tidings.errors import ConfigurationError, SchemaError
 from tidings.schemas import (
     Compatibility,
@@ -219,6 +220,7 @@ async def test_an_older_database_gains_the_schema_tables(tmp_path: Path) -> None
     with sqlite3.connect(path) as conn:  # back to schema version 2
         conn.execute("DROP TABLE schemas")
         conn.execute("DROP TABLE schema_modes")
+        conn.execute("DROP TABLE webhooks")  # version 4
         conn.execute("UPDATE tidings_meta SET value = '2' WHERE key = 'schema_version'")
     conn.close()
     broker = SqliteBroker(str(path))
@@ -229,5 +231,5 @@ async def test_an_older_database_gains_the_schema_tables(tmp_path: Path) -> None
         await broker.close()
     with sqlite3.connect(path) as conn:
         version = conn.execute("SELECT value FROM tidings_meta WHERE key = 'schema_version'")
-        assert version.fetchone() == ("3",)
+        assert version.fetchone() == (str(SCHEMA_VERSION),)
     conn.close()

@@ -24,6 +24,7 @@ from tidings.cli.serve import serve
 from tidings.cli.tail import tail
 from tidings.cli.topics import topics
 from tidings.cli.trace import trace
+from tidings.cli.webhooks import webhooks
 from tidings.errors import TidingsError
 
 __all__ = ["cli", "main"]
@@ -49,6 +50,7 @@ cli.command()(serve)
 cli.add_typer(schema, name="schema")
 cli.add_typer(projection, name="projection")
 cli.command()(asyncapi)
+cli.add_typer(webhooks, name="webhooks")
 
 
 def _show_version(value: bool) -> None:

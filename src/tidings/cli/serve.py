@@ -44,18 +44,43 @@ def serve(
         int,
         typer.Option(metavar="BYTES", min=1, help="Largest request body; larger ones get 413."),
     ] = 1024 * 1024,
+    allow_private_webhooks: Annotated[
+        bool,
+        typer.Option(
+            "--allow-private-webhooks",
+            help="Deliver webhooks to loopback, private and link-local addresses too "
+            "(refused by default: SSRF guard).",
+        ),
+    ] = False,
+    webhook_attempts: Annotated[
+        int, typer.Option(metavar="N", min=1, help="Deliveries of an event before its DLQ.")
+    ] = 5,
+    webhook_retry_delay: Annotated[
+        float,
+        typer.Option(metavar="SECONDS", min=0, help="First webhook backoff (doubles, max 60 s)."),
+    ] = 1.0,
+    webhook_timeout: Annotated[
+        float, typer.Option(metavar="SECONDS", min=0.001, help="Time an endpoint has to answer.")
+    ] = 10.0,
+    webhook_pause_after: Annotated[
+        int,
+        typer.Option(metavar="N", min=1, help="Events failed in a row that pause an endpoint."),
+    ] = 5,
 ) -> None:
     """Serve the HTTP gateway: POST CloudEvents to topics, list topics and groups, stream events.
 
     Routes: POST /topics/{topic}/events, GET /topics, GET /groups,
     GET /topics/{topic}/stream (Server-Sent Events), /topics/{topic}/ws
-    (WebSocket), /dlq, GET /events/{id}, GET /trace/{id}, GET /openapi.json.
-    Every route but /openapi.json asks for the token. Ctrl-C stops it.
+    (WebSocket), /dlq, /webhooks, GET /events/{id}, GET /trace/{id},
+    GET /openapi.json. Every route but /openapi.json asks for the token.
+    It delivers the webhooks registered on the broker (tidings webhooks).
+    Ctrl-C stops it.
     """
     try:
         import uvicorn
 
         from tidings.gateway import Settings, create_app, stored_token
+        from tidings.webhooks.dispatcher import WebhookSettings
     except ImportError as exc:
         raise CommandError(
             f"tidings serve needs the gateway extra ({exc.name} is missing): "
@@ -80,9 +105,23 @@ def serve(
             note(f"made a gateway token, stored in {kept.path} (shown only this once):")
             echo(token)
     try:
-        settings = Settings(token=token, auth=not no_auth, max_body_size=max_body_size)
+        webhooks = WebhookSettings(
+            allow_private=allow_private_webhooks,
+            attempts=webhook_attempts,
+            initial_delay=webhook_retry_delay,
+            timeout=webhook_timeout,
+            pause_after=webhook_pause_after,
+        )
+    except ConfigurationError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    try:
+        settings = Settings(
+            token=token, auth=not no_auth, max_body_size=max_body_size, webhooks=webhooks
+        )
     except ConfigurationError as exc:
         raise CommandError(f"--token: {exc}", EXIT_USAGE) from None
+    if allow_private_webhooks:
+        warn("--allow-private-webhooks: webhooks may reach loopback and private addresses")
     app = create_app(url, settings)
     note(f"serving {redact_url(url)} on http://{host}:{port} (Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="on")

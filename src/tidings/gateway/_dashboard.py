@@ -4,7 +4,8 @@ The page is static (``static/dashboard.*``, served from the package; nothing
 from a CDN) and puts event content into the document only as text. It stays
 live through ``GET /dashboard/stream``, Server-Sent Events carrying one
 ``snapshot`` every ``Settings.dashboard_interval`` seconds (topics, groups
-with their lag per partition, dead-letter queues), and through the event
+with their lag per partition, dead-letter queues, webhooks and their health),
+and through the event
 streams of ``/topics/{topic}/stream`` for its live tail. A Content Security
 Policy lets the page load and connect to this gateway only.
 """
@@ -24,6 +25,7 @@ from starlette.responses import Response, StreamingResponse
 from tidings.dead_letters import dead_letter_queues
 from tidings.deadletter import DLQ_SUFFIX
 from tidings.gateway._state import Gateway, gateway_of
+from tidings.webhooks.registry import WebhookStorage
 
 __all__ = ["dashboard_script", "dashboard_stream", "dashboard_style", "home"]
 
@@ -56,6 +58,9 @@ async def dashboard_style(request: Request) -> Response:
 async def snapshot(gateway: Gateway) -> dict[str, Any]:
     """What the dashboard shows, read from the broker now."""
     out: dict[str, Any] = {"broker": gateway.app.broker_url or type(gateway.broker).__name__}
+    if isinstance(gateway.broker, WebhookStorage):
+        hooks = await gateway.broker.webhook_store().webhooks()
+        out["webhooks"] = [w.to_dict() for w in hooks]
     broker = gateway.inspectable
     if broker is None:
         out["inspectable"] = False

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 import tidings
+from tidings.gateway._webhooks import OPENAPI_PATHS, OPENAPI_SCHEMAS
 
 __all__ = ["document", "openapi"]
 
@@ -168,7 +169,7 @@ def document() -> dict[str, Any]:
             "title": "tidings gateway",
             "version": tidings.__version__,
             "description": "CloudEvents over HTTP into tidings topics; topics, groups, "
-            "streams, dead letters and flows. Every route but this document asks for a "
+            "streams, dead letters, flows and webhooks. Every route but this document asks for a "
             "bearer token.",
         },
         "security": [{"bearer": []}],
@@ -250,6 +251,7 @@ def document() -> dict[str, Any]:
                 }
             },
             **_paths(),
+            **OPENAPI_PATHS,
             "/openapi.json": {
                 "get": {
                     "summary": "This document (needs no token)",
@@ -259,7 +261,7 @@ def document() -> dict[str, Any]:
             },
         },
         "components": {
-            "schemas": _SCHEMAS,
+            "schemas": {**_SCHEMAS, **OPENAPI_SCHEMAS},
             "securitySchemes": {
                 "bearer": {
                     "type": "http",

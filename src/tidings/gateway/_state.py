@@ -11,6 +11,7 @@ from tidings.broker import Broker
 from tidings.codec import Codec
 from tidings.errors import ConfigurationError
 from tidings.inspection import Inspectable
+from tidings.webhooks.dispatcher import Dispatcher, WebhookSettings
 
 __all__ = ["Gateway", "Settings", "gateway_of"]
 
@@ -32,6 +33,8 @@ class Settings:
     """Seconds between two looks for new events in a stream on an inspectable broker."""
     dashboard_interval: float = 1.0
     """Seconds between two snapshots of the dashboard's stream."""
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    """How registered webhooks are delivered, and whether private targets are allowed."""
 
     def __post_init__(self) -> None:
         if self.token is not None and not self.token.strip():
@@ -49,6 +52,8 @@ class Gateway:
     settings: Settings = field(default_factory=Settings)
     #: Reads the HTTP binding: ``ce-`` headers, percent-encoded values.
     http_codec: Codec = field(default_factory=lambda: Codec(header_prefix="ce-"))
+    #: Delivers the registered webhooks (None: the broker keeps no registrations).
+    webhooks: Dispatcher | None = None
 
     @property
     def inspectable(self) -> Inspectable | None:

@@ -34,6 +34,7 @@ from tidings.brokers.memory._hub import MemoryHub, hubs
 from tidings.errors import BrokerClosedError, ConfigurationError
 from tidings.inspection import GroupInfo, StoredMessage, TopicInfo
 from tidings.schemas.registry import MemoryStore
+from tidings.webhooks.registry import MemoryWebhookStore
 
 __all__ = ["MemoryBroker", "MemoryHub"]
 
@@ -75,6 +76,10 @@ class MemoryBroker:
     def schema_store(self) -> MemoryStore:
         """The schema registry's storage: the hub's, shared by its brokers, in this process."""
         return self.hub.schemas
+
+    def webhook_store(self) -> MemoryWebhookStore:
+        """Webhook registrations: the hub's, shared by its brokers, in this process."""
+        return self.hub.webhooks
 
     @classmethod
     def from_url(cls, url: str) -> MemoryBroker:

@@ -12,6 +12,7 @@ from tidings.broker import Message, StartFrom
 from tidings.brokers._partitioning import partition_for
 from tidings.brokers.memory._group import GroupTopic, MemorySubscription
 from tidings.schemas.registry import MemoryStore
+from tidings.webhooks.registry import MemoryWebhookStore
 
 __all__ = ["MemoryHub", "Record", "Topic", "hubs"]
 
@@ -45,6 +46,8 @@ class MemoryHub:
     processed: dict[str, set[str]] = field(default_factory=dict)
     #: The schema registry of this hub's brokers (in this process only).
     schemas: MemoryStore = field(default_factory=MemoryStore)
+    #: The webhook registrations of this hub's brokers (in this process only).
+    webhooks: MemoryWebhookStore = field(default_factory=MemoryWebhookStore)
     _subscriptions: set[MemorySubscription] = field(default_factory=set)
 
     def topic(self, name: str, partitions: int | None = None) -> Topic:

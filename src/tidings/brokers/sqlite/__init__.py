@@ -48,6 +48,7 @@ from tidings.brokers.sqlite._schema import Durability
 from tidings.brokers.sqlite._schemas import SqliteSchemaStore
 from tidings.brokers.sqlite._topics import TopicRegistry
 from tidings.brokers.sqlite._watcher import Watcher
+from tidings.brokers.sqlite._webhooks import SqliteWebhookStore
 from tidings.brokers.sqlite._writer import Writer
 from tidings.errors import BrokerClosedError, ConfigurationError
 from tidings.inspection import GroupInfo, StoredMessage, TopicInfo
@@ -406,6 +407,10 @@ class SqliteBroker:
         using this file shares; the broker must be connected to use it.
         """
         return SqliteSchemaStore(self)
+
+    def webhook_store(self) -> SqliteWebhookStore:
+        """Webhook registrations in this database (:class:`~tidings.webhooks.WebhookStorage`)."""
+        return SqliteWebhookStore(self)
 
     # -- inspection and administration (tidings.inspection.Inspectable) ---------------
 

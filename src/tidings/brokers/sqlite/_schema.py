@@ -34,6 +34,10 @@ Tables (inspect them with the ``sqlite3`` shell):
     with the JSON Schema ``document`` and ``registered_at``.
 ``schema_modes`` (version 3)
     ``type -> mode``: the compatibility mode of an event type, when set.
+``webhooks`` (version 4)
+    webhook registrations (:mod:`tidings.webhooks`): ``id``, ``url``,
+    ``topic``, ``secret``, ``filter`` (JSON or NULL), ``created_at``, and the
+    delivery state ``paused``, ``failures`` (events failed in a row), ``last_error``.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from tidings.errors import ConfigurationError
 
 __all__ = ["SCHEMA_VERSION", "Durability", "connect", "migrate"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 Durability = Literal["full", "normal"]
 
 _MIGRATIONS: dict[int, str] = {
@@ -136,6 +140,19 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (type, version)
     ) WITHOUT ROWID;
     CREATE TABLE schema_modes (type TEXT PRIMARY KEY, mode TEXT NOT NULL);
+    """,
+    4: """
+    CREATE TABLE webhooks (
+        id TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        filter TEXT,
+        created_at REAL NOT NULL,
+        paused INTEGER NOT NULL DEFAULT 0,
+        failures INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    );
     """,
 }
 

@@ -224,8 +224,10 @@ function renderWebhooks(webhooks) {
   $("webhooks-section").hidden = false;
   fill($("webhooks").tBodies[0], webhooks.map((hook) => {
     const tr = el("tr");
-    tr.append(el("td", hook.id, "mono"), el("td", hook.url), el("td", hook.topic),
-      el("td", hook.paused ? "paused" : (hook.state || "active"), hook.paused ? "lag" : ""));
+    const state = hook.paused ? "paused" : hook.failures ? `active, ${hook.failures} failure(s)` : "active";
+    const cell = el("td", state, hook.paused ? "lag" : "");
+    if (hook.last_error) cell.title = hook.last_error;
+    tr.append(el("td", hook.id, "mono"), el("td", hook.url), el("td", hook.topic), cell);
     return tr;
   }));
 }
