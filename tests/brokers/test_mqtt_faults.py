@@ -127,7 +127,7 @@ async def test_two_processes_under_one_member_name_are_told_so(
     try:
         await first.subscribe([topic], group)
         await second.subscribe([topic], group)
-        told = await _until(lambda: "same member name" in caplog.text, 15)
+        told = await _until(lambda: "same member name" in caplog.text, 40)
         assert told, "the members dropped each other without a word"
     finally:
         await first.close()

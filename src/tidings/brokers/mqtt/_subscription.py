@@ -46,8 +46,9 @@ __all__ = ["REDELIVER", "MqttDelivery", "MqttSubscription"]
 
 log = logging.getLogger("tidings.brokers.mqtt")
 
-#: Drops in a row, each within 2 s of connecting, that make the member say so.
+#: Drops in a row, each within _QUICK seconds of connecting, that make the member say so.
 _QUICK_DROPS = 5
+_QUICK = 10.0
 #: Seconds between attempts to connect again (doubling up to the last).
 _BACKOFF = (0.1, 0.2, 0.5, 1.0, 2.0)
 
@@ -225,7 +226,7 @@ class MqttSubscription:
             # Mosquitto drops a session's older connection when a newer one takes the
             # session over, with no reason the client sees: two processes under one
             # member name would drop each other for ever. Say so once.
-            quick_drops = quick_drops + 1 if time.monotonic() - connected_at < 2.0 else 0
+            quick_drops = quick_drops + 1 if time.monotonic() - connected_at < _QUICK else 0
             if quick_drops == _QUICK_DROPS:
                 log.error(
                     "mqtt: the connection of client id %r to %s keeps being dropped right "

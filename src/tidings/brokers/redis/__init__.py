@@ -26,7 +26,7 @@ from tidings.inspection import GroupInfo, StoredMessage, TopicInfo
 
 try:
     import redis.exceptions
-    from redis.asyncio import Redis
+    from redis.asyncio import BlockingConnectionPool, Redis
 except ImportError:  # pragma: no cover - depends on the environment
     raise ImportError("the redis:// broker needs redis-py: pip install 'tidings[redis]'") from None
 
@@ -44,6 +44,9 @@ from tidings.brokers.redis._url import RedisOptions
 __all__ = ["RedisBroker", "RedisOptions"]
 
 log = logging.getLogger("tidings.brokers.redis")
+
+#: Connections a client opens at most: commands beyond wait for one (up to publish_timeout).
+_MAX_CONNECTIONS = 256
 
 CAPABILITIES = Capabilities(
     persistent=True,
@@ -105,8 +108,11 @@ class RedisBroker:
         options = self.options
         extra: dict[str, Any] = {}
         if options.tls:
-            extra = {"ssl": True, "ssl_ca_certs": options.tls_ca}
-        client = Redis(
+            extra = {"ssl_ca_certs": options.tls_ca}
+        # A blocking pool: a burst of concurrent commands (a thousand publishes or
+        # requests at once) waits for a connection instead of failing with redis-py's
+        # MaxConnectionsError; hiredis packs the commands (see _connection).
+        pool = BlockingConnectionPool(
             host=options.host,
             port=options.port,
             db=options.db,
@@ -114,10 +120,12 @@ class RedisBroker:
             password=options.password,
             socket_connect_timeout=options.connect_timeout,
             client_name="tidings",
+            connection_class=connection_class(options.tls),
+            max_connections=_MAX_CONNECTIONS,
+            timeout=options.publish_timeout,
             **extra,
         )
-        # Set before the pool makes its first connection: packing in C.
-        client.connection_pool.connection_class = connection_class(options.tls)
+        client = Redis.from_pool(pool)
         try:
             await asyncio.wait_for(client.ping(), options.connect_timeout)
         except (TimeoutError, OSError, redis.exceptions.RedisError) as exc:
