@@ -132,3 +132,14 @@ async def publish_confirmed(
             except (PublishError, BrokerConnectionError):
                 await asyncio.sleep(0.2)
         await on_batch(start + batch)
+
+
+def handled(log: Path) -> dict[int, list[tuple[int, str]]]:
+    """What ``_faults_worker`` processes logged: seq -> (attempt, pid) of each handling."""
+    seen: dict[int, list[tuple[int, str]]] = {}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 3:
+                seen.setdefault(int(parts[0]), []).append((int(parts[1]), parts[2]))
+    return seen

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _services import port_open, publish_confirmed, service_missing, start_python, stop_process
+from _services import (
+    handled,
+    port_open,
+    publish_confirmed,
+    service_missing,
+    start_python,
+    stop_process,
+)
 from _services import until as _until
 
 from tidings import App
@@ -151,23 +158,12 @@ def _worker(url: str, topic: str, log: Path, member: str) -> subprocess.Popen[by
     return start_python(*args, "--log-level", "error", env=env)
 
 
-def _handled(log: Path) -> dict[int, list[tuple[int, str]]]:
-    """seq -> (attempt, pid) of each handling."""
-    seen: dict[int, list[tuple[int, str]]] = {}
-    if log.exists():
-        for line in log.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 3:
-                seen.setdefault(int(parts[0]), []).append((int(parts[1]), parts[2]))
-    return seen
-
-
 async def _both_started(producer: App, topic: str, log: Path) -> bool:
     """Publish warm-up events until both members handled one (MQTT keeps nothing for a
     group before its members subscribe)."""
     for i in range(300):
         await producer.publish({"seq": -1}, topic=topic, type="Warmup", key=f"w{i % 8}")
-        if len({pid for _, pid in _handled(log).get(-1, [])}) >= 2:
+        if len({pid for _, pid in handled(log).get(-1, [])}) >= 2:
             return True
         await asyncio.sleep(0.1)
     return False
@@ -198,10 +194,10 @@ async def test_members_killed_with_sigkill_and_restarted_lose_no_published_event
                     workers[name] = _worker(url, topic, log, name)
 
             await publish_confirmed(producer, topic, count, 100, chaos)
-        done = await _until(lambda: set(range(count)) <= set(_handled(log)), 60)
-        missing = sorted(set(range(count)) - set(_handled(log)))
+        done = await _until(lambda: set(range(count)) <= set(handled(log)), 60)
+        missing = sorted(set(range(count)) - set(handled(log)))
         assert done, f"{len(missing)} published events never handled, e.g. {missing[:5]}"
-        handlings = [h for seq, found in _handled(log).items() if seq >= 0 for h in found]
+        handlings = [h for seq, found in handled(log).items() if seq >= 0 for h in found]
         assert len({pid for _, pid in handlings}) >= 3, "killed members and restarts handled"
     finally:
         for worker in workers.values():

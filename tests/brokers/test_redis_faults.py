@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from _services import (
     free_port,
+    handled,
     publish_confirmed,
     service_missing,
     start_python,
@@ -86,17 +87,6 @@ def _worker(url: str, topic: str, log: Path) -> subprocess.Popen[bytes]:
     return start_python(*args, "--log-level", "error", env=env)
 
 
-def _handled(log: Path) -> dict[int, list[tuple[int, str]]]:
-    """seq -> (attempt, pid) of each handling."""
-    seen: dict[int, list[tuple[int, str]]] = {}
-    if log.exists():
-        for line in log.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 3:
-                seen.setdefault(int(parts[0]), []).append((int(parts[1]), parts[2]))
-    return seen
-
-
 async def test_workers_killed_with_sigkill_lose_no_published_event(
     server: OwnRedis, tmp_path: Path
 ) -> None:
@@ -106,7 +96,7 @@ async def test_workers_killed_with_sigkill_lose_no_published_event(
     try:
         async with producer:
             await producer.publish({"seq": -1}, topic=topic, type="Warmup", key="w")
-            assert await until(lambda: -1 in _handled(log), 30), "workers never started"
+            assert await until(lambda: -1 in handled(log), 30), "workers never started"
 
             async def chaos(published: int) -> None:
                 await asyncio.sleep(0.02)  # a flow over seconds, so kills land mid-stream
@@ -117,10 +107,10 @@ async def test_workers_killed_with_sigkill_lose_no_published_event(
                     workers.append(_worker(server.url, topic, log))
 
             await publish_confirmed(producer, topic, count, 100, chaos)
-        done = await until(lambda: set(range(count)) <= set(_handled(log)), 40)
-        missing = sorted(set(range(count)) - set(_handled(log)))
+        done = await until(lambda: set(range(count)) <= set(handled(log)), 40)
+        missing = sorted(set(range(count)) - set(handled(log)))
         assert done, f"{len(missing)} published events never handled, e.g. {missing[:5]}"
-        handlings = [h for seq, found in _handled(log).items() if seq >= 0 for h in found]
+        handlings = [h for seq, found in handled(log).items() if seq >= 0 for h in found]
         assert len({pid for _, pid in handlings}) >= 3, "killed workers and replacements handled"
         again = [attempt for attempt, _ in handlings if attempt > 1]
         assert again or len(handlings) > count, "a kill landed while a worker held events"
