@@ -1,13 +1,15 @@
 """A RabbitMQ delivery and the partition queue it came from.
 
-``ack`` is ``basic.ack``; ``nack()`` is ``basic.nack`` with requeue (the quorum
-queue counts it in ``x-delivery-count`` and hands it out again before later
-messages); ``nack(delay)`` goes through the member (a copy to a delay queue,
-then an ack). ``extend`` does nothing: RabbitMQ keeps an unacked message with
-its consumer until the channel closes (or the server's ``consumer_timeout``,
-30 minutes by default, closes it). A delivery is fenced once its partition
-moved on (given up by this member, or the member closed): its channel is gone
-and the message will come again.
+``ack`` is queued and sent as one ``basic.ack`` with ``multiple`` per
+partition for every settled tag below the lowest unsettled one; ``nack()`` is
+``basic.nack`` with requeue (the quorum queue counts it in
+``x-delivery-count`` and hands it out again before later messages);
+``nack(delay)`` goes through the member (a copy to a delay queue, then an
+ack). ``extend`` does nothing: RabbitMQ keeps an unacked message with its
+consumer until the channel closes (or the server's ``consumer_timeout``, 30
+minutes by default, closes it). A delivery is fenced once its partition moved
+on (given up by this member, or the member closed): its channel is gone and
+the message will come again.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Partition:
     """One partition queue of a group, as a member sees it."""
 
     __slots__ = (
+        "acks",
         "channel",
         "epoch",
         "index",
@@ -54,6 +57,9 @@ class Partition:
         self.owned = False
         #: Received on this member's channel and not settled, by delivery tag.
         self.unacked: dict[int, RabbitDelivery] = {}
+        #: Acked by core, not yet on the wire: sent as one ``multiple`` ack of the settled
+        #: tags below the lowest unsettled one (see ``RabbitMember.flush``).
+        self.acks: dict[int, RabbitDelivery] = {}
         #: Nacked with a delay and not back yet, by message id.
         self.nacked: dict[str, RabbitDelivery] = {}
         #: Key -> (the delay queue its latest retry waits in, when that retry is due, its
@@ -66,6 +72,7 @@ class Partition:
         """Every delivery handed out so far can no longer be settled by this member."""
         self.epoch += 1
         self.unacked = {}
+        self.acks = {}
         self.nacked = {}
         self.retrying = {}
         self.returned = set()
@@ -133,7 +140,8 @@ class RabbitDelivery(SettleOnce):
     def _on_ack(self) -> Awaitable[None] | None:
         if self._member is None or self._part is None:
             return None  # a group-less reader's delivery: nothing to settle
-        return self._member.settle_ack(self._part, self)
+        self._member.settle_ack(self._part, self)  # queued: sent by the member's flusher
+        return None
 
     def _on_nack(self, delay: float) -> Awaitable[None] | None:
         if self._member is None or self._part is None:

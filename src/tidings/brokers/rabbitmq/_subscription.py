@@ -87,6 +87,9 @@ class RabbitMember:
         #: Topics whose partitions this member must not take (a seek refills them).
         self.held: set[str] = set()
         self._rebalancing = asyncio.Lock()
+        #: Partitions with acks to send, and the task sending them.
+        self._dirty: set[Partition] = set()
+        self._flusher: asyncio.Task[None] | None = None
 
     # -- membership ------------------------------------------------------------------
 
@@ -205,6 +208,7 @@ class RabbitMember:
         if not part.owned:
             return
         part.owned = False
+        await self.flush(part)  # what core acked goes out on this channel before it closes
         held = list(part.unacked.values())  # in the order received
         nacked = list(part.nacked.values())
         retrying = dict(part.retrying)
@@ -308,25 +312,66 @@ class RabbitMember:
 
     # -- settling ---------------------------------------------------------------------------
 
-    async def settle_ack(self, part: Partition, delivery: RabbitDelivery) -> None:
-        part.unacked.pop(delivery.incoming.delivery_tag or 0, None)
+    def settle_ack(self, part: Partition, delivery: RabbitDelivery) -> None:
+        """Queue the ack: one task sends, per partition, one ``basic.ack`` with ``multiple``
+        for every settled tag below the lowest unsettled one (a handler waits for no
+        round trip, and a burst of acks is one frame). An ack not sent when the process
+        dies is lost like an unsettled message: the message comes again."""
+        if delivery.fenced():
+            return
+        tag = delivery.incoming.delivery_tag or 0
+        if part.unacked.pop(tag, None) is None:
+            return
+        part.acks[tag] = delivery
+        self._kick(part)
+
+    def _kick(self, part: Partition) -> None:
+        self._dirty.add(part)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_dirty())
+
+    async def _flush_dirty(self) -> None:
+        while self._dirty:
+            await self.flush(self._dirty.pop())
+
+    async def flush(self, part: Partition) -> None:
+        """Send ``part``'s queued acks that no unsettled delivery sits below (a ``multiple``
+        ack of a tag covers every lower one on the channel: never one still unsettled)."""
+        if not part.acks:
+            return
+        floor = min(part.unacked) if part.unacked else None
+        ready = [tag for tag in part.acks if floor is None or tag < floor]
+        if not ready:
+            return
+        top = part.acks[max(ready)]
+        for tag in ready:
+            del part.acks[tag]
         with contextlib.suppress(AMQPError, OSError, RuntimeError):
-            await delivery.incoming.ack()
+            await top.incoming.ack(multiple=True)
 
     async def settle_nack(self, part: Partition, delivery: RabbitDelivery, delay: float) -> None:
-        part.unacked.pop(delivery.incoming.delivery_tag or 0, None)
+        # The delivery stays unsettled (in ``unacked``) until its nack or its copy and ack
+        # are written: a queued multiple ack must not cover it before.
+        if delivery.fenced():
+            return
+        tag = delivery.incoming.delivery_tag or 0
+        queue = ""
         try:
             if delay <= 0:
                 await delivery.incoming.nack(requeue=True)
-                return
-            assert self._control is not None
-            queue = await declare_delay(self._control, part.queue, delay_bucket(delay))
-            self.delays.add(queue)
-            await self._delay_copy(delivery, queue, delivery.attempt)
-            await delivery.incoming.ack()
+            else:
+                assert self._control is not None
+                queue = await declare_delay(self._control, part.queue, delay_bucket(delay))
+                self.delays.add(queue)
+                await self._delay_copy(delivery, queue, delivery.attempt)
+                await delivery.incoming.ack()
         except (AMQPError, OSError, RuntimeError) as exc:
-            # Not acked: it comes again when this member's channel closes.
+            # Not settled: it comes again when this member's channel closes.
             log.warning("%s: nack of %s failed: %r", self.group, delivery.id, exc)
+            return
+        if part.unacked.pop(tag, None) is not None and part.acks:
+            self._kick(part)  # acks queued above it can go now
+        if delay <= 0:
             return
         part.nacked[delivery.incoming.message_id or ""] = delivery
         if delivery.key is not None:
@@ -361,6 +406,9 @@ class RabbitMember:
             for part in parts:
                 with contextlib.suppress(Exception):
                     await self.release(part, revoke=False)
+        if self._flusher is not None:
+            with contextlib.suppress(BaseException):
+                await self._flusher
         with contextlib.suppress(Exception):
             await self.connection.close()
 
