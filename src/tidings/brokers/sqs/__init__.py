@@ -21,7 +21,6 @@ delay on SNS publishes (core keeps those), no order on standard topics. See
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import secrets
@@ -83,7 +82,7 @@ def capabilities_for(options: SqsOptions) -> Capabilities:
         consumer_groups=options.fanout,
         key_affinity=options.fifo,
         replay=False,
-        # SQS DelaySeconds, on standard queues only (SNS has no delay; FIFO queues none per message).
+        # SQS DelaySeconds: standard queues only (SNS has no delay, FIFO none per message).
         delayed_publish=not options.fanout and not options.fifo,
         delayed_redelivery=True,
         exactly_once=False,
@@ -116,7 +115,7 @@ class SqsBroker:
         return cls(SqsOptions.from_url(url))
 
     def default_codec(self) -> Codec:
-        """CloudEvents binary mode (message attributes), or structured with ``binding=structured``."""
+        """CloudEvents binary mode (message attributes), or structured (``binding=structured``)."""
         return codec_for(self.options.binding)
 
     def __repr__(self) -> str:
