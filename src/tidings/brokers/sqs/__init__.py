@@ -41,13 +41,14 @@ from tidings.errors import (
 
 try:
     import aiobotocore  # noqa: F401
+    from botocore.exceptions import ClientError
 except ImportError:  # pragma: no cover - depends on the environment
     raise ImportError(
         "the sns+sqs:// and sqs:// brokers need aiobotocore: pip install 'tidings[aws]'"
     ) from None
 
 from tidings.brokers.sqs._binding import Wire, codec_for, write
-from tidings.brokers.sqs._client import AWS_ERRORS, Aws
+from tidings.brokers.sqs._client import AWS_ERRORS, MISSING_QUEUE, MISSING_TOPIC, Aws, code_of
 from tidings.brokers.sqs._delivery import Settlements
 from tidings.brokers.sqs._subscription import Queue, SqsMember
 from tidings.brokers.sqs._topology import group_queue, point_queue
@@ -151,22 +152,16 @@ class SqsBroker:
         batches = self._batches(messages)
         timeout = self.options.publish_timeout
         try:
-            async with asyncio.timeout(timeout):
-                if self.options.fanout:
-                    target = await self.aws.topic_arn(topic)
-                else:
-                    target = (await self.aws.queue(point_queue(topic, self.options.fifo), topic))[0]
-            send = self._publish_sns if self.options.fanout else self._send_sqs
             if self.options.fifo or len(batches) == 1:
                 for batch in batches:  # in order: a key's messages stay in sequence
                     async with asyncio.timeout(timeout):
-                        await send(target, batch)
+                        await self._send(topic, batch)
             else:
                 gate = asyncio.Semaphore(_IN_FLIGHT)
 
                 async def limited(batch: list[tuple[Message, Wire]]) -> None:
                     async with gate, asyncio.timeout(timeout):
-                        await send(target, batch)
+                        await self._send(topic, batch)
 
                 await asyncio.gather(*(limited(batch) for batch in batches))
         except ConfigurationError:
@@ -179,6 +174,24 @@ class SqsBroker:
                 f"publish to {topic!r} on {self.options.url} failed: {reason}; the events may "
                 "or may not be stored"
             ) from exc
+
+    async def _send(self, topic: str, batch: list[tuple[Message, Wire]]) -> None:
+        """Send one batch; a topic or queue that vanished (an emulator restarted empty, a
+        queue deleted by hand) is created again, once."""
+        fifo = self.options.fifo
+        for last in (False, True):
+            try:
+                if self.options.fanout:
+                    await self._publish_sns(await self.aws.topic_arn(topic), batch)
+                else:
+                    url = (await self.aws.queue(point_queue(topic, fifo), topic))[0]
+                    await self._send_sqs(url, batch)
+                return
+            except ClientError as exc:
+                if last or code_of(exc) not in MISSING_TOPIC | MISSING_QUEUE:
+                    raise
+                log.warning("%s was gone on %s: creating it again", topic, self.options.url)
+                self.aws.forget()
 
     def _batches(self, messages: Sequence[Message]) -> list[list[tuple[Message, Wire]]]:
         """Batches of at most ten messages and 256 KiB."""
@@ -201,7 +214,10 @@ class SqsBroker:
         self, message: Message, entry: PublishBatchRequestEntryTypeDef | SendEntry
     ) -> None:
         if self.options.fifo:
-            entry["MessageGroupId"] = message.key or secrets.token_hex(8)
+            # A delayed event (kept by the consuming App) must not hold its key meanwhile:
+            # it goes in a message group of its own.
+            key = message.key if message.deliver_at is None else None
+            entry["MessageGroupId"] = key if key is not None else secrets.token_hex(8)
             entry["MessageDeduplicationId"] = (message.id or uuid.uuid4().hex)[:128]
 
     async def _publish_sns(self, arn: str, batch: list[tuple[Message, Wire]]) -> None:
@@ -268,13 +284,9 @@ class SqsBroker:
                     name = group_queue(topic, f"tail-{secrets.token_hex(6)}", fifo)
                 else:
                     name = group_queue(topic, group, fifo)
-                url, arn = await self.aws.queue(name, topic if group is not None else None)
-                queue = Queue(topic, name, url, Settlements(self.aws.sqs, url))
+                queue = Queue(topic, name, "", Settlements(self.aws.sqs, ""), group is None)
+                await self._open_queue(queue)
                 queues.append(queue)
-                if self.options.fanout:
-                    subscription = await self.aws.subscribe_queue(topic, url, arn)
-                    if group is None:
-                        queue.subscription_arn = subscription
         except ConfigurationError:
             for queue in queues:
                 if queue.subscription_arn is not None:
@@ -284,10 +296,21 @@ class SqsBroker:
             raise BrokerUnavailable(
                 f"cannot subscribe to {list(topics)} on {self.options.url}: {exc}"
             ) from exc
-        member = SqsMember(self.aws, queues, group, options, on_revoke, self._leave)
+        member = SqsMember(
+            self.aws, queues, group, options, on_revoke, self._leave, self._open_queue
+        )
         self._members.add(member)
         member.start(self.options.receivers)
         return member
+
+    async def _open_queue(self, queue: Queue) -> None:
+        """Create ``queue`` (with its redrive policy) and subscribe it to its topic."""
+        url, arn = await self.aws.queue(queue.name, None if queue.reader else queue.topic)
+        queue.url = queue.settlements.url = url
+        if self.options.fanout:
+            subscription = await self.aws.subscribe_queue(queue.topic, url, arn)
+            if queue.reader:
+                queue.subscription_arn = subscription
 
     async def _leave(self, member: SqsMember) -> None:
         self._members.discard(member)

@@ -30,12 +30,17 @@ if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient
     from types_aiobotocore_sqs import SQSClient
 
-__all__ = ["AWS_ERRORS", "Aws", "code_of"]
+__all__ = ["AWS_ERRORS", "MISSING_QUEUE", "MISSING_TOPIC", "Aws", "code_of"]
 
 log = logging.getLogger("tidings.brokers.sqs")
 
 #: What a call through aiobotocore raises when it fails.
 AWS_ERRORS = (ClientError, BotoCoreError, OSError, TimeoutError)
+#: Error codes of a queue or a topic that does not exist (any more).
+MISSING_QUEUE = frozenset(
+    ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue")
+)
+MISSING_TOPIC = frozenset(("NotFound", "NotFoundException"))
 _EXISTS = ("QueueAlreadyExists", "QueueNameExists", "AWS.SimpleQueueService.QueueNameExists")
 
 
@@ -110,6 +115,12 @@ class Aws:
         self._sqs = self._sns = None
         with contextlib.suppress(Exception):
             await self._stack.aclose()
+
+    def forget(self) -> None:
+        """Look every topic and queue up again (one vanished: others may have too)."""
+        self.topics.clear()
+        self.queues.clear()
+        self.subscribed.clear()
 
     def _lock(self, name: str) -> asyncio.Lock:
         lock = self._creating.get(name)

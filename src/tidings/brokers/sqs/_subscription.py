@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from tidings.broker import Delivery, RevokeHandler, SubscribeOptions
 from tidings.brokers.sqs._binding import read
-from tidings.brokers.sqs._client import AWS_ERRORS, Aws
+from tidings.brokers.sqs._client import AWS_ERRORS, MISSING_QUEUE, Aws, code_of
 from tidings.brokers.sqs._delivery import Settlements, SqsDelivery, visibility
 from tidings.errors import BrokerUnavailable
 
@@ -46,6 +46,8 @@ log = logging.getLogger("tidings.brokers.sqs")
 
 #: Seconds between attempts to receive again after a failure (doubling up to the last).
 _BACKOFF = (0.1, 0.2, 0.5, 1.0, 2.0)
+#: Seconds between empty short polls (``wait=0``).
+_SHORT_POLL_PAUSE = 0.05
 #: Failed receives in a row after which ``fetch`` raises BrokerUnavailable.
 _FAILURES = 30
 _SYSTEM_ATTRIBUTES: list[MessageSystemAttributeNameType] = [
@@ -58,13 +60,17 @@ _SYSTEM_ATTRIBUTES: list[MessageSystemAttributeNameType] = [
 class Queue:
     """One queue a member reads: the topic it carries, its URL."""
 
-    __slots__ = ("name", "settlements", "subscription_arn", "topic", "url")
+    __slots__ = ("name", "reader", "settlements", "subscription_arn", "topic", "url")
 
-    def __init__(self, topic: str, name: str, url: str, settlements: Settlements) -> None:
+    def __init__(
+        self, topic: str, name: str, url: str, settlements: Settlements, reader: bool
+    ) -> None:
         self.topic = topic
         self.name = name
         self.url = url
         self.settlements = settlements
+        #: A group-less reader's own queue (no redrive; dropped on close).
+        self.reader = reader
         #: The SNS subscription of a group-less reader's own queue (dropped on close).
         self.subscription_arn: str | None = None
 
@@ -80,14 +86,17 @@ class SqsMember:
         options: SubscribeOptions,
         on_revoke: RevokeHandler | None,
         closer: Callable[[SqsMember], Awaitable[None]],
+        restore: Callable[[Queue], Awaitable[None]],
     ) -> None:
         self.aws = aws
-        self.queues = {q.url: q for q in queues}
+        self.queues = {q.name: q for q in queues}
         self.group = group
         self.prefetch = options.prefetch
         self.ack_wait = options.ack_wait
         self.on_revoke = on_revoke
         self._closer = closer
+        self._restorer = restore
+        self._restoring = asyncio.Lock()
         self.fifo = aws.options.fifo
         self.wait = aws.options.wait
         #: Received and not settled (buffered or handed), by receipt handle.
@@ -115,8 +124,8 @@ class SqsMember:
                     asyncio.create_task(self._receive(queue), name=f"tidings-sqs-{queue.name}-{n}")
                 )
 
-    def settlements(self, url: str) -> Settlements:
-        return self.queues[url].settlements
+    def settlements(self, name: str) -> Settlements:
+        return self.queues[name].settlements
 
     # -- receiving --------------------------------------------------------------------
 
@@ -143,6 +152,8 @@ class SqsMember:
                 self.reserved -= count
                 if self.closed:
                     return
+                if code_of(exc) in MISSING_QUEUE:
+                    await self._restore(queue)
                 failures += 1
                 self.failures += 1
                 self.last_error = exc
@@ -164,7 +175,7 @@ class SqsMember:
                 value, key, headers, attempt, published = read(message)
                 delivery = SqsDelivery(
                     self,
-                    queue.url,
+                    queue.name,
                     queue.topic,
                     message,
                     value,
@@ -180,6 +191,22 @@ class SqsMember:
                 self.buffer.append(delivery)
             if messages:
                 self.wake.set()
+            elif self.wait == 0:
+                await asyncio.sleep(_SHORT_POLL_PAUSE)
+
+    async def _restore(self, queue: Queue) -> None:
+        """The queue vanished (deleted, or an emulator restarted empty): make it again."""
+        async with self._restoring:
+            stale = queue.url
+            self.aws.forget()
+            try:
+                await self._restorer(queue)
+            except AWS_ERRORS as exc:
+                log.warning("re-creating queue %s failed: %r", queue.name, exc)
+                return
+            if queue.url != stale:
+                log.info("queue %s has a new URL: %s", queue.name, queue.url)
+            log.warning("queue %s was gone: created and subscribed again", queue.name)
 
     async def fetch(self, max_count: int, timeout: float) -> Sequence[Delivery]:
         deadline = time.monotonic() + timeout
