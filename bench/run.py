@@ -52,6 +52,7 @@ ADAPTER_SUITES = {
     "nats": "bench_nats",
     "redis": "bench_redis",
     "mqtt": "bench_mqtt",
+    "sqs": "bench_sqs",
     "requests": "bench_requests",
     "observability": "bench_observability",
 }
