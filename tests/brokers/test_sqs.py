@@ -337,3 +337,13 @@ def test_tail_follows_live_events_and_the_other_commands_say_what_they_cannot(
             tail.wait()
     assert tail.returncode == 0, err
     assert sorted(json.loads(row)["data"]["n"] for row in out.splitlines()) == [0, 1]
+
+
+def test_the_demo_passes_its_invariants_on_sns_sqs(moto: Moto, tmp_path: Path) -> None:
+    url = moto.url("sns+sqs", FAST)
+    done = run_python(
+        "-m", "tidings.cli", "demo", "--broker", url, "--orders", "10", "--rate", "5",
+        "--headless", cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "every invariant holds" in done.stdout
