@@ -13,7 +13,8 @@ What the member loses it reports through ``on_revoke`` at its next ``fetch``:
 * on FIFO queues, a nack makes SQS hold the key's later messages until the
   retry is handled; the later messages of that key this member already holds
   are given back at once (visible again, behind the retry in SQS's order) and
-  reported with the nacked delivery, which any member may receive next;
+  reported with the nacked delivery, which any member may receive next (when they
+  come back to this member their attempt does not count the give-back);
 * on standard queues, a nacked delivery that did not come back to this member
   within ``wait + 5`` seconds of its due time (another member received it).
 
@@ -48,6 +49,8 @@ log = logging.getLogger("tidings.brokers.sqs")
 _BACKOFF = (0.1, 0.2, 0.5, 1.0, 2.0)
 #: Seconds between empty short polls (``wait=0``).
 _SHORT_POLL_PAUSE = 0.05
+#: Most message ids kept in :attr:`SqsMember.unhandled`.
+_UNHANDLED_KEPT = 10_000
 #: Failed receives in a row after which ``fetch`` raises BrokerUnavailable.
 _FAILURES = 30
 _SYSTEM_ATTRIBUTES: list[MessageSystemAttributeNameType] = [
@@ -113,6 +116,9 @@ class SqsMember:
         self.lost: list[SqsDelivery] = []
         #: Nacked (standard queues): delivery id -> (the delivery, report it lost after).
         self.away: dict[str, tuple[SqsDelivery, float]] = {}
+        #: SQS message id -> receives this member gave back unhandled (FIFO: behind a retry
+        #: of their key): not attempts, taken off the receive count when they come back.
+        self.unhandled: dict[str, int] = {}
         self._scanned = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -173,6 +179,8 @@ class SqsMember:
                 return
             for message in messages:
                 value, key, headers, attempt, published = read(message)
+                if self.unhandled:
+                    attempt -= self.unhandled.pop(message["MessageId"], 0)
                 delivery = SqsDelivery(
                     self,
                     queue.name,
@@ -274,10 +282,13 @@ class SqsMember:
                 for d in self.held.values()
                 if d.sequence == delivery.sequence and d.queue == delivery.queue
             ]
+            if len(self.unhandled) > _UNHANDLED_KEPT:
+                self.unhandled.clear()  # received by other members meanwhile
             for d in behind:
                 d.lost = True
                 del self.held[d.receipt]
                 settlements.change(d.receipt, 0)
+                self.unhandled[d.message_id] = self.unhandled.get(d.message_id, 0) + 1
             self.lost.append(delivery)
             self.lost.extend(d for d in behind if d.handed)
             if behind:
