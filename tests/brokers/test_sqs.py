@@ -83,8 +83,17 @@ async def _factory(url: str) -> AsyncIterator[Callable[[], SqsBroker]]:
         await broker.close()
 
 
+def _moto_race(self: Any, *args: Any, **kwargs: Any) -> None:
+    pytest.skip(
+        "moto's ReceiveMessage takes no lock: two members receiving from one standard queue at "
+        "once can both get a message (seen: 201 of 200). AWS standard queues are at-least-once "
+        "too; the FIFO suite, where moto locks message groups, runs it"
+    )
+
+
 class TestSnsSqs(BrokerConformance):
     patience = 20.0
+    test_competing_consumers = _moto_race
     test_group_less_reader_sees_what_is_published_while_open = _no_history
     test_a_rebalance_during_retry_holds_strands_no_key = _no_order
     locals().update(dict.fromkeys(_VOLUME, _moto_too_slow))
