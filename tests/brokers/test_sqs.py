@@ -356,3 +356,19 @@ def test_the_demo_passes_its_invariants_on_sns_sqs(moto: Moto, tmp_path: Path) -
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "every invariant holds" in done.stdout
+
+
+def test_missing_credentials_are_named(moto: Moto, tmp_path: Path) -> None:
+    code = (
+        "import asyncio\nfrom tidings.brokers import from_url\n"
+        f"broker = from_url('sns+sqs://127.0.0.1:{moto.port}')\n"
+        "try:\n    asyncio.run(broker.connect())\n"
+        "except Exception as exc:\n    print(type(exc).__name__, exc)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env |= {"HOME": str(tmp_path), "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert "BrokerUnavailable no AWS credentials" in done.stdout, done.stdout + done.stderr
+    assert "AWS_ACCESS_KEY_ID" in done.stdout

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from tidings.brokers.sqs._topology import (
     dead_letter_queue,
@@ -102,6 +102,12 @@ class Aws:
                 )
             async with asyncio.timeout(options.connect_timeout):
                 await self.sqs.list_queues(MaxResults=1)
+        except NoCredentialsError:
+            await self.close()
+            raise BrokerUnavailable(
+                f"no AWS credentials for {options.url}: put key_id:secret@ in the URL or set "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+            ) from None
         except (*AWS_ERRORS, ValueError) as exc:
             await self.close()
             reason = (
