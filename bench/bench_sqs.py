@@ -3,8 +3,8 @@
 Starts its own moto server (``python -m moto.server``) on a free port, runs
 every case of ``_sqs_cases.py`` one after the other against it, prints one
 table with events/s and the ratios against the targets, and stops the server
-by its PID. FastStream has no SQS broker in its core (only third-party
-plugins), so there is no FastStream row.
+by its PID. FastStream (0.7.8) has no SNS or SQS broker (Kafka, Confluent, RabbitMQ,
+NATS, Redis and MQTT only), so there is no FastStream row.
 
     python bench/bench_sqs.py [--events N] [--consume-events N] [--only SUBSTRING]
 """
@@ -71,8 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"cases: {args.consume_events:,} events sent by one raw producer while the consumer "
         "reads (moto slows down with the length of a queue, so nothing is queued beforehand); "
         "one receive in flight on both sides (receivers=1). moto, not AWS: the figures compare "
-        "the client paths, not the service. FastStream has no SQS broker in its core: no "
-        "FastStream rows."
+        "the client paths, not the service. FastStream has no SNS/SQS broker: no FastStream "
+        "rows."
     )
     title = "Amazon SNS/SQS (moto server), CloudEvents binary mode"
     failed = print_rates(title, rates, TARGETS, note)
