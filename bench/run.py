@@ -56,6 +56,7 @@ ADAPTER_SUITES = {
     "redis": "bench_redis",
     "mqtt": "bench_mqtt",
     "rabbitmq": "bench_rabbitmq",
+    "sqs": "bench_sqs",
     "requests": "bench_requests",
     "observability": "bench_observability",
     "eventstore": "bench_eventstore",

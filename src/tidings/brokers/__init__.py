@@ -28,6 +28,8 @@ _BUILTIN: dict[str, str] = {
     "mqtt": "tidings.brokers.mqtt:MqttBroker.from_url",
     "amqp": "tidings.brokers.rabbitmq:RabbitBroker.from_url",
     "amqps": "tidings.brokers.rabbitmq:RabbitBroker.from_url",
+    "sqs": "tidings.brokers.sqs:SqsBroker.from_url",
+    "sns+sqs": "tidings.brokers.sqs:SqsBroker.from_url",
 }
 
 
@@ -40,9 +42,11 @@ _CLIENTS: dict[str, tuple[str, str]] = {
     "mqtt": ("aiomqtt", "mqtt"),
     "amqp": ("aio_pika", "rabbitmq"),
     "amqps": ("aio_pika", "rabbitmq"),
+    "sqs": ("aiobotocore", "aws"),
+    "sns+sqs": ("aiobotocore", "aws"),
 }
 #: Schemes of adapters not in this version yet, so that a URL gets a plain answer.
-_PLANNED = ("gcppubsub", "sns", "sqs", "stomp")
+_PLANNED = ("gcppubsub", "stomp")
 
 
 def schemes() -> list[str]:

@@ -170,6 +170,10 @@ class Shop:
     async def start(self) -> None:
         """Connect, start every service but fraud detection, and stock the shelves."""
         await self.broker.connect()
+        if not self.broker.capabilities.replay and not isinstance(self.broker, Inspectable):
+            # No history to read back later (SNS/SQS, MQTT): the log's reader group must
+            # exist before the first event is published.
+            await self.auditor.poll()
         # Before the services connect: each reads the registry then, and checks its events.
         self.schemas = await register_schemas(self.broker)
         self._started_at = time.monotonic()

@@ -1,0 +1,126 @@
+"""The SNS/SQS adapter under faults, with real processes: workers killed with SIGKILL,
+the moto server stopped and started again mid-flow. (An unreachable endpoint is in
+test_sqs.py: ``test_connect_raises_broker_unavailable_within_the_timeout``.)
+
+moto keeps its state in memory, so a restarted moto is empty: what was queued is gone.
+The restart test therefore checks what a client can do about it: producers and
+consumers notice, create their topics, queues and subscriptions again, and every
+event confirmed after that is handled. On AWS the service does not lose its state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _moto import Moto
+from _services import publish_confirmed, start_python, stop_process, until
+
+from tidings import App
+from tidings.errors import ConnectionError as BrokerConnectionError
+from tidings.errors import PublishError
+
+FAST = "wait=1&receivers=1&publish_timeout=30"
+
+
+@pytest.fixture
+def moto() -> Iterator[Moto]:
+    server = Moto()
+    server.start()
+    yield server
+    server.stop()
+
+
+def _worker(url: str, topic: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {"FAULTS_TOPIC": topic, "FAULTS_LOG": str(log)}
+    args = ("-m", "tidings.cli", "run", "_faults_worker:app", "--broker", url)
+    return start_python(*args, "--log-level", "error", env=env)
+
+
+def _handled(log: Path) -> dict[int, list[tuple[int, str]]]:
+    """seq -> (attempt, pid) of each handling."""
+    seen: dict[int, list[tuple[int, str]]] = {}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 3:
+                seen.setdefault(int(parts[0]), []).append((int(parts[1]), parts[2]))
+    return seen
+
+
+async def test_workers_killed_with_sigkill_lose_no_published_event(
+    moto: Moto, tmp_path: Path
+) -> None:
+    """What a killed worker held comes back once its visibility timeout (ack_wait, 30 s)
+    ends, to the others: every confirmed event is handled at least once."""
+    url = moto.url("sns+sqs", FAST)
+    topic, log, count = f"faults.kill-{uuid.uuid4().hex[:6]}", tmp_path / "handled.log", 400
+    producer = App("producer", broker=url)
+    workers = [_worker(url, topic, log) for _ in range(2)]
+    try:
+        async with producer:
+            await asyncio.sleep(3)  # both workers subscribe (the group's queue exists)
+            await producer.publish({"seq": -1}, topic=topic, type="Warmup", key="w")
+            assert await until(lambda: -1 in _handled(log), 60), "workers never started"
+
+            async def chaos(published: int) -> None:
+                await asyncio.sleep(0.05)
+                if published in (150, 300):
+                    victim = workers.pop(0)
+                    os.kill(victim.pid, signal.SIGKILL)
+                    victim.wait(5)
+                    workers.append(_worker(url, topic, log))
+
+            await publish_confirmed(producer, topic, count, 50, chaos)
+        done = await until(lambda: set(range(count)) <= set(_handled(log)), 120)
+        missing = sorted(set(range(count)) - set(_handled(log)))
+        assert done, f"{len(missing)} published events never handled, e.g. {missing[:5]}"
+        handlings = [h for seq, found in _handled(log).items() if seq >= 0 for h in found]
+        assert len({pid for _, pid in handlings}) >= 3, "killed workers and replacements handled"
+    finally:
+        for worker in workers:
+            stop_process(worker)
+
+
+async def test_clients_recover_from_a_server_restart(moto: Moto) -> None:
+    url = moto.url("sns+sqs", FAST)
+    topic = f"faults.restart-{uuid.uuid4().hex[:6]}"
+    seen: set[int] = set()
+    consumer = App("consumer", broker=url)
+
+    @consumer.subscribe(topic, group="restart", concurrency=4)
+    async def handle(data: dict[str, Any]) -> None:
+        seen.add(data["seq"])
+
+    producer = App("producer", broker=url)
+    async with consumer, producer:
+        await publish_confirmed(producer, topic, 100, 25, _nothing)
+        assert await until(lambda: len(seen) == 100, 60), "handled before the restart"
+        await asyncio.to_thread(moto.stop)
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(moto.start)
+        # Until a probe goes through: the producer made the topic again, the consumer its
+        # queue and subscription.
+        recovered = False
+        for probe in range(1000, 1060):
+            with contextlib.suppress(PublishError, BrokerConnectionError):
+                await producer.publish({"seq": probe}, topic=topic, type="Probe")
+            if await until(lambda: any(n >= 1000 for n in seen), 2.0):
+                recovered = True
+                break
+        assert recovered, "no event went through after the restart"
+        await publish_confirmed(producer, topic, 300, 25, _nothing)
+        rest = set(range(100, 300))
+        assert await until(lambda: rest <= seen, 60), f"{len(rest - seen)} events lost"
+
+
+async def _nothing(published: int) -> None:
+    return None
