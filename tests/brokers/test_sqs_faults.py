@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from _moto import Moto
-from _services import publish_confirmed, start_python, stop_process, until
+from _services import handled, publish_confirmed, start_python, stop_process, until
 
 from tidings import App
 from tidings.errors import ConnectionError as BrokerConnectionError
@@ -45,17 +45,6 @@ def _worker(url: str, topic: str, log: Path) -> subprocess.Popen[bytes]:
     return start_python(*args, "--log-level", "error", env=env)
 
 
-def _handled(log: Path) -> dict[int, list[tuple[int, str]]]:
-    """seq -> (attempt, pid) of each handling."""
-    seen: dict[int, list[tuple[int, str]]] = {}
-    if log.exists():
-        for line in log.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 3:
-                seen.setdefault(int(parts[0]), []).append((int(parts[1]), parts[2]))
-    return seen
-
-
 async def test_workers_killed_with_sigkill_lose_no_published_event(
     moto: Moto, tmp_path: Path
 ) -> None:
@@ -69,7 +58,7 @@ async def test_workers_killed_with_sigkill_lose_no_published_event(
         async with producer:
             await asyncio.sleep(3)  # both workers subscribe (the group's queue exists)
             await producer.publish({"seq": -1}, topic=topic, type="Warmup", key="w")
-            assert await until(lambda: -1 in _handled(log), 60), "workers never started"
+            assert await until(lambda: -1 in handled(log), 60), "workers never started"
 
             async def chaos(published: int) -> None:
                 await asyncio.sleep(0.05)
@@ -80,10 +69,10 @@ async def test_workers_killed_with_sigkill_lose_no_published_event(
                     workers.append(_worker(url, topic, log))
 
             await publish_confirmed(producer, topic, count, 50, chaos)
-        done = await until(lambda: set(range(count)) <= set(_handled(log)), 120)
-        missing = sorted(set(range(count)) - set(_handled(log)))
+        done = await until(lambda: set(range(count)) <= set(handled(log)), 120)
+        missing = sorted(set(range(count)) - set(handled(log)))
         assert done, f"{len(missing)} published events never handled, e.g. {missing[:5]}"
-        handlings = [h for seq, found in _handled(log).items() if seq >= 0 for h in found]
+        handlings = [h for seq, found in handled(log).items() if seq >= 0 for h in found]
         assert len({pid for _, pid in handlings}) >= 3, "killed workers and replacements handled"
     finally:
         for worker in workers:
