@@ -44,7 +44,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     ) from None
 
 from tidings.brokers.rabbitmq._admin import Inspector
-from tidings.brokers.rabbitmq._alive import alive
+from tidings.brokers.rabbitmq._alive import alive, close_connection
 from tidings.brokers.rabbitmq._binding import codec_for, copy, routing_key, write
 from tidings.brokers.rabbitmq._history import tombstone_record
 from tidings.brokers.rabbitmq._management import Management
@@ -170,15 +170,13 @@ class RabbitBroker:
             log.warning("amqp broker %s: connection lost; connecting again", self.options.url)
             fresh = await self._connect()
             if self._closed:
-                with contextlib.suppress(Exception):
-                    await fresh.close()
+                await close_connection(fresh)
                 raise BrokerClosedError(f"amqp broker {self.options.url} is closed")
             old, self.connection = self.connection, fresh
             self._exchanges.clear()
             self._channel = await fresh.channel(publisher_confirms=True, on_return_raises=True)
             if old is not None:
-                with contextlib.suppress(Exception):
-                    await old.close()
+                await close_connection(old)
             return self._channel
 
     async def _connect(self, name: str = "") -> AbstractConnection:
@@ -228,13 +226,11 @@ class RabbitBroker:
             await reader.close()
         inspector, self._inspector = self._inspector, None
         if inspector is not None:
-            with contextlib.suppress(Exception):
-                await inspector.connection.close()
+            await close_connection(inspector.connection)
         connection, self.connection = self.connection, None
         self._channel = None
         if connection is not None:
-            with contextlib.suppress(Exception):
-                await connection.close()
+            await close_connection(connection)
 
     # -- topics ---------------------------------------------------------------------
 
@@ -446,8 +442,7 @@ class RabbitBroker:
         self._check_open()
         if self._inspector is None or not alive(self._inspector.connection):
             if self._inspector is not None:
-                with contextlib.suppress(Exception):
-                    await self._inspector.connection.close()
+                await close_connection(self._inspector.connection)
             # A connection of its own: reading streams opens many channels, and nothing
             # that goes wrong there reaches the publishing connection.
             connection = await self._connect("inspection")

@@ -32,7 +32,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from aio_pika.exceptions import AMQPError
 
 from tidings.broker import Delivery, RevokeHandler
-from tidings.brokers.rabbitmq._alive import alive
+from tidings.brokers.rabbitmq._alive import alive, close_connection
 from tidings.brokers.rabbitmq._binding import copy, read
 from tidings.brokers.rabbitmq._delivery import Partition, RabbitDelivery
 from tidings.brokers.rabbitmq._topology import (
@@ -409,8 +409,7 @@ class RabbitMember:
         if self._flusher is not None:
             with contextlib.suppress(BaseException):
                 await self._flusher
-        with contextlib.suppress(Exception):
-            await self.connection.close()
+        await close_connection(self.connection)
 
 
 def _buffered(delivery: RabbitDelivery) -> bool:
