@@ -10,6 +10,7 @@ missing server can never hide behind a skip.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -143,3 +144,39 @@ def handled(log: Path) -> dict[int, list[tuple[int, str]]]:
             if len(parts) == 3:
                 seen.setdefault(int(parts[0]), []).append((int(parts[1]), parts[2]))
     return seen
+
+
+def follow_two_events(url: str, topic: str, cwd: Path, timeout: float) -> list[int]:
+    """Run ``tidings tail TOPIC --follow --limit 2 --json`` in a process; once it says it
+    follows, publish ``{"n": 0}`` and ``{"n": 1}`` to ``topic``; return the ``n`` of each
+    event it printed (asserting it exited 0)."""
+    source = str(Path(tidings.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)
+    args = ["tail", topic, "--follow", "--limit", "2", "--broker", url, "--json"]
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "tidings.cli", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": path},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert tail.stderr is not None
+        line = tail.stderr.readline()  # "following ..." once subscribed
+        assert "following" in line, line
+
+        async def publish() -> None:
+            app = App("tailed", broker=url)
+            async with app:
+                for n in range(2):
+                    await app.publish({"n": n}, topic=topic, type="Reading")
+
+        asyncio.run(publish())
+        out, err = tail.communicate(timeout=timeout)
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+            tail.wait()
+    assert tail.returncode == 0, err
+    return [json.loads(row)["data"]["n"] for row in out.splitlines()]

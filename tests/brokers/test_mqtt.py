@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import time
 import uuid
@@ -11,7 +10,7 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from _services import free_port, port_open, run_python, service_missing
+from _services import follow_two_events, free_port, port_open, run_python, service_missing
 
 from tidings import App
 from tidings.broker import Message
@@ -159,58 +158,9 @@ def test_the_docs_page_example_runs(tmp_path: Path) -> None:
 
 
 def test_tail_follows_live_events_and_refuses_history(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
-    import tidings
-
     url = system_url()
     topic = _unique("tail")
     refused = run_python("-m", "tidings.cli", "tail", topic, "--broker", url, cwd=tmp_path)
     assert refused.returncode == 2
     assert "keeps no history to read" in refused.stderr and "--follow" in refused.stderr
-    source = str(Path(tidings.__file__).resolve().parents[1])
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p),
-    }
-    tail = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tidings.cli",
-            "tail",
-            topic,
-            "--follow",
-            "--limit",
-            "2",
-            "--broker",
-            url,
-            "--json",
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert tail.stderr is not None
-        line = tail.stderr.readline()  # "following ..." once subscribed
-        assert "following" in line, line
-
-        async def publish() -> None:
-            app = App("tailed", broker=url)
-            async with app:
-                for n in range(2):
-                    await app.publish({"n": n}, topic=topic, type="Reading")
-
-        asyncio.run(publish())
-        out, err = tail.communicate(timeout=30)
-    finally:
-        if tail.poll() is None:
-            tail.kill()
-            tail.wait()
-    assert tail.returncode == 0, err
-    assert [json.loads(row)["data"]["n"] for row in out.splitlines()] == [0, 1]
+    assert follow_two_events(url, topic, tmp_path, timeout=30) == [0, 1]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -15,9 +13,8 @@ from typing import Any
 
 import pytest
 from _moto import Moto
-from _services import free_port, run_python
+from _services import follow_two_events, free_port, run_python
 
-import tidings
 from tidings import App
 from tidings.broker import Message
 from tidings.brokers import from_url
@@ -316,36 +313,7 @@ def test_tail_follows_live_events_and_the_other_commands_say_what_they_cannot(
         assert done.returncode != 0
         assert done.stderr.count("\n") == 1 and "cannot be inspected" in done.stderr
         assert "test:***@" in done.stderr
-    source = str(Path(tidings.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (source, *sys.path) if p)}
-    args = ["tail", topic, "--follow", "--limit", "2", "--broker", url, "--json"]
-    tail = subprocess.Popen(
-        [sys.executable, "-m", "tidings.cli", *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert tail.stderr is not None
-        line = tail.stderr.readline()  # "following ..." once subscribed
-        assert "following" in line, line
-
-        async def publish() -> None:
-            app = App("tailed", broker=url)
-            async with app:
-                for n in range(2):
-                    await app.publish({"n": n}, topic=topic, type="Reading")
-
-        asyncio.run(publish())
-        out, err = tail.communicate(timeout=60)
-    finally:
-        if tail.poll() is None:
-            tail.kill()
-            tail.wait()
-    assert tail.returncode == 0, err
-    assert sorted(json.loads(row)["data"]["n"] for row in out.splitlines()) == [0, 1]
+    assert sorted(follow_two_events(url, topic, tmp_path, timeout=60)) == [0, 1]
 
 
 def test_the_demo_passes_its_invariants_on_sns_sqs(moto: Moto, tmp_path: Path) -> None:
