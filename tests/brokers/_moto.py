@@ -7,12 +7,10 @@ dev extra), stopped by PID. Its state lives in memory: a restarted server is emp
 from __future__ import annotations
 
 import importlib.util
-import os
-import signal
 import subprocess
 import sys
 
-from _services import free_port, service_missing, wait_for_port
+from _services import free_port, service_missing, stop_process, wait_for_port
 
 __all__ = ["Moto"]
 
@@ -45,10 +43,5 @@ class Moto:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait()
+        if process is not None:
+            stop_process(process, 10)

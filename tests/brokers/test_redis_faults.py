@@ -64,13 +64,8 @@ class OwnRedis:
     def stop(self) -> None:
         """SIGTERM (Redis writes and syncs its append-only file, then exits), by PID."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait()
+        if process is not None:
+            stop_process(process, 10)
 
 
 @pytest.fixture
