@@ -23,6 +23,7 @@ Types registered after the App connected count from its next start.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from tidings.middleware import Handle, Outgoing, PublishFn
 from tidings.payload import is_pydantic_model, payload_info, to_jsonable
 from tidings.schemas._generate import schema_for
 from tidings.schemas.directory import DirectoryStore
-from tidings.schemas.registry import SchemaRegistry, SchemaStorage, StoredRegistry
+from tidings.schemas.registry import SchemaRegistry, SchemaStorage, StoredRegistry, version_of
 from tidings.schemas.upcast import Upcasters
 from tidings.schemas.validation import SchemaViolation, compiled, validate
 
@@ -185,8 +186,10 @@ class Enforcement:
             return event
         data = event.data
         cls = type(data)
-        typed = not isinstance(data, dict | list | str | int | float | bool | bytes) and (
-            is_pydantic_model(cls) or hasattr(cls, "__struct_fields__") or _is_dataclass(cls)
+        typed = (
+            is_pydantic_model(cls)
+            or isinstance(data, msgspec.Struct)
+            or dataclasses.is_dataclass(data)
         )
         version = parse_dataschema(event.dataschema, event.type)
         must_validate = True
@@ -211,9 +214,8 @@ class Enforcement:
         """The registry version equal to ``cls``'s schema (then its data needs no check)."""
         found = self._classes.get(cls)
         if found is None:
-            own = _comparable(schema_for(cls))
-            match = [v for v, doc in versions.items() if _comparable(doc) == own]
-            found = (match[-1], False) if match else (max(versions), True)
+            match = version_of([versions[v] for v in sorted(versions)], schema_for(cls))
+            found = (match, False) if match is not None else (max(versions), True)
             self._classes[cls] = found
         return found
 
@@ -252,12 +254,3 @@ class Enforcement:
             lifted = self.upcasters.lift(event.type, event.data, have, wanted)
             return event.replace(data=lifted, schemaversion=wanted, dataschema=None)
         return event
-
-
-def _is_dataclass(cls: type) -> bool:
-    return hasattr(cls, "__dataclass_fields__")
-
-
-def _comparable(document: Mapping[str, Any]) -> dict[str, Any]:
-    """A schema without what the registry stamps on it (``$id``, version keyword)."""
-    return {k: v for k, v in document.items() if k not in ("$id", "x-tidings-version")}

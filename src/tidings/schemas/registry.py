@@ -27,7 +27,7 @@ The rules, the same for every backend:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from tidings.errors import SchemaError
@@ -151,7 +151,7 @@ class StoredRegistry:
     ) -> int:
         for _ in range(_ATTEMPTS):
             previous = await self._documents(event_type)
-            found = _find(previous, schema)
+            found = version_of(previous, schema)
             if found is not None:
                 return found
             chosen = await self._mode(event_type, mode)
@@ -171,12 +171,12 @@ class StoredRegistry:
         self, event_type: str, schema: Schema, mode: Compatibility | str | None = None
     ) -> list[Breaking]:
         previous = await self._documents(event_type)
-        if not previous or _find(previous, schema) is not None:
+        if not previous or version_of(previous, schema) is not None:
             return []
         return check(schema, previous, await self._mode(event_type, mode))
 
     async def find(self, event_type: str, schema: Schema) -> int | None:
-        return _find(await self._documents(event_type), schema)
+        return version_of(await self._documents(event_type), schema)
 
     async def get(self, event_type: str, version: int | None = None) -> dict[str, Any]:
         documents = await self._documents(event_type)
@@ -254,7 +254,9 @@ def stamped(schema: Schema, event_type: str, version: int) -> dict[str, Any]:
     return {**schema, "$id": dataschema_uri(event_type, version), VERSION_KEYWORD: version}
 
 
-def _find(documents: list[dict[str, Any]], schema: Schema) -> int | None:
+def version_of(documents: Sequence[Mapping[str, Any]], schema: Schema) -> int | None:
+    """The version (1-based place in ``documents``) of the one equal to ``schema``, ignoring
+    what the registry stamps (``$id``, ``x-tidings-version``); None if none is."""
     wanted = _canonical(schema)
     for index, document in enumerate(documents):
         if _canonical(document) == wanted:
