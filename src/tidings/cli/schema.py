@@ -29,8 +29,8 @@ from tidings.cli._output import cells, echo, json_line, note, stdout
 from tidings.cli._target import load_app
 from tidings.errors import ConfigurationError
 from tidings.payload import payload_info
-from tidings.schemas import REGISTRY_ENVVAR as _REGISTRY_ENVVAR
 from tidings.schemas import (
+    REGISTRY_ENVVAR,
     REGISTRY_URL_ENVVAR,
     Breaking,
     Compatibility,
@@ -47,7 +47,6 @@ from tidings.settings import default_broker_url
 
 __all__ = ["REGISTRY_ENVVAR", "schema"]
 
-REGISTRY_ENVVAR = _REGISTRY_ENVVAR
 
 schema = typer.Typer(
     name="schema",

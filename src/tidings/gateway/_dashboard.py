@@ -13,6 +13,7 @@ Policy lets the page load and connect to this gateway only.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator
 from dataclasses import asdict
@@ -36,11 +37,16 @@ _POLICY = (
 _STATIC = resources.files("tidings.gateway") / "static"
 
 
+@functools.cache
+def _read(name: str) -> bytes:
+    return (_STATIC / name).read_bytes()
+
+
 def _asset(name: str, media_type: str) -> Response:
     headers = {"cache-control": "no-cache"}
     if media_type == "text/html":
         headers["content-security-policy"] = _POLICY
-    return Response((_STATIC / name).read_bytes(), media_type=media_type, headers=headers)
+    return Response(_read(name), media_type=media_type, headers=headers)
 
 
 async def home(request: Request) -> Response:
