@@ -25,11 +25,13 @@ from _sqlite_data import (
     Meter,
     Progress,
     Run,
+    Tick,
     TickSeen,
     broker_rows,
     create_topic,
     encoded_messages,
     event_factory,
+    model_payload,
     payload,
     prepublish,
     raw_connect,
@@ -245,8 +247,9 @@ def app_batch(n: int, meter: Meter) -> Run:
     return asyncio.run(run())
 
 
-def concurrent_publishers(n: int, publishers: int, meter: Meter) -> Run:
-    """``publishers`` tasks, each awaiting ``app.publish`` of one event at a time."""
+def concurrent_publishers(n: int, publishers: int, meter: Meter, *, model: bool = False) -> Run:
+    """``publishers`` tasks, each awaiting ``app.publish`` of one event at a time
+    (``model``: pydantic payloads, created as they are published)."""
     from tidings import App
 
     async def run() -> Run:
@@ -256,12 +259,12 @@ def concurrent_publishers(n: int, publishers: int, meter: Meter) -> Run:
                 await app.publish(payload(-1), topic=TOPIC, type=EVENT_TYPE, key=KEYS[0])
                 writer = _writer_of(app)
                 publish = app.publish
-                payloads = [payload(i) for i in range(n)]
+                make = model_payload if model else payload
                 keys = [KEYS[i % len(KEYS)] for i in range(n)]
 
                 async def publisher(first: int) -> None:
                     for i in range(first, n, publishers):
-                        await publish(payloads[i], topic=TOPIC, type=EVENT_TYPE, key=keys[i])
+                        await publish(make(i), topic=TOPIC, type=EVENT_TYPE, key=keys[i])
 
                 commits = writer.commits
                 meter.start()
@@ -276,25 +279,40 @@ def concurrent_publishers(n: int, publishers: int, meter: Meter) -> Run:
 # -- consuming -------------------------------------------------------------------------
 
 
-def _handler(n: int, exactly_once: bool, done: asyncio.Event) -> Callable[..., Any]:
+def _handler(n: int, exactly_once: bool, done: asyncio.Event, model: bool) -> Callable[..., Any]:
     handled = 0
 
-    if exactly_once:
-
-        async def on_tick(data: dict[str, Any]) -> TickSeen:
-            nonlocal handled
-            handled += 1
-            if handled == n:
-                done.set()
-            return TickSeen(data["n"])
-
-        return on_tick
-
-    async def on_tick_only(data: dict[str, Any]) -> None:
+    def seen() -> None:
         nonlocal handled
         handled += 1
         if handled == n:
             done.set()
+
+    if exactly_once and model:
+
+        async def on_tick_model(data: Tick) -> TickSeen:
+            seen()
+            return TickSeen(data.n)
+
+        return on_tick_model
+
+    if exactly_once:
+
+        async def on_tick(data: dict[str, Any]) -> TickSeen:
+            seen()
+            return TickSeen(data["n"])
+
+        return on_tick
+
+    if model:
+
+        async def on_tick_model_only(data: Tick) -> None:
+            seen()
+
+        return on_tick_model_only
+
+    async def on_tick_only(data: dict[str, Any]) -> None:
+        seen()
 
     return on_tick_only
 
@@ -306,6 +324,7 @@ def consume(
     delivery: str = "at_least_once",
     concurrency: int = 1,
     overlap: bool = False,
+    model: bool = False,
 ) -> Run:
     """One consumer App handles ``n`` events; the clock stops once it has stopped.
 
@@ -324,7 +343,7 @@ def consume(
         app.route(TickSeen, OUT_TOPIC)
         done = asyncio.Event()
         app.add_subscription(
-            _handler(n, exactly_once, done),
+            _handler(n, exactly_once, done, model),
             TOPIC,
             group=GROUP,
             delivery=delivery,  # type: ignore[arg-type]

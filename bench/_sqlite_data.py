@@ -22,6 +22,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 __all__ = [
     "BATCH",
     "EVENT_TYPE",
@@ -32,11 +34,13 @@ __all__ = [
     "Meter",
     "Progress",
     "Run",
+    "Tick",
     "TickSeen",
     "broker_rows",
     "create_topic",
     "encoded_messages",
     "event_factory",
+    "model_payload",
     "payload",
     "percentile",
     "prepublish",
@@ -84,8 +88,21 @@ class TickSeen:
     n: int
 
 
+class Tick(BaseModel):
+    """The pydantic form of :func:`payload` (the ``-pydantic`` cases): what users write."""
+
+    n: int
+    sku: str
+    quantity: int
+    price: float
+
+
 def payload(i: int) -> dict[str, Any]:
     return {"n": i, "sku": "SKU-00042", "quantity": 3, "price": 19.99}
+
+
+def model_payload(i: int) -> Tick:
+    return Tick(n=i, sku="SKU-00042", quantity=3, price=19.99)
 
 
 def url(path: str, **options: object) -> str:

@@ -179,6 +179,77 @@ async def test_concurrent_publishes_are_group_committed(tmp_path: Path) -> None:
     assert commits < 100, f"200 concurrent publishes took {commits} commits"
 
 
+async def test_merged_single_publishes_keep_partitions_offsets_and_order(tmp_path: Path) -> None:
+    """Single publishes queued together are written in one statement per topic; each
+    message still lands on its key's partition, once, at the next offset."""
+    from tidings.brokers._partitioning import partition_for
+
+    broker = SqliteBroker(str(tmp_path / "m.db"), partitions=4)
+    await broker.connect()
+    try:
+        for name in ("a", "b"):
+            await broker.publish(name, [Message(b"warm-up", key="w")])
+        sends = [
+            broker.publish("a" if i % 3 else "b", [Message(str(i).encode(), key=f"k{i % 7}")])
+            for i in range(300)
+        ]
+        await asyncio.gather(*sends)
+        rows = broker.writer.conn.execute(
+            "SELECT t.name, m.partition, m.offset, m.key, m.value FROM messages m "
+            "JOIN topics t ON t.id = m.topic_id WHERE m.value != x'7761726d2d7570' "
+            "ORDER BY t.name, m.partition, m.offset"
+        ).fetchall()
+        heads = dict(
+            broker.writer.conn.execute(
+                "SELECT t.name || ':' || h.partition, h.next_offset FROM partition_heads h "
+                "JOIN topics t ON t.id = h.topic_id"
+            ).fetchall()
+        )
+    finally:
+        await broker.close()
+    assert sorted(int(value) for *_, value in rows) == list(range(300))
+    by_partition: dict[tuple[str, int], list[int]] = {}
+    for name, partition, offset, key, _ in rows:
+        assert partition == partition_for(key, 4, 0), (name, key, partition)
+        by_partition.setdefault((name, partition), []).append(offset)
+    for (name, partition), offsets in by_partition.items():
+        first = offsets[0]
+        assert offsets == list(range(first, first + len(offsets))), (name, partition)
+        assert heads[f"{name}:{partition}"] == offsets[-1] + 1
+    # Per key, the publish order of one task is kept: values of a key only grow.
+    for key in {row[3] for row in rows}:
+        for name in ("a", "b"):
+            values = [int(v) for n, _, _, k, v in rows if k == key and n == name]
+            assert values == sorted(values)
+
+
+async def test_a_failing_publish_in_a_merged_run_fails_alone(tmp_path: Path) -> None:
+    from tidings.brokers.sqlite import _ops
+
+    broker = SqliteBroker(str(tmp_path / "f.db"))
+    await broker.connect()
+    try:
+        await broker.publish("t", [Message(b"warm-up")])
+        # Keep the writer busy so that what follows queues up and is merged into one run.
+        busy = broker.writer.submit(lambda conn: time.sleep(0.3))
+        # A topic id with no partition rows: its append fails inside the writer.
+        bad = broker.writer.submit(_ops.Append(999_999, 4, [Message(b"bad")], time.time(), 0))
+        good = [broker.publish("t", [Message(str(i).encode())]) for i in range(20)]
+        commits = broker.writer.commits
+        results = await asyncio.gather(bad, *good, return_exceptions=True)
+        await busy
+        merged = broker.writer.commits - commits
+        stored = broker.writer.conn.execute(
+            "SELECT COUNT(*) FROM messages WHERE value != x'7761726d2d7570'"
+        ).fetchone()[0]
+    finally:
+        await broker.close()
+    assert isinstance(results[0], TypeError)
+    assert results[1:] == [None] * 20
+    assert stored == 20
+    assert merged <= 2, "the failing append and the others went into one transaction"
+
+
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

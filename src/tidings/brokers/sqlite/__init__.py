@@ -279,12 +279,11 @@ class SqliteBroker:
         self._check_open()
         if not messages:
             return
-        topic_id, partitions = await self.topic(topic)
+        known = self.topics.cached(topic)  # no await on the hot path
+        topic_id, partitions = known if known is not None else await self.topic(topic)
         rotation = self.next_rotation(len(messages))
         now = time.time()
-        heads = await self.writer.submit(
-            lambda conn: _ops.append(conn, topic_id, partitions, messages, now, rotation)
-        )
+        heads = await self.writer.submit(_ops.Append(topic_id, partitions, messages, now, rotation))
         self._advance({topic_id: heads})
 
     async def publish_many(self, batches: Sequence[tuple[str, Sequence[Message]]]) -> None:
@@ -304,7 +303,10 @@ class SqliteBroker:
         loop) are woken too, rather than when their watcher notices the commit.
         """
         loop = asyncio.get_running_loop()
-        for broker in list(_SAME_FILE.get(self._file_key, ())) or (self,):
+        siblings = _SAME_FILE.get(self._file_key)
+        # Alone on the file (the usual case) it is this broker: skip copying the WeakSet.
+        brokers = (self,) if siblings is None or len(siblings) <= 1 else list(siblings)
+        for broker in brokers:
             watcher = broker._watcher
             if watcher is not None and broker._loop is loop:
                 for topic_id, topic_heads in heads.items():
