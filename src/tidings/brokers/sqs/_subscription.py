@@ -145,6 +145,10 @@ class SqsMember:
                 continue
             count = min(room, 10)
             self.reserved += count
+            # The visibility timeout runs from when the server took the messages, some
+            # time before the answer arrives here (seconds, on a loaded server): count
+            # from the request, so a delivery is fenced before SQS can hand it out again.
+            asked = time.monotonic()
             try:
                 got = await self.aws.sqs.receive_message(
                     QueueUrl=queue.url,
@@ -170,7 +174,6 @@ class SqsMember:
                 continue
             self.reserved -= count
             failures = self.failures = 0
-            received = time.monotonic()
             messages = got.get("Messages", [])
             if self.closed:
                 # Received while closing: give it straight back.
@@ -191,7 +194,7 @@ class SqsMember:
                     headers,
                     attempt,
                     published,
-                    received + self.ack_wait,
+                    asked + self.ack_wait,
                 )
                 if self.away:
                     self.away.pop(delivery.id, None)
