@@ -192,6 +192,12 @@ class StompConnection:
         return self
 
     @property
+    def local_port(self) -> int:
+        """The port of this end of the socket (the server's connection listings show it)."""
+        sockname = self.transport.get_extra_info("sockname") if self.transport else None
+        return int(sockname[1]) if sockname else 0
+
+    @property
     def alive(self) -> bool:
         return not self.closed.is_set()
 
@@ -247,9 +253,10 @@ class StompConnection:
             detail = frame.body.decode("utf-8", "replace").strip()
             message = frame.headers.get("message", "error")
             self.error = f"{message}: {detail}" if detail else message
-            if self._connected is not None and not self._connected.done():
-                self._connected.set_exception(StompError(self.error))
-            self._fail(StompError(self.error))
+            # RabbitMQ closes the connection after an ERROR: it is gone from here on.
+            if self.transport is not None:
+                self.transport.close()
+            self.lost(None)
 
     def _fail(self, error: Exception) -> None:
         receipts, self._receipts = self._receipts, {}
