@@ -12,7 +12,8 @@ callback per subscription id. Heart-beats go both ways: the client writes an
 EOL when it wrote nothing for a period, and drops the connection when the
 server stayed silent for twice its period, so a dead peer is noticed. An
 ``ERROR`` frame (RabbitMQ then closes the connection) fails every receipt still
-awaited with its message.
+awaited with its message. Frames written in one turn of the event loop go to the
+socket together.
 """
 
 from __future__ import annotations
@@ -139,6 +140,8 @@ class StompConnection:
         self._connected: asyncio.Future[Frame] | None = None
         self._next = 0
         self._wrote = time.monotonic()
+        #: Frames written in this turn of the event loop, sent together by ``_flush``.
+        self._outgoing: list[bytes] = []
         self._beats: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -211,8 +214,17 @@ class StompConnection:
         """Write a frame (raises :class:`StompError` once the connection is gone)."""
         if self.transport is None or self.closed.is_set():
             raise StompError(self.error or "the STOMP connection is closed")
-        self.transport.write(encode(command, headers, body))
-        self._wrote = time.monotonic()
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outgoing.append(encode(command, headers, body))
+
+    def _flush(self) -> None:
+        """Write the frames of this turn of the loop in one go (one system call for a
+        burst of acks or sends, in the order they were written)."""
+        outgoing, self._outgoing = self._outgoing, []
+        if outgoing and self.transport is not None and not self.closed.is_set():
+            self.transport.write(b"".join(outgoing))
+            self._wrote = time.monotonic()
 
     def send(
         self, command: str, headers: dict[str, str], body: bytes = b""
