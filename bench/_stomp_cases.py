@@ -223,7 +223,10 @@ def _stomp_py_consume(url: str, n: int, topic: str, queue: str) -> tuple[int, fl
     try:
         started = time.perf_counter()
         connection.subscribe(
-            f"/topic/{topic}", "bench", ack="client-individual", headers=_group_headers(topic, queue)
+            f"/topic/{topic}",
+            "bench",
+            ack="client-individual",
+            headers=_group_headers(topic, queue),
         )
         listener.done.wait(300)
         return listener.seen, time.perf_counter() - started

@@ -73,8 +73,7 @@ class StompOptions:
             )
         if self.queue_type not in ("quorum", "classic"):
             raise ConfigurationError(
-                f"queue_type must be 'quorum' or 'classic' in {self.url!r}; "
-                f"got {self.queue_type!r}"
+                f"queue_type must be 'quorum' or 'classic' in {self.url!r}; got {self.queue_type!r}"
             )
 
     @classmethod
