@@ -22,7 +22,7 @@ from _services import follow_two_events, port_open, run_python, service_missing,
 from tidings.broker import Message
 from tidings.brokers import from_url
 from tidings.brokers.stomp import StompBroker
-from tidings.errors import ConfigurationError
+from tidings.errors import BrokerUnavailable, ConfigurationError
 from tidings.testing.conformance import BrokerConformance, collect
 
 HOST, PORT, MANAGEMENT = "127.0.0.1", 61613, 15672
@@ -123,6 +123,13 @@ def test_url_options_are_validated() -> None:
             StompBroker.from_url(f"stomp://h/?{bad}")
     with pytest.raises(ConfigurationError, match="stomp://"):
         from_url("stomp://u:pw@h/?connect_timeout=soon")
+
+
+async def test_wrong_credentials_are_refused_naming_the_url_without_password(vhost: str) -> None:
+    url = vhost.replace("guest:guest@", "guest:s3cret@")
+    with pytest.raises(BrokerUnavailable, match="refused the connection") as caught:
+        await StompBroker.from_url(url).connect()
+    assert "guest:***@" in str(caught.value) and "s3cret" not in str(caught.value)
 
 
 async def test_topic_and_group_names_a_routing_key_cannot_carry_are_refused(

@@ -130,13 +130,15 @@ class StompBroker:
                 timeout=options.connect_timeout,
                 tls=context,
             )
-        except (TimeoutError, OSError, StompError) as exc:
-            reason = (
-                str(exc)
-                if isinstance(exc, StompError)
-                else f"no answer within {options.connect_timeout:g}s ({type(exc).__name__})"
-            )
-            raise BrokerUnavailable(f"no STOMP server at {options.url}: {reason}") from None
+        except StompError as exc:
+            raise BrokerUnavailable(
+                f"the STOMP server at {options.url} refused the connection: {exc}"
+            ) from None
+        except (TimeoutError, OSError) as exc:
+            raise BrokerUnavailable(
+                f"no STOMP server at {options.url}: no answer within "
+                f"{options.connect_timeout:g}s ({type(exc).__name__})"
+            ) from None
 
     async def _ensure(self) -> StompConnection:
         """The publishing connection, opened again first if it was lost."""
