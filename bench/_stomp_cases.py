@@ -140,11 +140,11 @@ async def frames_publish_batch(url: str, n: int) -> tuple[int, float]:
     try:
         started = time.perf_counter()
         for start in range(0, n, CHUNK):
-            receipts = [
-                connection.send("SEND", {**headers, "destination": destination}, body)
+            batch = [
+                ({**headers, "destination": destination}, body)
                 for headers, body in frames[start : start + CHUNK]
             ]
-            await asyncio.gather(*receipts)
+            await connection.send_many("SEND", batch)
         return n, time.perf_counter() - started
     finally:
         await connection.close()
@@ -191,12 +191,11 @@ async def _filled(url: str, n: int, group: str) -> str:
         connection = broker.connection
         assert connection is not None
         for start in range(0, n, CHUNK):
-            await asyncio.gather(
-                *(
-                    connection.send("SEND", {**headers, "destination": f"/topic/{topic}"}, body)
-                    for headers, body in frames[start : start + CHUNK]
-                )
-            )
+            batch = [
+                ({**headers, "destination": f"/topic/{topic}"}, body)
+                for headers, body in frames[start : start + CHUNK]
+            ]
+            await connection.send_many("SEND", batch)
     finally:
         await broker.close()
     return topic

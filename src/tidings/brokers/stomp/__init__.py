@@ -192,17 +192,18 @@ class StompBroker:
             raise PublishError(f"publish to {topic!r} failed: {exc}; nothing was stored") from exc
         structured = self.options.binding == "structured"
         target = destination(topic)
-        receipts = []
+        frames = []
         for message in messages:
             headers = write(message, structured)
             headers["destination"] = target
-            receipts.append(connection.send("SEND", headers, message.value))
+            frames.append((headers, message.value))
+        receipts = connection.send_many("SEND", frames)
         timeout = self.options.publish_timeout
         try:
             async with asyncio.timeout(timeout):
-                await asyncio.gather(*receipts)
+                await receipts
         except (TimeoutError, StompError) as exc:
-            connection.forget(receipts)
+            # Receipts arriving later are counted down and ignored.
             if self._closed:
                 raise BrokerClosedError(f"stomp broker {self.options.url} is closed") from None
             reason = f"no receipt within {timeout:g}s" if isinstance(exc, TimeoutError) else exc

@@ -22,10 +22,12 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 __all__ = ["Frame", "StompConnection", "StompError", "escape"]
 
+#: Bytes of frames waiting for the end of the loop's turn after which they go at once.
+_FLUSH_AT = 64 * 1024
 _ESCAPES = {"\\\\": "\\", "\\n": "\n", "\\r": "\r", "\\c": ":"}
 
 
@@ -45,6 +47,25 @@ class Frame:
 
     def __repr__(self) -> str:
         return f"<Frame {self.command} {self.headers!r} {len(self.body)} bytes>"
+
+
+class _Waiter:
+    """The receipts one ``send_many`` waits for: a count down to its future's result."""
+
+    __slots__ = ("future", "remaining")
+
+    def __init__(self, future: asyncio.Future[None], remaining: int) -> None:
+        self.future = future
+        self.remaining = remaining
+
+    def arrived(self) -> None:
+        self.remaining -= 1
+        if self.remaining <= 0 and not self.future.done():
+            self.future.set_result(None)
+
+    def fail(self, error: Exception) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
 
 
 def escape(text: str) -> str:
@@ -73,10 +94,21 @@ def _unescape(text: str) -> str:
 def encode(command: str, headers: Mapping[str, str], body: bytes = b"") -> bytes:
     """One frame, ready for the socket (``content-length`` added)."""
     lines = [command]
-    for name, value in headers.items():
-        lines.append(f"{escape(name)}:{escape(value)}")
-    lines.append(f"content-length:{len(body)}")
-    return ("\n".join(lines) + "\n\n").encode() + body + b"\0"
+    if headers:
+        # Names and values are joined by control characters, so that the whole block is
+        # escaped in a few passes rather than header by header (unless they hold those).
+        block = "\x01".join([f"{name}\x00{value}" for name, value in headers.items()])
+        if block.count("\x00") != len(headers) or block.count("\x01") != len(headers) - 1:
+            block = "\n".join(f"{escape(name)}:{escape(value)}" for name, value in headers.items())
+        else:
+            if "\\" in block:
+                block = block.replace("\\", "\\\\")
+            if "\r" in block or "\n" in block:
+                block = block.replace("\r", "\\r").replace("\n", "\\n")
+            block = block.replace(":", "\\c").replace("\x00", ":").replace("\x01", "\n")
+        lines.append(block)
+    lines.append(f"content-length:{len(body)}\n\n")
+    return "\n".join(lines).encode() + body + b"\0"
 
 
 class _Protocol(asyncio.Protocol):
@@ -93,7 +125,10 @@ class _Protocol(asyncio.Protocol):
         while start < size:
             while start < size and buffer[start] in (10, 13):  # heart-beats
                 start += 1
-            end = buffer.find(b"\n\n", start)
+            end, gap = buffer.find(b"\n\n", start), 2
+            crlf = buffer.find(b"\n\r\n", start)  # STOMP 1.2 allows CRLF line ends
+            if crlf >= 0 and (end < 0 or crlf < end):
+                end, gap = crlf, 3
             if end < 0:
                 break
             head = buffer[start:end].decode("utf-8", "replace").split("\n")
@@ -104,7 +139,7 @@ class _Protocol(asyncio.Protocol):
                 if name not in headers:
                     headers[name] = _unescape(value)
             length = headers.get("content-length")
-            body_start = end + 2
+            body_start = end + gap
             if length is not None and length.isdigit():
                 stop = body_start + int(length)
                 if stop >= size:
@@ -136,12 +171,14 @@ class StompConnection:
         self.handlers: dict[str, Callable[[Frame], None]] = {}
         #: Called once when the connection is gone (not after :meth:`close`).
         self.on_lost: Callable[[], None] | None = None
-        self._receipts: dict[str, asyncio.Future[None]] = {}
+        #: Receipt id -> who waits for it (one waiter per send_many).
+        self._receipts: dict[str, _Waiter] = {}
         self._connected: asyncio.Future[Frame] | None = None
         self._next = 0
         self._wrote = time.monotonic()
         #: Frames written in this turn of the event loop, sent together by ``_flush``.
         self._outgoing: list[bytes] = []
+        self._outgoing_size = 0
         self._beats: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -216,12 +253,17 @@ class StompConnection:
             raise StompError(self.error or "the STOMP connection is closed")
         if not self._outgoing:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._outgoing.append(encode(command, headers, body))
+        frame = encode(command, headers, body)
+        self._outgoing.append(frame)
+        self._outgoing_size += len(frame)
+        if self._outgoing_size >= _FLUSH_AT:
+            self._flush()  # the server starts on a long burst while the rest is encoded
 
     def _flush(self) -> None:
         """Write the frames of this turn of the loop in one go (one system call for a
         burst of acks or sends, in the order they were written)."""
         outgoing, self._outgoing = self._outgoing, []
+        self._outgoing_size = 0
         if outgoing and self.transport is not None and not self.closed.is_set():
             self.transport.write(b"".join(outgoing))
             self._wrote = time.monotonic()
@@ -230,21 +272,25 @@ class StompConnection:
         self, command: str, headers: dict[str, str], body: bytes = b""
     ) -> asyncio.Future[None]:
         """Write a frame asking for a receipt; the future resolves when it arrives."""
-        receipt = "r" + self.new_id()
-        headers["receipt"] = receipt
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._receipts[receipt] = future
-        try:
-            self.write(command, headers, body)
-        except StompError as exc:
-            del self._receipts[receipt]
-            future.set_exception(exc)
-        return future
+        return self.send_many(command, [(headers, body)])
 
-    def forget(self, futures: list[asyncio.Future[None]]) -> None:
-        """Stop waiting for receipts (a publish timed out); their late arrival is ignored."""
-        for future in futures:
-            future.cancel()
+    def send_many(
+        self, command: str, frames: Sequence[tuple[dict[str, str], bytes]]
+    ) -> asyncio.Future[None]:
+        """Write frames, each asking for a receipt; the future resolves once every receipt
+        arrived (and fails if the connection goes first)."""
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), len(frames))
+        try:
+            for headers, body in frames:
+                receipt = "r" + self.new_id()
+                headers["receipt"] = receipt
+                self.write(command, headers, body)
+                self._receipts[receipt] = waiter
+        except StompError as exc:
+            waiter.fail(exc)
+        if not frames:
+            waiter.future.set_result(None)
+        return waiter.future
 
     # -- reading ------------------------------------------------------------------
 
@@ -255,9 +301,9 @@ class StompConnection:
             if handler is not None:
                 handler(frame)
         elif command == "RECEIPT":
-            future = self._receipts.pop(frame.headers.get("receipt-id", ""), None)
-            if future is not None and not future.done():
-                future.set_result(None)
+            waiter = self._receipts.pop(frame.headers.get("receipt-id", ""), None)
+            if waiter is not None:
+                waiter.arrived()
         elif command == "CONNECTED":
             if self._connected is not None and not self._connected.done():
                 self._connected.set_result(frame)
@@ -272,9 +318,8 @@ class StompConnection:
 
     def _fail(self, error: Exception) -> None:
         receipts, self._receipts = self._receipts, {}
-        for future in receipts.values():
-            if not future.done():
-                future.set_exception(error)
+        for waiter in set(receipts.values()):
+            waiter.fail(error)
 
     def lost(self, exc: Exception | None) -> None:
         if self.closed.is_set():
