@@ -288,10 +288,11 @@ async def test_a_browser_subscribes_over_web_stomp_to_events_tidings_publishes(
     vhost: str,
 ) -> None:
     """What @stomp/stompjs does in a browser, done by hand: open the WebSocket with the
-    STOMP 1.2 subprotocol, CONNECT to the vhost, SUBSCRIBE to ``/topic/<topic>``; an App
-    publishes; the MESSAGE frame carries the CloudEvent in ``cloudEvents_`` headers and
-    the JSON data as its body."""
+    STOMP 1.2 subprotocol, CONNECT to the vhost as a user that may only read, SUBSCRIBE to
+    ``/topic/<topic>``; an App publishes; the MESSAGE frame carries the CloudEvent in
+    ``cloudEvents_`` headers and the JSON data as its body; a SEND is refused."""
     from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
 
     from tidings import App
 
@@ -301,23 +302,41 @@ async def test_a_browser_subscribes_over_web_stomp_to_events_tidings_publishes(
         )
     where = vhost.split("?", 1)[0].rsplit("/", 1)[1]
     topic = _unique("browser")
-    async with connect(f"ws://{HOST}:{WEB_STOMP}/ws", subprotocols=["v12.stomp"]) as socket:
-        assert socket.subprotocol == "v12.stomp"
-        await socket.send(
-            f"CONNECT\naccept-version:1.2\nhost:{where}\nlogin:guest\npasscode:guest\n"
-            "heart-beat:0,0\n\n\0"
-        )
-        command, headers, _ = _frame(str(await asyncio.wait_for(socket.recv(), 5)))
-        assert command == "CONNECTED" and headers["version"] == "1.2"
-        await socket.send(f"SUBSCRIBE\nid:0\ndestination:/topic/{topic}\nreceipt:sub\n\n\0")
-        command, headers, _ = _frame(str(await asyncio.wait_for(socket.recv(), 5)))
-        assert (command, headers["receipt-id"]) == ("RECEIPT", "sub")
-        app = App("dashboard-feed", broker=vhost)
-        async with app:
-            sent = await app.publish(
-                {"temperature": 21.5}, topic=topic, type="reading.taken", key="sensor-1"
+    # The read-only user the docs page suggests for browsers.
+    user = f"dashboard-{uuid.uuid4().hex[:8]}"
+    management("PUT", f"/api/users/{user}", {"password": "pw", "tags": ""})
+    only_reads = {
+        "configure": "^stomp-subscription-.*",
+        "write": "^stomp-subscription-.*",
+        "read": "^(amq\\.topic|stomp-subscription-.*)$",
+    }
+    management("PUT", f"/api/permissions/{where}/{user}", only_reads)
+    try:
+        async with connect(f"ws://{HOST}:{WEB_STOMP}/ws", subprotocols=["v12.stomp"]) as socket:
+            assert socket.subprotocol == "v12.stomp"
+            await socket.send(
+                f"CONNECT\naccept-version:1.2\nhost:{where}\nlogin:{user}\npasscode:pw\n"
+                "heart-beat:0,0\n\n\0"
             )
-        command, headers, body = _frame(str(await asyncio.wait_for(socket.recv(), 5)))
+            command, headers, _ = _frame(str(await asyncio.wait_for(socket.recv(), 5)))
+            assert command == "CONNECTED" and headers["version"] == "1.2"
+            await socket.send(f"SUBSCRIBE\nid:0\ndestination:/topic/{topic}\nreceipt:s\n\n\0")
+            command, headers, _ = _frame(str(await asyncio.wait_for(socket.recv(), 5)))
+            assert (command, headers["receipt-id"]) == ("RECEIPT", "s")
+            app = App("dashboard-feed", broker=vhost)
+            async with app:
+                sent = await app.publish(
+                    {"temperature": 21.5}, topic=topic, type="reading.taken", key="sensor-1"
+                )
+            command, headers, body = _frame(str(await asyncio.wait_for(socket.recv(), 5)))
+            # The browser's user may read, not publish: the server refuses a SEND.
+            await socket.send(f"SEND\ndestination:/topic/{topic}\nreceipt:p\n\nforged\0")
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    refused = _frame(str(await asyncio.wait_for(socket.recv(), 5)))
+                    assert refused[0] == "ERROR", refused
+    finally:
+        management("DELETE", f"/api/users/{user}")
     assert command == "MESSAGE"
     assert headers["cloudEvents_id"] == sent.id
     assert headers["cloudEvents_type"] == "reading.taken"
