@@ -345,3 +345,29 @@ async def test_a_browser_subscribes_over_web_stomp_to_events_tidings_publishes(
     assert headers["content-type"] == "application/json"
     assert headers["tidings-key"] == "sensor-1"
     assert json.loads(body) == {"temperature": 21.5}
+
+
+async def test_a_retry_comes_back_behind_later_events_of_its_key_and_is_handled_first(
+    vhost: str,
+) -> None:
+    """A retry goes through a delay queue to the end of the group's queue, behind the
+    later events of its key: the member holds those until it is back, so the key's events
+    are handled in publish order."""
+    from tidings import App, Context
+    from tidings.errors import Retry
+
+    topic, handled = _unique("behind"), []
+    app = App("behind", broker=vhost)
+
+    @app.subscribe(topic, group="g")
+    async def handle(data: dict[str, Any], ctx: Context) -> None:
+        if data["n"] == 0 and ctx.attempt == 1:
+            raise Retry(delay=0.2)
+        handled.append((data["n"], ctx.attempt))
+
+    async with app:
+        await app.publish_batch(
+            [app.event({"n": n}, type="T", key="one") for n in range(10)], topic=topic
+        )
+        assert await until(lambda: len(handled) == 10, 10.0), handled
+    assert handled == [(0, 2)] + [(n, 1) for n in range(1, 10)]

@@ -17,10 +17,15 @@ back into the group's queue, waits for the copy's receipt and then acks: the
 queue keeps flowing meanwhile. Every frame goes out on the member's connection
 in order, so an ack never overtakes the copy it follows.
 
-What a member loses it reports through ``on_revoke``: a delayed retry that did
-not come back to it within ``retry_grace`` seconds of its due time was taken
-by another member (competing consumers share the queue), so the App stops
-holding that key for it. A lost connection makes ``fetch`` raise
+A retry goes back to the end of the queue: the copy from a delay queue, and a
+``NACK``ed message too on a quorum queue (RabbitMQ 3.10; a classic queue puts
+it back in its place). The App holds the later events of its key meanwhile.
+What a member loses it reports through ``on_revoke``: a retry that did not come
+back to it within ``retry_grace`` seconds of its due time was taken by another
+member (competing consumers share the queue), or waits behind more events of
+its key than the prefetch lets this member hold; either way the App stops
+holding that key for it. (The report comes from a timer: with every slot of the
+prefetch held behind retries the App fetches nothing.) A lost connection makes ``fetch`` raise
 :class:`~tidings.errors.BrokerUnavailable` (the App subscribes again); the
 server puts back what the connection held.
 """
@@ -165,8 +170,8 @@ class StompMember:
         self.closed = False
         #: Delay queues this member sent retries to (tests delete them).
         self.delay_queues: set[str] = set()
-        #: Nacked with a delay and not back yet: identity -> (delivery, report it after).
-        self.away: dict[str, tuple[StompDelivery, float]] = {}
+        #: Nacked and not back yet: identity -> (the delivery, the timer reporting it lost).
+        self.away: dict[str, tuple[StompDelivery, asyncio.TimerHandle]] = {}
         self._subscriptions: dict[str, str] = {}
         connection.on_lost = self.wake.set
 
@@ -209,7 +214,9 @@ class StompMember:
             self, self.connection, topic, frame, key, headers, attempt, published
         )
         if self.away:
-            self.away.pop(delivery.ident, None)
+            back = self.away.pop(delivery.ident, None)
+            if back is not None:
+                back[1].cancel()
         self.buffer.append(delivery)
         self.wake.set()
 
@@ -218,8 +225,6 @@ class StompMember:
     async def fetch(self, max_count: int, timeout: float) -> Sequence[Delivery]:
         deadline = time.monotonic() + timeout
         while not self.closed:
-            if self.away:
-                self._report_away()
             if not self.connection.alive:
                 raise BrokerUnavailable(
                     f"the STOMP connection of {self._who()} was lost: {self.connection.error}"
@@ -243,15 +248,12 @@ class StompMember:
     def _who(self) -> str:
         return f"group {self.group!r}" if self.group is not None else "a group-less reader"
 
-    def _report_away(self) -> None:
-        now = time.monotonic()
-        lost = [d for d, after in self.away.values() if now >= after]
-        if not lost:
-            return
-        for delivery in lost:
-            del self.away[delivery.ident]
-        if self.on_revoke is not None:
-            self.on_revoke(lost)
+    def _given_up(self, ident: str) -> None:
+        """A retry did not come back in time: the App stops holding its key (from a timer:
+        the App may hold as many events as it may take, and fetch nothing meanwhile)."""
+        found = self.away.pop(ident, None)
+        if found is not None and self.on_revoke is not None and not self.closed:
+            self.on_revoke([found[0]])
 
     # -- settling -----------------------------------------------------------------
 
@@ -268,16 +270,18 @@ class StompMember:
         try:
             if delay <= 0:
                 connection.write("NACK", {"id": delivery.ack_id})
-                return
-            queue = await self._delay_copy(delivery, delay)
-            connection.write("ACK", {"id": delivery.ack_id})
+            else:
+                self.delay_queues.add(await self._delay_copy(delivery, delay))
+                connection.write("ACK", {"id": delivery.ack_id})
         except (StompError, TimeoutError) as exc:
             # Not settled: it comes again when this member's connection closes.
             log.warning("%s: nack of %s failed: %r", self.group, delivery.id, exc)
             return
-        self.delay_queues.add(queue)
         if delivery.handed and delivery.key is not None:
-            self.away[delivery.ident] = (delivery, time.monotonic() + delay + self.retry_grace)
+            timer = asyncio.get_running_loop().call_later(
+                max(delay, 0.0) + self.retry_grace, self._given_up, delivery.ident
+            )
+            self.away[delivery.ident] = (delivery, timer)
 
     async def _delay_copy(self, delivery: StompDelivery, delay: float) -> str:
         """Send ``delivery`` to its group's delay queue for ``delay``; return the queue."""
@@ -323,6 +327,9 @@ class StompMember:
         self.closed = True
         self.wake.set()
         self.buffer.clear()
+        for _, timer in self.away.values():
+            timer.cancel()
+        self.away.clear()
         connection = self.connection
         if connection.alive:
             receipts = []
