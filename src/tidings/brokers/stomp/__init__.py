@@ -18,7 +18,7 @@ affinity (competing members may hold events of one key at once: order per key
 holds within one member), no delay on publish (core keeps delayed events).
 
 The client is this package's own asyncio STOMP 1.2 framing (:mod:`._frames`,
-about 300 lines). stomp.py runs a receiver thread per connection and calls
+under 400 lines). stomp.py runs a receiver thread per connection and calls
 back from it, so every frame would cross threads to reach the event loop;
 stompman (asyncio) acks around its own handler callback and its ``send`` does
 not wait for a ``RECEIPT`` in the source read while writing this, while a

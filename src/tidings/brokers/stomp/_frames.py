@@ -288,6 +288,7 @@ class StompConnection:
                 self._receipts[receipt] = waiter
         except StompError as exc:
             waiter.fail(exc)
+        self._flush()  # the caller waits for the receipts: nothing to gain from waiting
         if not frames:
             waiter.future.set_result(None)
         return waiter.future
