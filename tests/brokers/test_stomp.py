@@ -7,9 +7,7 @@ the tests made (the shared RabbitMQ has few file descriptors to spare).
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
@@ -18,6 +16,7 @@ from typing import Any
 
 import pytest
 from _services import follow_two_events, port_open, run_python, service_missing, until
+from test_rabbitmq_cli import management
 
 from tidings.broker import Message
 from tidings.brokers import from_url
@@ -26,16 +25,6 @@ from tidings.errors import BrokerUnavailable, ConfigurationError
 from tidings.testing.conformance import BrokerConformance, collect
 
 HOST, PORT, MANAGEMENT = "127.0.0.1", 61613, 15672
-
-
-def management(method: str, path: str, body: Any = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"http://{HOST}:{MANAGEMENT}{path}", data=data, method=method)
-    request.add_header("Authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
-    request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        text = answer.read()
-    return json.loads(text) if text else None
 
 
 def stomp_vhost() -> Iterator[str]:

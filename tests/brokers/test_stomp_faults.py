@@ -26,7 +26,8 @@ from _services import (
     stop_process,
     until,
 )
-from test_stomp import management, stomp_vhost
+from test_rabbitmq_cli import management
+from test_stomp import stomp_vhost
 
 from tidings import App
 from tidings.broker import Message
