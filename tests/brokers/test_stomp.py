@@ -360,3 +360,12 @@ async def test_a_retry_comes_back_behind_later_events_of_its_key_and_is_handled_
         )
         assert await until(lambda: len(handled) == 10, 10.0), handled
     assert handled == [(0, 2)] + [(n, 1) for n in range(1, 10)]
+
+
+def test_the_demo_passes_its_invariants_on_stomp(vhost: str, tmp_path: Path) -> None:
+    done = run_python(
+        "-m", "tidings.cli", "demo", "--broker", vhost, "--orders", "10", "--rate", "5",
+        "--headless", cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "every invariant holds" in done.stdout
