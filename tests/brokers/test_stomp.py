@@ -21,6 +21,7 @@ from test_rabbitmq_cli import management
 from tidings.broker import Message
 from tidings.brokers import from_url
 from tidings.brokers.stomp import StompBroker
+from tidings.brokers.stomp import _binding as stomp_binding
 from tidings.errors import BrokerUnavailable, ConfigurationError
 from tidings.testing.conformance import BrokerConformance, collect
 
@@ -129,8 +130,9 @@ async def test_topic_and_group_names_a_routing_key_cannot_carry_are_refused(
             await broker.publish(topic, [Message(b"x")])
         with pytest.raises(ConfigurationError):
             await broker.subscribe([topic], "g")
-    with pytest.raises(ConfigurationError, match="consumer group"):
-        await broker.subscribe(["fine"], "a/b")
+    for group in ("a/b", "dlq", ""):
+        with pytest.raises(ConfigurationError, match="consumer group"):
+            await broker.subscribe(["fine"], group)
 
 
 async def test_headers_stomp_or_rabbitmq_would_take_travel_unchanged(broker: StompBroker) -> None:
@@ -369,3 +371,40 @@ def test_the_demo_passes_its_invariants_on_stomp(vhost: str, tmp_path: Path) -> 
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "every invariant holds" in done.stdout
+
+
+async def test_dead_letters_are_kept_when_no_group_reads_the_dlq_yet(vhost: str) -> None:
+    """``amq.topic`` drops what no queue is bound for: the dead-letter topic gets a durable
+    queue of its own name, which any STOMP client reads as ``/amq/queue/<topic>.dlq``."""
+    from tidings import App, DeadLetter
+    from tidings.brokers.stomp._frames import Frame, StompConnection
+    from tidings.retry import RetryPolicy
+
+    topic = _unique("kept")
+    app = App("kept", broker=vhost)
+
+    @app.subscribe(topic, group="g", retry=RetryPolicy(max_attempts=2, initial_delay=0.01))
+    async def fail(data: dict[str, Any]) -> None:
+        raise RuntimeError("boom")
+
+    async with app:
+        sent = await app.publish({"n": 1}, topic=topic, type="T", key="k")
+        await asyncio.sleep(1.0)
+    options = StompBroker.from_url(vhost).options
+    reader = await StompConnection.open(
+        HOST, PORT, login="guest", passcode="guest", vhost=options.vhost, heartbeat=5, timeout=5
+    )
+    got: list[Frame] = []
+    reader.handlers["dlq"] = got.append
+    try:
+        await reader.send(
+            "SUBSCRIBE", {"id": "dlq", "destination": f"/amq/queue/{topic}.dlq", "ack": "auto"}
+        )
+        assert await until(lambda: len(got) == 1, 5.0)
+    finally:
+        await reader.close()
+    (frame,) = got
+    key, headers, _, _ = stomp_binding.read(frame.headers)
+    letter = DeadLetter.from_message(Message(frame.body, headers, key))
+    assert (letter.attempts, letter.error_message, letter.origin_topic) == (2, "boom", topic)
+    assert letter.event(app.codec).id == sent.id

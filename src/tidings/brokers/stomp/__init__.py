@@ -73,6 +73,8 @@ CAPABILITIES = Capabilities(
 )
 
 _BAD_TOPIC = ("/", "*", "#")
+#: Topics ending so hold dead letters: a durable queue of the topic's name keeps them.
+DEAD_LETTERS = ".dlq"
 
 
 def check_topic(topic: str) -> None:
@@ -99,6 +101,8 @@ class StompBroker:
         self._connected = False
         #: Delay queues declared through this client's members (they expire once unused).
         self.delay_queues: set[str] = set()
+        #: Dead-letter topics whose keeping queue this client bound already.
+        self._kept: set[str] = set()
 
     @classmethod
     def from_url(cls, url: str) -> StompBroker:
@@ -193,6 +197,8 @@ class StompBroker:
             connection = await self._ensure()
         except BrokerUnavailable as exc:
             raise PublishError(f"publish to {topic!r} failed: {exc}; nothing was stored") from exc
+        if topic.endswith(DEAD_LETTERS) and topic not in self._kept:
+            await self._keep(connection, topic)
         structured = self.options.binding == "structured"
         target = destination(topic)
         frames = []
@@ -215,6 +221,35 @@ class StompBroker:
                 "or may not be stored"
             ) from exc
 
+    async def _keep(self, connection: StompConnection, topic: str) -> None:
+        """Bind a durable queue named ``topic`` to it, which keeps its events until read.
+
+        For dead-letter topics (``<topic>.dlq``): ``amq.topic`` drops what no queue is
+        bound for, and a dead letter must not be lost because no group reads the DLQ
+        yet. A ``SUBSCRIBE`` declares and binds the queue; the ``UNSUBSCRIBE`` right after
+        (without ``durable:true``) leaves both."""
+        sub_id = f"keep-{connection.new_id()}"
+        headers = {
+            "id": sub_id,
+            "destination": destination(topic),
+            "ack": "client-individual",
+            "prefetch-count": "1",
+            "durable": "true",
+            "auto-delete": "false",
+            "x-queue-name": topic,
+            "x-queue-type": self.options.queue_type,
+        }
+        try:
+            async with asyncio.timeout(self.options.publish_timeout):
+                await connection.send("SUBSCRIBE", headers)
+                await connection.send("UNSUBSCRIBE", {"id": sub_id})
+        except (TimeoutError, StompError) as exc:
+            raise PublishError(
+                f"cannot keep dead letters of {topic!r} on {self.options.url}: "
+                f"{exc or type(exc).__name__}; nothing was stored"
+            ) from None
+        self._kept.add(topic)
+
     # -- subscribing ----------------------------------------------------------------
 
     async def subscribe(
@@ -233,8 +268,11 @@ class StompBroker:
             raise ConfigurationError("subscribe needs at least one topic")
         for topic in topics:
             check_topic(topic)
-        if group is not None and (not group or "/" in group):
-            raise ConfigurationError(f"{group!r} cannot name a STOMP consumer group")
+        if group is not None and (not group or "/" in group or group == DEAD_LETTERS[1:]):
+            raise ConfigurationError(
+                f"{group!r} cannot name a STOMP consumer group (no '/'; 'dlq' names the "
+                "queue that keeps a topic's dead letters)"
+            )
         connection = await self._open()
         member = StompMember(
             connection,
