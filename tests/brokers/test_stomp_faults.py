@@ -229,6 +229,42 @@ async def test_a_publish_without_a_receipt_in_time_raises_publish_error(
         await broker.close()
 
 
+async def test_a_server_that_stops_heart_beating_is_taken_as_gone() -> None:
+    """A peer that answered CONNECTED promising heart-beats, then fell silent (a cable
+    pulled: no FIN, no RST), is dropped after twice its period; the next publish
+    connects again."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def silent_after_hello(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        writers.append(w)
+        try:
+            await reader.readuntil(b"\0")
+            w.write(b"CONNECTED\nversion:1.2\nheart-beat:200,200\n\n\0")
+            while await reader.read(65536):
+                pass
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+
+    server = await asyncio.start_server(silent_after_hello, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    broker = StompBroker.from_url(f"stomp://127.0.0.1:{port}/?heartbeat=0.2&publish_timeout=0.3")
+    try:
+        await broker.connect()
+        first = broker.connection
+        assert first is not None and first.alive
+        assert await until(lambda: not first.alive, 3.0)
+        assert "silent" in str(first.error)
+        with pytest.raises(PublishError):  # connected again, but this server confirms nothing
+            await broker.publish("anything", [Message(b"x")])
+        assert broker.connection is not first and len(writers) == 2
+    finally:
+        await broker.close()
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_a_server_that_never_says_connected_is_unavailable_within_the_timeout() -> None:
     done = asyncio.Event()
     writers: list[asyncio.StreamWriter] = []
