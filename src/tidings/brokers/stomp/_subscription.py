@@ -24,10 +24,10 @@ What a member loses it reports through ``on_revoke``: a retry that did not come
 back to it within ``retry_grace`` seconds of its due time was taken by another
 member (competing consumers share the queue), or waits behind more events of
 its key than the prefetch lets this member hold; either way the App stops
-holding that key for it. (The report comes from a timer: with every slot of the
-prefetch held behind retries the App fetches nothing.) A lost connection makes ``fetch`` raise
-:class:`~tidings.errors.BrokerUnavailable` (the App subscribes again); the
-server puts back what the connection held.
+holding that key for it. (The report comes from a timer, not from ``fetch``:
+the App does not fetch while its prefetch is full.) A lost connection makes
+``fetch`` raise :class:`~tidings.errors.BrokerUnavailable` (the App subscribes
+again); the server puts back what the connection held.
 """
 
 from __future__ import annotations
