@@ -408,3 +408,26 @@ async def test_dead_letters_are_kept_when_no_group_reads_the_dlq_yet(vhost: str)
     letter = DeadLetter.from_message(Message(frame.body, headers, key))
     assert (letter.attempts, letter.error_message, letter.origin_topic) == (2, "boom", topic)
     assert letter.event(app.codec).id == sent.id
+
+
+async def test_classic_queues_count_a_redelivery_by_its_redelivered_flag(vhost: str) -> None:
+    broker = StompBroker.from_url(vhost + "?queue_type=classic")
+    await broker.connect()
+    try:
+        topic = _unique("classic")
+        sub = await broker.subscribe([topic], "g")
+        await broker.publish(topic, [Message(b"a", key="k"), Message(b"b", key="k")])
+        first, second = await collect(sub, 2, ack=False, timeout=5.0)
+        await first.nack()
+        await second.ack()
+        (again,) = await collect(sub, 1, timeout=5.0)
+        assert (again.value, again.attempt, again.id) == (b"a", 2, first.id)
+
+        def types() -> list[str]:  # the management API lists a new queue a moment late
+            found = management("GET", "/api/queues?columns=name,type")
+            return [q["type"] for q in found if q["name"] == f"{topic}.g"]
+
+        assert await until(lambda: bool(types()), 10.0)
+        assert types() == ["classic"]
+    finally:
+        await broker.close()
