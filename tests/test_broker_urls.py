@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tidings import ConfigurationError
-from tidings.brokers import from_url
+from tidings.brokers import _PLANNED, from_url
 
 
 def _without(library: str, code: str) -> subprocess.CompletedProcess[str]:
@@ -49,9 +49,8 @@ def test_the_cli_says_which_extra_to_install() -> None:
     assert "pip install 'tidings[kafka]'" in result.stderr
 
 
-def test_a_planned_scheme_says_it_is_planned() -> None:
-    with pytest.raises(ConfigurationError, match="stomp:// adapter is planned"):
-        from_url("stomp://guest:secret@localhost/")
-    with pytest.raises(ConfigurationError) as caught:
-        from_url("stomp://guest:secret@localhost/")
+@pytest.mark.parametrize("scheme", _PLANNED)
+def test_a_planned_scheme_says_it_is_planned(scheme: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"{scheme}:// adapter is planned") as caught:
+        from_url(f"{scheme}://guest:secret@localhost/")
     assert "secret" not in str(caught.value)

@@ -30,6 +30,7 @@ _BUILTIN: dict[str, str] = {
     "amqps": "tidings.brokers.rabbitmq:RabbitBroker.from_url",
     "sqs": "tidings.brokers.sqs:SqsBroker.from_url",
     "sns+sqs": "tidings.brokers.sqs:SqsBroker.from_url",
+    "stomp": "tidings.brokers.stomp:StompBroker.from_url",
 }
 
 
@@ -46,7 +47,7 @@ _CLIENTS: dict[str, tuple[str, str]] = {
     "sns+sqs": ("aiobotocore", "aws"),
 }
 #: Schemes of adapters not in this version yet, so that a URL gets a plain answer.
-_PLANNED = ("gcppubsub", "stomp")
+_PLANNED = ("gcppubsub",)
 
 
 def schemes() -> list[str]:
