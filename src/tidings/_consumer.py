@@ -16,6 +16,7 @@ Revocations from the broker drop holds, timers and slots of lost deliveries.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -312,9 +313,12 @@ class Consumer:
                 continue
             free = flow.free
             if free <= 0:
-                flow.slot.clear()
-                await flow.slot.wait()
-                continue
+                free, later = self._room_for_retries()
+                if free <= 0:
+                    flow.slot.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(flow.slot.wait(), later)
+                    continue
             # Background commits and timers may release held events: look again soon.
             wait = 0.005 if self.commits else 0.05 if self.timers.handles else 0.5
             self.in_fetch = True
@@ -331,6 +335,31 @@ class Consumer:
                     await self.reject(delivery, admitted)
             if sub.concurrency > 1:
                 self.pump()
+
+    def _room_for_retries(self) -> tuple[int, float | None]:
+        """Slots beyond the prefetch while it is full of events waiting behind retries.
+
+        Such events cannot run until their key's retried event comes back, and that
+        event must be fetched again: with no slot free, the subscription would wait
+        forever. So once a retry is due it may take one more event per key away for
+        a retry at a time, up to twice the prefetch in all (memory stays bounded);
+        brokers hand out due retries ahead of new events, so few are needed. Returns
+        (the room, or 0; None, or the seconds until the first retry is due).
+        """
+        keys = self.keys
+        if keys is None or not len(keys):
+            return 0, None
+        away, blocked = keys.behind_retries()
+        unsettled = len(self.flow.unsettled)
+        if not away or blocked < unsettled:
+            return 0, None  # something runs, or is ready: its end frees a slot
+        room = min(len(away), 2 * self.flow.limit - unsettled)
+        if room <= 0:
+            return 0, None
+        due = self.failures.retry_due
+        first = min(due.get(ident, 0.0) for ident in away)
+        wait = first - time.monotonic()
+        return (room, None) if wait <= 0 else (0, wait)
 
     def receive(self, deliveries: Sequence[Delivery]) -> None:
         self.flow.take(deliveries)

@@ -69,6 +69,8 @@ class Failures:
         self.publisher = publisher
         #: First failure time per delivery id, for the dead-letter record.
         self.first_failure: dict[str, float] = {}
+        #: When each delivery away for a retry comes back (monotonic), by delivery id.
+        self.retry_due: dict[str, float] = {}
 
     async def failed(
         self, delivery: Delivery, error: BaseException, event: Event | None = None
@@ -84,6 +86,7 @@ class Failures:
         self.flow.release(delivery)
         now = time.time()
         self.first_failure.setdefault(delivery.id, now)
+        self.retry_due[delivery.id] = time.monotonic() + decision.delay
         fields = delivery_fields(self.name, delivery, event)
         fields.update(error=repr(error), outcome="retry", delay=decision.delay)
         log.info(
@@ -107,6 +110,7 @@ class Failures:
     def succeeded(self, delivery: Delivery) -> None:
         if self.first_failure:
             self.first_failure.pop(delivery.id, None)
+            self.retry_due.pop(delivery.id, None)
 
     async def dead_letter(
         self, delivery: Delivery, error: BaseException, event: Event | None = None
@@ -127,6 +131,7 @@ class Failures:
             self.flow.release(delivery)
             await delivery.ack()
         self.first_failure.pop(delivery.id, None)
+        self.retry_due.pop(delivery.id, None)
         fields = delivery_fields(self.name, delivery, event)
         fields.update(error=repr(error), outcome="dead_letter", dead_letter_topic=topic)
         # A mistake in the code (a handler returning what cannot be published) is loud.

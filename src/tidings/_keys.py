@@ -62,6 +62,16 @@ class KeySequencer(Generic[T]):
         lane.waiting.append(item)
         return False
 
+    def behind_retries(self) -> tuple[list[str], int]:
+        """(delivery ids of the events away for a retry, items waiting behind them)."""
+        away: list[str] = []
+        blocked = 0
+        for lane in self._lanes.values():
+            if lane.retry_id is not None:
+                away.append(lane.retry_id)
+                blocked += len(lane.waiting) if lane.waiting else 0
+        return away, blocked
+
     def waiting(self) -> list[T]:
         """Every item waiting behind its key (none of them has started)."""
         return [item for lane in self._lanes.values() if lane.waiting for item in lane.waiting]
