@@ -30,6 +30,7 @@ _BUILTIN: dict[str, str] = {
     "amqps": "tidings.brokers.rabbitmq:RabbitBroker.from_url",
     "sqs": "tidings.brokers.sqs:SqsBroker.from_url",
     "sns+sqs": "tidings.brokers.sqs:SqsBroker.from_url",
+    "gcppubsub": "tidings.brokers.pubsub:PubSubBroker.from_url",
 }
 
 
@@ -44,9 +45,10 @@ _CLIENTS: dict[str, tuple[str, str]] = {
     "amqps": ("aio_pika", "rabbitmq"),
     "sqs": ("aiobotocore", "aws"),
     "sns+sqs": ("aiobotocore", "aws"),
+    "gcppubsub": ("google.pubsub_v1", "gcp"),
 }
 #: Schemes of adapters not in this version yet, so that a URL gets a plain answer.
-_PLANNED = ("gcppubsub", "stomp")
+_PLANNED = ("stomp",)
 
 
 def schemes() -> list[str]:
