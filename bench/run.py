@@ -57,6 +57,7 @@ ADAPTER_SUITES = {
     "mqtt": "bench_mqtt",
     "rabbitmq": "bench_rabbitmq",
     "sqs": "bench_sqs",
+    "pubsub": "bench_pubsub",
     "requests": "bench_requests",
     "observability": "bench_observability",
     "eventstore": "bench_eventstore",

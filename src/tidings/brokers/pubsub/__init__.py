@@ -195,10 +195,11 @@ class PubSubBroker:
         current: list[object] = []
         size = 0
         for message in messages:
-            wire = write(message)
-            bytes_ = wire_size(wire)
-            if bytes_ > WIRE_LIMIT:
-                raise EventTooLargeError(bytes_, WIRE_LIMIT)
+            wire, bytes_ = write(message)
+            if bytes_ > WIRE_LIMIT:  # an upper bound: measure exactly
+                bytes_ = wire_size(wire)
+                if bytes_ > WIRE_LIMIT:
+                    raise EventTooLargeError(bytes_, WIRE_LIMIT)
             if current and (len(current) == _BATCH or size + bytes_ > _BATCH_BYTES):
                 batches.append(current)
                 current, size = [], 0

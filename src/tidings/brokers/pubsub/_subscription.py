@@ -14,9 +14,11 @@ message (and the later messages of its key it holds, reported through
 passed, then hands them out again, the retry first, as the next attempt. So
 the key's order holds whatever the server does with a nack (Google's service
 sends the later messages again too, even acked ones; the emulator sends them
-before the nacked one) and a retry cannot run early. Elsewhere (no key, no
-ordering) a nack sets the message's ack deadline to its delay, up to 600 s
-(longer delays are kept here too), and Pub/Sub delivers it again, to any member.
+before the nacked one) and a retry cannot run early. A kept retry still
+waiting when the member closes is given back once its pulls ended, so it
+counts one delivery more, not two. Without ordering a nack sets the message's
+ack deadline to its delay, up to 600 s (longer delays are kept here too), and
+Pub/Sub delivers it again, to any member.
 
 What the member loses it reports through ``on_revoke`` at its next ``fetch``:
 deliveries whose ack deadline passed before they were settled, the later
@@ -59,6 +61,8 @@ _FAILURES = 30
 #: Most messages one pull asks for: smaller pulls spread a group's messages (and, with
 #: ordering, its keys) over its members; a thousand is Pub/Sub's own limit.
 _MAX_PULL = 100
+#: Most seconds a puller of an ordered subscription waits for its batch to be settled.
+_STEP = 0.25
 #: Seconds between pulls that came back empty at once.
 _EMPTY_PAUSE = 0.1
 
@@ -183,16 +187,35 @@ class PubSubMember:
                 return
             received = PullResponse.pb(response).received_messages
             if received:
-                self._take(feed, received)
+                batch = self._take(feed, received)
+                if feed.ordered:
+                    await self._settling(batch)
+                    await feed.settlements.flush()
             elif time.monotonic() - started < _EMPTY_PAUSE:
                 # An empty answer at once (the emulator answers a second before the
                 # deadline: at once for ``wait`` <= 1): no busy loop of pulls.
                 await asyncio.sleep(_EMPTY_PAUSE)
 
-    def _take(self, feed: Feed, messages: Any) -> None:
+    async def _settling(self, batch: list[PubSubDelivery]) -> None:
+        """Wait until the member settled (or lost) ``batch``.
+
+        An ordered subscription hands out nothing more of a key while its messages are
+        out: a pull sent meanwhile mostly waits (the emulator answers it only at its
+        deadline). So each puller pulls again once what it brought is settled and the
+        acks are sent, or after ``_STEP`` seconds: a slow handler, an event held for a
+        delay or a retry must not stop the pulling of other keys.
+        """
+        held = self.held
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_STEP):
+                while not self.closed and any(held.get(d.ack_id) is d for d in batch):
+                    self.room.clear()
+                    await self.room.wait()
+
+    def _take(self, feed: Feed, messages: Any) -> list[PubSubDelivery]:
         due = time.monotonic() + feed.deadline
         held, buffer, away = self.held, self.buffer, self.away
-        taken = False
+        taken: list[PubSubDelivery] = []
         for received in messages:
             message = received.message
             stamp = message.publish_time
@@ -218,9 +241,10 @@ class PubSubMember:
                 away.pop(delivery.id, None)
             held[delivery.ack_id] = delivery
             buffer.append(delivery)
-            taken = True
+            taken.append(delivery)
         if taken:
             self.wake.set()
+        return taken
 
     async def _restore(self, feed: Feed) -> None:
         """The subscription vanished (deleted, or an emulator restarted empty): make it again."""
@@ -307,8 +331,8 @@ class PubSubMember:
     def nacked(self, delivery: PubSubDelivery, delay: float) -> None:
         self.settled(delivery)
         feed = self.feeds[delivery.subscription]
-        if (feed.ordered and delivery.key is not None) or delay > MAX_DEADLINE:
-            self._hold(delivery, delay, feed.ordered)
+        if feed.ordered or delay > MAX_DEADLINE:
+            self._hold(delivery, delay, feed.ordered and delivery.key is not None)
             return
         feed.settlements.change(delivery.ack_id, whole_seconds(delay))
         if delivery.handed:
