@@ -19,13 +19,13 @@ high-level ``PublisherClient``/``SubscriberClient`` run their batching,
 streaming pull and lease management in threads and hand messages to
 callbacks in other threads: each message would cross into the event loop
 alone, and its flow control and leases would be a second copy of what core
-already does (prefetch, extend). Unary pulls of up to a thousand messages,
+already does (prefetch, extend). Unary pulls of up to a hundred messages,
 with settlements batched per subscription, keep everything on the event loop;
-measured on the emulator tidings publishes at 0.66x-0.79x and consumes at 0.78x-1.18x
-of the raw GAPIC client (see
-``docs/brokers/pubsub.md``). What Pub/Sub lacks is declared, not pretended:
-no offsets (``seek`` takes a time, ``"beginning"`` or ``"end"``), no delayed
-publish (core keeps those), no transactions.
+measured on the emulator tidings publishes at 0.66x-0.79x and consumes at
+0.78x-1.18x of the raw GAPIC client (see ``docs/brokers/pubsub.md``). What
+Pub/Sub lacks is declared, not pretended: no offsets (``seek`` takes a time,
+``"beginning"`` or ``"end"``), no delayed publish (core keeps those), no
+transactions.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A member of a group (or a group-less reader): pulling from its subscriptions, giving back.
 
 A member reads one Pub/Sub subscription per topic. ``pullers`` tasks per
-subscription call ``Pull`` (up to a thousand messages each, waiting up to the
+subscription call ``Pull`` (up to a hundred messages each, waiting up to the
 URL's ``wait``) while the member holds fewer than ``prefetch`` unsettled
 messages. Pub/Sub hands a pulled message to no other member until its ack
 deadline passes, so competing consumers need no coordination, and a member that
