@@ -58,6 +58,7 @@ ADAPTER_SUITES = {
     "rabbitmq": "bench_rabbitmq",
     "sqs": "bench_sqs",
     "stomp": "bench_stomp",
+    "pubsub": "bench_pubsub",
     "requests": "bench_requests",
     "observability": "bench_observability",
     "eventstore": "bench_eventstore",

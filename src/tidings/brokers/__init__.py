@@ -31,6 +31,7 @@ _BUILTIN: dict[str, str] = {
     "sqs": "tidings.brokers.sqs:SqsBroker.from_url",
     "sns+sqs": "tidings.brokers.sqs:SqsBroker.from_url",
     "stomp": "tidings.brokers.stomp:StompBroker.from_url",
+    "gcppubsub": "tidings.brokers.pubsub:PubSubBroker.from_url",
 }
 
 
@@ -45,9 +46,8 @@ _CLIENTS: dict[str, tuple[str, str]] = {
     "amqps": ("aio_pika", "rabbitmq"),
     "sqs": ("aiobotocore", "aws"),
     "sns+sqs": ("aiobotocore", "aws"),
+    "gcppubsub": ("google.pubsub_v1", "gcp"),
 }
-#: Schemes of adapters not in this version yet, so that a URL gets a plain answer.
-_PLANNED = ("gcppubsub",)
 
 
 def schemes() -> list[str]:
@@ -95,12 +95,9 @@ def from_url(url: str) -> Broker:
             factory = ep.load()
             break
     if factory is None:
-        planned = (
-            f"; a {scheme}:// adapter is planned, not in this version" if scheme in _PLANNED else ""
-        )
         raise ConfigurationError(
             f"no broker for URL scheme {scheme!r} in {redact_url(url)!r}; "
-            f"known schemes: {', '.join(schemes())}{planned}"
+            f"known schemes: {', '.join(schemes())}"
         )
     return factory(url)
 
