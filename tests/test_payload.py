@@ -9,7 +9,14 @@ import pytest
 from pydantic import BaseModel
 
 from tidings.errors import ConfigurationError, SchemaError
-from tidings.payload import PayloadInfo, decode_payload, event_type, payload_info, to_jsonable
+from tidings.payload import (
+    PayloadInfo,
+    decode_payload,
+    event_type,
+    json_hook,
+    payload_info,
+    to_jsonable,
+)
 
 
 class OrderPlaced(BaseModel):
@@ -243,3 +250,22 @@ def test_to_jsonable_dumps_pydantic_models_in_json_mode() -> None:
 def test_to_jsonable_refuses_unknown_objects() -> None:
     with pytest.raises(NotImplementedError, match="Plain"):
         to_jsonable(Plain())
+
+
+def test_json_hook_splices_pydantic_json_and_honours_an_overridden_model_dump() -> None:
+    class Stamped(BaseModel):
+        at: datetime
+        note: str = "é"
+
+    class Redacting(Stamped):
+        def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+            return {"at": "redacted"}
+
+    encoder = msgspec.json.Encoder(enc_hook=json_hook)
+    stamped = Stamped(at=datetime(2024, 5, 1, tzinfo=UTC))
+    spliced = encoder.encode({"data": stamped})
+    assert msgspec.json.decode(spliced) == {"data": to_jsonable(stamped)}
+    redacted = Redacting(at=datetime(2024, 5, 1, tzinfo=UTC))
+    assert msgspec.json.decode(encoder.encode({"data": redacted})) == {"data": {"at": "redacted"}}
+    with pytest.raises(NotImplementedError, match="Plain"):
+        json_hook(Plain())

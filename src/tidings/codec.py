@@ -27,7 +27,7 @@ import msgspec
 
 from tidings.errors import ConfigurationError, DecodeError, InvalidEventError
 from tidings.event import KNOWN_EXTENSIONS, STANDARD_ATTRIBUTES, Event
-from tidings.payload import to_jsonable
+from tidings.payload import json_hook
 
 __all__ = ["STRUCTURED_CONTENT_TYPE", "Codec", "is_json_content_type"]
 
@@ -137,7 +137,7 @@ class Codec:
         #: Header name -> attribute, for the attributes the fast path takes as they are.
         self._own_names = {own + name: name for name in _BINARY_FAST}
         self._own_names["content-type"] = "datacontenttype"
-        self._encoder = msgspec.json.Encoder(enc_hook=to_jsonable)
+        self._encoder = msgspec.json.Encoder(enc_hook=json_hook)
         self._decoder = msgspec.json.Decoder()
         self._envelope_decoder = msgspec.json.Decoder(_Envelope)
 

@@ -39,13 +39,13 @@ from tidings.errors import ConfigurationError, SchemaError
 from tidings.event import Event
 from tidings.eventsourcing.store import StoredEvent
 from tidings.eventsourcing.upcasting import Upcasters
-from tidings.payload import decode_payload, payload_info, to_jsonable
+from tidings.payload import decode_payload, json_hook, payload_info
 
 __all__ = ["Aggregate", "applies"]
 
 F = TypeVar("F", bound=Callable[..., None])
 _MARK = "__tidings_applies__"
-_encoder = msgspec.json.Encoder(enc_hook=to_jsonable)
+_encoder = msgspec.json.Encoder(enc_hook=json_hook)
 _decoder = msgspec.json.Decoder()
 _NO_UPCASTERS = Upcasters()
 

@@ -10,7 +10,7 @@ import msgspec
 
 from tidings.codec import Codec
 from tidings.errors import StorageError
-from tidings.payload import decode_payload, to_jsonable
+from tidings.payload import decode_payload, json_hook
 from tidings.sagas.context import Output
 from tidings.sagas.store import StoredSaga
 
@@ -46,7 +46,7 @@ class Record(Generic[S]):
             },
             "timeouts": self.timeouts,
         }
-        return msgspec.json.encode(document, enc_hook=to_jsonable).decode()
+        return msgspec.json.encode(document, enc_hook=json_hook).decode()
 
     @classmethod
     def decode(cls, stored: StoredSaga, state_type: type[S]) -> Record[S]:
