@@ -152,6 +152,7 @@ class MqttSubscription:
         self._closing = asyncio.get_running_loop().create_future()
         self._closed = False
         self._watcher: asyncio.Task[None] | None = None
+        self._quick_drops = 0
 
     def filters(self) -> list[str]:
         """The topic filters this member subscribes (its topics and their redeliveries)."""
@@ -213,7 +214,6 @@ class MqttSubscription:
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
-        quick_drops = 0
         while not self._closed:
             connected_at = time.monotonic()
             try:
@@ -223,18 +223,25 @@ class MqttSubscription:
                 reason = str(exc)
             if self._closed:
                 return
-            # Mosquitto drops a session's older connection when a newer one takes the
-            # session over, with no reason the client sees: two processes under one
-            # member name would drop each other for ever. Say so once.
-            quick_drops = quick_drops + 1 if time.monotonic() - connected_at < _QUICK else 0
-            if quick_drops == _QUICK_DROPS:
-                log.error(
-                    "mqtt: the connection of client id %r to %s keeps being dropped right "
-                    "after it is made; is another process running under the same member name?",
-                    self.client.identifier,
-                    self.url,
-                )
+            self._dropped(connected_at)
             await self._reconnect(reason)
+
+    def _dropped(self, connected_at: float) -> None:
+        """Count a connection that ended; say so once when they keep ending right away.
+
+        Mosquitto drops a session's older connection when a newer one takes the session
+        over, with no reason the client sees: two processes under one member name would
+        drop each other for ever. A drop while subscribing again counts too (under load
+        that is where most of them land)."""
+        quick = time.monotonic() - connected_at < _QUICK
+        self._quick_drops = self._quick_drops + 1 if quick else 0
+        if self._quick_drops == _QUICK_DROPS:
+            log.error(
+                "mqtt: the connection of client id %r to %s keeps being dropped right "
+                "after it is made; is another process running under the same member name?",
+                self.client.identifier,
+                self.url,
+            )
 
     async def _reconnect(self, reason: str) -> None:
         self.epoch += 1  # what was handed out before is fenced: its packet ids are gone
@@ -252,14 +259,18 @@ class MqttSubscription:
         for attempt in range(1 << 30):
             if self._closed:
                 return
+            opened_at: float | None = None
             try:
                 await self._reopen(self.client)
+                opened_at = time.monotonic()
                 no_delay(self.client)
                 await self.client.subscribe(
                     [(f, 1) for f in self.filters()], timeout=self.publish_timeout
                 )
                 break
             except (BrokerUnavailable, aiomqtt.MqttError, TimeoutError) as exc:
+                if opened_at is not None:
+                    self._dropped(opened_at)
                 delay = _BACKOFF[min(attempt, len(_BACKOFF) - 1)]
                 log.debug("mqtt: reconnect to %s failed (%s); again in %gs", self.url, exc, delay)
                 await asyncio.sleep(delay)
