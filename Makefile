@@ -25,8 +25,10 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
 
+# Three workers, each taking whole test files (their module fixtures start emulators and
+# brokers once per file): most tests wait on services, so three beat two on two cores.
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 3 --dist loadfile
 
 # The long chaos run (5 minutes by default); CHAOS_ARGS passes options, e.g.
 # make chaos CHAOS_ARGS="--seconds 300 --seed 7 --delivery exactly_once"

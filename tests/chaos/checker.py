@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .history import Handling, History, Lag
 
@@ -41,6 +41,9 @@ class Verdict:
     effects: int | None = None
     duplicate_effects: list[str] | None = None
     missing_effects: list[str] | None = None
+    dead_lettered: list[str] = field(default_factory=list)
+    """In the input topic's dead-letter queue (never a pass: the chaos handler never fails,
+    so an event gets there only when its attempts ran out without a handling)."""
 
     @property
     def duplicates(self) -> int:
@@ -52,6 +55,7 @@ class Verdict:
             ("acknowledged events lost", self.lost),
             ("stored events never handled", self.unhandled),
             ("acknowledged events not stored", self.not_stored),
+            ("events dead-lettered", self.dead_lettered),
             ("order violations", self.order_violations),
             ("duplicate effects", self.duplicate_effects or []),
             ("handled events without effect", self.missing_effects or []),
@@ -122,4 +126,5 @@ def check(history: History) -> Verdict:
         if effects is None
         else [f"{e} x{n}" for e, n in sorted(effects.items()) if n > 1],
         missing_effects=None if effects is None else [e for e in counts if e not in effects],
+        dead_lettered=history.dead_lettered,
     )

@@ -9,7 +9,7 @@ broker that implements it can be checked.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tidings.broker import Broker, WireFormat
@@ -77,6 +77,9 @@ class History:
     effects: list[str] | None
     """Events whose effect is in the output topic (None: not exactly-once)."""
     lag: Lag
+    dead_lettered: list[str] = field(default_factory=list)
+    """Events found in the input topic's dead-letter queue (shown in the report: an event
+    dead-lettered without a handling explains a "lost" one)."""
 
 
 def _lines(path: Path) -> Iterator[list[str]]:

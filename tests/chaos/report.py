@@ -47,6 +47,7 @@ def rows(result: Result) -> list[tuple[str, str]]:
         ("handled without effect", _count(verdict.missing_effects)),
         ("lost (acknowledged, never handled)", str(len(verdict.lost))),
         ("stored, never handled", str(len(verdict.unhandled))),
+        ("dead-lettered", str(len(verdict.dead_lettered))),
         ("order violations", str(len(verdict.order_violations))),
         ("final lag", lag),
         ("handlings per event", rehandlings or "-"),

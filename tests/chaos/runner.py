@@ -105,10 +105,12 @@ async def _history(broker: Broker, config: RunConfig, names: Names, workers: Wor
     if config.delivery == "exactly_once":
         effects = identities(broker, await read_topic(broker, names.output))
     lag: Lag = await group_lag(broker, names.group, names.topic)
+    dead = identities(broker, await read_topic(broker, f"{names.topic}.dlq"))
     return History(
         published=read_published(logs["producer"]),
         handlings=read_handlings(logs["consumer"]),
         stored=stored,
         effects=effects,
         lag=lag,
+        dead_lettered=dead,
     )

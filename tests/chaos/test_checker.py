@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from .checker import check, order_violations
 from .history import Handling, History, Lag, Published
 
@@ -40,6 +42,14 @@ def test_an_acknowledged_event_never_handled_is_lost() -> None:
     assert verdict.lost == ["p0.0:1"]
     assert verdict.unhandled == ["p0.0:1"]
     assert any("lost" in problem for problem in verdict.problems())
+
+
+def test_a_dead_lettered_event_is_named_as_such() -> None:
+    # The chaos handler never fails: a dead letter means attempts ran out without one.
+    base = history([handling("p0.0:0", at=0), handling("p0.0:2", at=2)])
+    verdict = check(dataclasses.replace(base, dead_lettered=["p0.0:1"]))
+    assert verdict.lost == ["p0.0:1"] and verdict.dead_lettered == ["p0.0:1"]
+    assert "1 events dead-lettered: p0.0:1" in verdict.problems()
 
 
 def test_a_stored_event_never_handled_is_reported_even_unacknowledged() -> None:
