@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from _moto import Moto
 from _services import follow_two_events, free_port, run_python
 
 from tidings import App
-from tidings.broker import Message
+from tidings.broker import Message, SubscribeOptions
 from tidings.brokers import from_url
 from tidings.brokers.sqs import SqsBroker
 from tidings.errors import BrokerUnavailable, ConfigurationError, EventTooLargeError
@@ -251,6 +252,29 @@ async def test_a_message_received_max_receives_times_moves_to_the_redrive_queue(
         url = (await broker.aws.sqs.get_queue_url(QueueName=f"{topic}-dlq"))["QueueUrl"]
         got = await broker.aws.sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5)
         assert [m["Body"] for m in got["Messages"]] == ["poison"]
+    finally:
+        await broker.close()
+
+
+@pytest.mark.parametrize("fifo", [False, True], ids=["standard", "fifo"])
+async def test_messages_waiting_in_the_buffer_past_ack_wait_come_once(
+    moto: Moto, fifo: bool
+) -> None:
+    """Received ahead of the App and left in the buffer for twice the visibility timeout,
+    the messages are handed out once each, as first attempts: the member renewed their
+    visibility meanwhile, so SQS never gave them out again."""
+    options = FAST + ("&fifo=true" if fifo else "")
+    broker = SqsBroker.from_url(moto.url("sns+sqs", options))
+    await broker.connect()
+    try:
+        topic = _unique("kept")
+        sub = await broker.subscribe([topic], "g", SubscribeOptions(ack_wait=3.0))
+        await broker.publish(topic, [Message(f"m{i}".encode(), key="k") for i in range(20)])
+        await asyncio.sleep(7.0)  # received into the buffer and not fetched
+        got = await collect(sub, 20, timeout=10)
+        assert sorted(d.value for d in got) == sorted(f"m{i}".encode() for i in range(20))
+        assert {d.attempt for d in got} == {1}
+        assert await quiet(sub, 4.0) == []  # nothing comes a second time
     finally:
         await broker.close()
 

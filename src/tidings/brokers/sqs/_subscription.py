@@ -51,6 +51,9 @@ _BACKOFF = (0.1, 0.2, 0.5, 1.0, 2.0)
 _SHORT_POLL_PAUSE = 0.05
 #: Most message ids kept in :attr:`SqsMember.unhandled`.
 _UNHANDLED_KEPT = 10_000
+#: Most seconds of visibility a buffered message keeps in reserve: one with less left is
+#: given more before it is handed out (a third of ``ack_wait`` when that is shorter).
+_MARGIN = 5.0
 #: Failed receives in a row after which ``fetch`` raises BrokerUnavailable.
 _FAILURES = 30
 _SYSTEM_ATTRIBUTES: list[MessageSystemAttributeNameType] = [
@@ -129,6 +132,25 @@ class SqsMember:
                 self._tasks.append(
                     asyncio.create_task(self._receive(queue), name=f"tidings-sqs-{queue.name}-{n}")
                 )
+        self._tasks.append(asyncio.create_task(self._keep(), name="tidings-sqs-keep"))
+
+    async def _keep(self) -> None:
+        """Keep buffered messages hidden while they wait to be handed out.
+
+        A message received ahead of the App (up to ``prefetch``) could wait in the
+        buffer past its visibility timeout; SQS would then hand it out again while this
+        member still held it, or it would be handed out here with too little time left
+        to be settled, and come twice. Its visibility is renewed before that.
+        """
+        margin = min(_MARGIN, self.ack_wait / 3)
+        wait = visibility(self.ack_wait) or 1
+        while not self.closed:
+            await asyncio.sleep(margin / 2)
+            soon = time.monotonic() + margin
+            for delivery in self.buffer:
+                if not delivery.lost and delivery.due <= soon and not delivery.handed:
+                    delivery.due = time.monotonic() + wait
+                    self.settlements(delivery.queue).change(delivery.receipt, wait)
 
     def settlements(self, name: str) -> Settlements:
         return self.queues[name].settlements
