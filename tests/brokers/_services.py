@@ -146,6 +146,14 @@ def handled(log: Path) -> dict[int, list[tuple[int, str]]]:
     return seen
 
 
+def start_faults_worker(url: str, topic: str, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """``tidings run _faults_worker:app`` on ``url``: its group reads ``topic`` and logs each
+    handling to ``log`` (read it with :func:`handled`); ``env`` is added to its environment."""
+    env = {"FAULTS_TOPIC": topic, "FAULTS_LOG": str(log), **env}
+    args = ("-m", "tidings.cli", "run", "_faults_worker:app", "--broker", url)
+    return start_python(*args, "--log-level", "error", env=env)
+
+
 async def warm_up(producer: App, topic: str, log: Path, timeout: float) -> None:
     """Publish one ``{"seq": -1}`` event and wait until a ``_faults_worker`` logged it."""
     await producer.publish({"seq": -1}, topic=topic, type="Warmup", key="w")

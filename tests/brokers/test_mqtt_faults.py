@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from _services import (
     kill_workers_mid_flow,
     port_open,
     service_missing,
-    start_python,
+    start_faults_worker,
 )
 from _services import until as _until
 
@@ -149,12 +148,6 @@ async def test_a_kept_session_needs_a_member_name(monkeypatch: pytest.MonkeyPatc
         await broker.close()
 
 
-def _worker(url: str, topic: str, log: Path, member: str) -> subprocess.Popen[bytes]:
-    env = {"FAULTS_TOPIC": topic, "FAULTS_LOG": str(log), "TIDINGS_MEMBER": member}
-    args = ("-m", "tidings.cli", "run", "_faults_worker:app", "--broker", url)
-    return start_python(*args, "--log-level", "error", env=env)
-
-
 async def _both_started(producer: App, topic: str, log: Path) -> bool:
     """Publish warm-up events until both members handled one (MQTT keeps nothing for a
     group before its members subscribe)."""
@@ -184,7 +177,7 @@ async def test_members_killed_with_sigkill_and_restarted_lose_no_published_event
         App("producer", broker=_url()),
         topic,
         log,
-        lambda slot: _worker(url, topic, log, names[slot]),
+        lambda slot: start_faults_worker(url, topic, log, TIDINGS_MEMBER=names[slot]),
         started,
         count=count,
         batch=100,

@@ -20,7 +20,7 @@ from _services import (
     kill_workers_mid_flow,
     publish_confirmed,
     service_missing,
-    start_python,
+    start_faults_worker,
     stop_process,
     until,
     wait_for_port,
@@ -75,12 +75,6 @@ def server(tmp_path: Path) -> Iterator[OwnRedis]:
     own.stop()
 
 
-def _worker(url: str, topic: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {"FAULTS_TOPIC": topic, "FAULTS_LOG": str(log)}
-    args = ("-m", "tidings.cli", "run", "_faults_worker:app", "--broker", url)
-    return start_python(*args, "--log-level", "error", env=env)
-
-
 async def test_workers_killed_with_sigkill_lose_no_published_event(
     server: OwnRedis, tmp_path: Path
 ) -> None:
@@ -89,7 +83,7 @@ async def test_workers_killed_with_sigkill_lose_no_published_event(
         App("producer", broker=server.url),
         topic,
         log,
-        lambda _: _worker(server.url, topic, log),
+        lambda _: start_faults_worker(server.url, topic, log),
         lambda producer: warm_up(producer, topic, log, 30),
         count=count,
         batch=100,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,13 @@ from typing import Any
 
 import pytest
 from _moto import Moto
-from _services import kill_workers_mid_flow, publish_confirmed, start_python, until, warm_up
+from _services import (
+    kill_workers_mid_flow,
+    publish_confirmed,
+    start_faults_worker,
+    until,
+    warm_up,
+)
 
 from tidings import App
 from tidings.errors import ConnectionError as BrokerConnectionError
@@ -35,12 +40,6 @@ def moto() -> Iterator[Moto]:
     server.start()
     yield server
     server.stop()
-
-
-def _worker(url: str, topic: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {"FAULTS_TOPIC": topic, "FAULTS_LOG": str(log)}
-    args = ("-m", "tidings.cli", "run", "_faults_worker:app", "--broker", url)
-    return start_python(*args, "--log-level", "error", env=env)
 
 
 async def test_workers_killed_with_sigkill_lose_no_published_event(
@@ -59,7 +58,7 @@ async def test_workers_killed_with_sigkill_lose_no_published_event(
         App("producer", broker=url),
         topic,
         log,
-        lambda _: _worker(url, topic, log),
+        lambda _: start_faults_worker(url, topic, log),
         started,
         count=count,
         batch=50,

@@ -21,7 +21,7 @@ from _services import (
     kill_workers_mid_flow,
     publish_confirmed,
     run_python,
-    start_python,
+    start_faults_worker,
     stop_process,
     until,
 )
@@ -60,12 +60,6 @@ def cut(where: str) -> int:
     return len(names)
 
 
-def _worker(url: str, topic: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {"FAULTS_TOPIC": topic, "FAULTS_LOG": str(log)}
-    args = ("-m", "tidings.cli", "run", "_faults_worker:app", "--broker", url)
-    return start_python(*args, "--log-level", "error", env=env)
-
-
 @pytest.fixture
 def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
@@ -92,7 +86,7 @@ async def test_workers_killed_with_sigkill_lose_no_confirmed_event(
         App("producer", broker=vhost),
         topic,
         log,
-        lambda _: _worker(vhost, topic, log),
+        lambda _: start_faults_worker(vhost, topic, log),
         lambda producer: _warm_up(producer, topic, log),
         count=count,
         batch=100,
@@ -112,7 +106,7 @@ async def test_connections_cut_by_the_server_lose_no_confirmed_event_and_come_ba
     by themselves (their Apps subscribe again) and the producer publishes on."""
     where = _where(vhost)
     topic, log, count = "faults.cut", tmp_path / "handled.log", 1500
-    workers += [_worker(vhost, topic, log) for _ in range(2)]
+    workers += [start_faults_worker(vhost, topic, log) for _ in range(2)]
     producer = App("producer", broker=vhost)
     marks: dict[int, int] = {}
     async with producer:
