@@ -161,10 +161,9 @@ async def warm_up(producer: App, topic: str, log: Path, timeout: float) -> None:
 
 
 async def kill_workers_mid_flow(
-    producer: App,
+    url: str,
     topic: str,
     log: Path,
-    start_worker: Callable[[int], subprocess.Popen[bytes]],
     started: Callable[[App], Awaitable[None]],
     *,
     count: int,
@@ -172,19 +171,22 @@ async def kill_workers_mid_flow(
     kills: Collection[int],
     pause: float,
     timeout: float,
+    start_worker: Callable[[int], subprocess.Popen[bytes]] | None = None,
 ) -> list[tuple[int, str]]:
     """The SIGKILL flow of the fault tests, with ``tidings run _faults_worker:app`` workers.
 
-    Starts two workers (``start_worker(slot)``, slot 0 and 1) and, inside ``async with
-    producer``, awaits ``started(producer)`` (a warm-up that returns once they handle
-    events). Then publishes ``count`` confirmed events in batches of ``batch``, ``pause``
-    seconds apart; after the batch that brings the count to each of ``kills``, the oldest
-    worker is killed with SIGKILL and a new one started in its slot. Asserts that every
-    event is handled within ``timeout`` seconds, by at least three processes (the killed
-    workers and the new ones), and returns ``(attempt, pid)`` of each handling of them.
-    The workers are stopped however it ends.
+    Starts two workers on ``url`` (or ``start_worker(slot)``, slot 0 and 1) and, inside
+    ``async with`` a producer App on ``url``, awaits ``started(producer)`` (a warm-up that
+    returns once they handle events). Then publishes ``count`` confirmed events in batches
+    of ``batch``, ``pause`` seconds apart; after the batch that brings the count to each of
+    ``kills``, the oldest worker is killed with SIGKILL and a new one started in its slot.
+    Asserts that every event is handled within ``timeout`` seconds, by at least three
+    processes (the killed workers and the new ones), and returns ``(attempt, pid)`` of each
+    handling of them. The workers are stopped however it ends.
     """
-    workers = [start_worker(slot) for slot in range(2)]
+    start = start_worker or (lambda _: start_faults_worker(url, topic, log))
+    producer = App("producer", broker=url)
+    workers = [start(slot) for slot in range(2)]
     killed = 0
     try:
         async with producer:
@@ -197,7 +199,7 @@ async def kill_workers_mid_flow(
                     slot, killed = killed % 2, killed + 1
                     os.kill(workers[slot].pid, signal.SIGKILL)
                     workers[slot].wait(5)
-                    workers[slot] = start_worker(slot)
+                    workers[slot] = start(slot)
 
             await publish_confirmed(producer, topic, count, batch, chaos)
         done = await until(lambda: set(range(count)) <= set(handled(log)), timeout)

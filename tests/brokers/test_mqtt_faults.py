@@ -174,16 +174,16 @@ async def test_members_killed_with_sigkill_and_restarted_lose_no_published_event
 
     # Each member is killed once and started again under its name (slot 0, then slot 1).
     await kill_workers_mid_flow(
-        App("producer", broker=_url()),
+        _url(),
         topic,
         log,
-        lambda slot: start_faults_worker(url, topic, log, TIDINGS_MEMBER=names[slot]),
         started,
         count=count,
         batch=100,
         kills=(700, 1400),
         pause=0.02,  # a flow over seconds, so kills land mid-stream
         timeout=60,
+        start_worker=lambda slot: start_faults_worker(url, topic, log, TIDINGS_MEMBER=names[slot]),
     )
 
 

@@ -22,7 +22,6 @@ from _pubsub_emulator import Emulator
 from _services import (
     kill_workers_mid_flow,
     publish_confirmed,
-    start_faults_worker,
     until,
     warm_up,
 )
@@ -57,10 +56,9 @@ async def test_workers_killed_with_sigkill_lose_no_published_event(
     await (await maker.subscribe([topic], "faults", SubscribeOptions(ack_wait=10))).close()
     await maker.close()
     await kill_workers_mid_flow(
-        App("producer", broker=url),
+        url,
         topic,
         log,
-        lambda _: start_faults_worker(url, topic, log),
         lambda producer: warm_up(producer, topic, log, 60),
         count=count,
         batch=50,

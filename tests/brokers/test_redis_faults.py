@@ -20,7 +20,6 @@ from _services import (
     kill_workers_mid_flow,
     publish_confirmed,
     service_missing,
-    start_faults_worker,
     stop_process,
     until,
     wait_for_port,
@@ -80,10 +79,9 @@ async def test_workers_killed_with_sigkill_lose_no_published_event(
 ) -> None:
     topic, log, count = "faults.kill", tmp_path / "handled.log", 3000
     handlings = await kill_workers_mid_flow(
-        App("producer", broker=server.url),
+        server.url,
         topic,
         log,
-        lambda _: start_faults_worker(server.url, topic, log),
         lambda producer: warm_up(producer, topic, log, 30),
         count=count,
         batch=100,

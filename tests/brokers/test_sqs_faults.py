@@ -22,7 +22,6 @@ from _moto import Moto
 from _services import (
     kill_workers_mid_flow,
     publish_confirmed,
-    start_faults_worker,
     until,
     warm_up,
 )
@@ -55,10 +54,9 @@ async def test_workers_killed_with_sigkill_lose_no_published_event(
         await warm_up(producer, topic, log, 60)
 
     await kill_workers_mid_flow(
-        App("producer", broker=url),
+        url,
         topic,
         log,
-        lambda _: start_faults_worker(url, topic, log),
         started,
         count=count,
         batch=50,

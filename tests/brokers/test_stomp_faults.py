@@ -83,10 +83,9 @@ async def test_workers_killed_with_sigkill_lose_no_confirmed_event(
 ) -> None:
     topic, log, count = "faults.kill", tmp_path / "handled.log", 2000
     handlings = await kill_workers_mid_flow(
-        App("producer", broker=vhost),
+        vhost,
         topic,
         log,
-        lambda _: start_faults_worker(vhost, topic, log),
         lambda producer: _warm_up(producer, topic, log),
         count=count,
         batch=100,
