@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import NoReturn
 
@@ -144,6 +144,73 @@ def handled(log: Path) -> dict[int, list[tuple[int, str]]]:
             if len(parts) == 3:
                 seen.setdefault(int(parts[0]), []).append((int(parts[1]), parts[2]))
     return seen
+
+
+def start_faults_worker(url: str, topic: str, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """``tidings run _faults_worker:app`` on ``url``: its group reads ``topic`` and logs each
+    handling to ``log`` (read it with :func:`handled`); ``env`` is added to its environment."""
+    env = {"FAULTS_TOPIC": topic, "FAULTS_LOG": str(log), **env}
+    args = ("-m", "tidings.cli", "run", "_faults_worker:app", "--broker", url)
+    return start_python(*args, "--log-level", "error", env=env)
+
+
+async def warm_up(producer: App, topic: str, log: Path, timeout: float) -> None:
+    """Publish one ``{"seq": -1}`` event and wait until a ``_faults_worker`` logged it."""
+    await producer.publish({"seq": -1}, topic=topic, type="Warmup", key="w")
+    assert await until(lambda: -1 in handled(log), timeout), "workers never started"
+
+
+async def kill_workers_mid_flow(
+    url: str,
+    topic: str,
+    log: Path,
+    started: Callable[[App], Awaitable[None]],
+    *,
+    count: int,
+    batch: int,
+    kills: Collection[int],
+    pause: float,
+    timeout: float,
+    start_worker: Callable[[int], subprocess.Popen[bytes]] | None = None,
+) -> list[tuple[int, str]]:
+    """The SIGKILL flow of the fault tests, with ``tidings run _faults_worker:app`` workers.
+
+    Starts two workers on ``url`` (or ``start_worker(slot)``, slot 0 and 1) and, inside
+    ``async with`` a producer App on ``url``, awaits ``started(producer)`` (a warm-up that
+    returns once they handle events). Then publishes ``count`` confirmed events in batches
+    of ``batch``, ``pause`` seconds apart; after the batch that brings the count to each of
+    ``kills``, the oldest worker is killed with SIGKILL and a new one started in its slot.
+    Asserts that every event is handled within ``timeout`` seconds, by at least three
+    processes (the killed workers and the new ones), and returns ``(attempt, pid)`` of each
+    handling of them. The workers are stopped however it ends.
+    """
+    start = start_worker or (lambda _: start_faults_worker(url, topic, log))
+    producer = App("producer", broker=url)
+    workers = [start(slot) for slot in range(2)]
+    killed = 0
+    try:
+        async with producer:
+            await started(producer)
+
+            async def chaos(published: int) -> None:
+                nonlocal killed
+                await asyncio.sleep(pause)
+                if published in kills:
+                    slot, killed = killed % 2, killed + 1
+                    os.kill(workers[slot].pid, signal.SIGKILL)
+                    workers[slot].wait(5)
+                    workers[slot] = start(slot)
+
+            await publish_confirmed(producer, topic, count, batch, chaos)
+        done = await until(lambda: set(range(count)) <= set(handled(log)), timeout)
+        missing = sorted(set(range(count)) - set(handled(log)))
+        assert done, f"{len(missing)} confirmed events never handled, e.g. {missing[:5]}"
+        handlings = [h for seq, found in handled(log).items() if seq >= 0 for h in found]
+        assert len({pid for _, pid in handlings}) >= 3, "killed workers and replacements handled"
+        return handlings
+    finally:
+        for worker in workers:
+            stop_process(worker)
 
 
 def follow_two_events(url: str, topic: str, cwd: Path, timeout: float) -> list[int]:

@@ -8,10 +8,7 @@ the client, as a dead network path or a broker closing it would.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import socket
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,11 +16,10 @@ from typing import Any
 import pytest
 from _services import (
     handled,
+    kill_workers_mid_flow,
     port_open,
-    publish_confirmed,
     service_missing,
-    start_python,
-    stop_process,
+    start_faults_worker,
 )
 from _services import until as _until
 
@@ -165,12 +161,6 @@ async def test_a_kept_session_needs_a_member_name(monkeypatch: pytest.MonkeyPatc
         await broker.close()
 
 
-def _worker(url: str, topic: str, log: Path, member: str) -> subprocess.Popen[bytes]:
-    env = {"FAULTS_TOPIC": topic, "FAULTS_LOG": str(log), "TIDINGS_MEMBER": member}
-    args = ("-m", "tidings.cli", "run", "_faults_worker:app", "--broker", url)
-    return start_python(*args, "--log-level", "error", env=env)
-
-
 async def _both_started(producer: App, topic: str, log: Path) -> bool:
     """Publish warm-up events until both members handled one (MQTT keeps nothing for a
     group before its members subscribe)."""
@@ -191,30 +181,23 @@ async def test_members_killed_with_sigkill_and_restarted_lose_no_published_event
     url = _url("session_expiry=120")
     prefix = uuid.uuid4().hex[:8]
     names = [f"{prefix}-a", f"{prefix}-b"]
-    workers = {name: _worker(url, topic, log, name) for name in names}
-    producer = App("producer", broker=_url())
-    try:
-        async with producer:
-            assert await _both_started(producer, topic, log), "the members never started"
 
-            async def chaos(published: int) -> None:
-                await asyncio.sleep(0.02)  # a flow over seconds, so kills land mid-stream
-                if published in (700, 1400):
-                    name = names[published // 700 - 1]
-                    victim = workers[name]
-                    os.kill(victim.pid, signal.SIGKILL)
-                    victim.wait(5)
-                    workers[name] = _worker(url, topic, log, name)
+    async def started(producer: App) -> None:
+        assert await _both_started(producer, topic, log), "the members never started"
 
-            await publish_confirmed(producer, topic, count, 100, chaos)
-        done = await _until(lambda: set(range(count)) <= set(handled(log)), 60)
-        missing = sorted(set(range(count)) - set(handled(log)))
-        assert done, f"{len(missing)} published events never handled, e.g. {missing[:5]}"
-        handlings = [h for seq, found in handled(log).items() if seq >= 0 for h in found]
-        assert len({pid for _, pid in handlings}) >= 3, "killed members and restarts handled"
-    finally:
-        for worker in workers.values():
-            stop_process(worker)
+    # Each member is killed once and started again under its name (slot 0, then slot 1).
+    await kill_workers_mid_flow(
+        _url(),
+        topic,
+        log,
+        started,
+        count=count,
+        batch=100,
+        kills=(700, 1400),
+        pause=0.02,  # a flow over seconds, so kills land mid-stream
+        timeout=60,
+        start_worker=lambda slot: start_faults_worker(url, topic, log, TIDINGS_MEMBER=names[slot]),
+    )
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +19,12 @@ from typing import Any
 
 import pytest
 from _pubsub_emulator import Emulator
-from _services import handled, publish_confirmed, start_python, stop_process, until
+from _services import (
+    kill_workers_mid_flow,
+    publish_confirmed,
+    until,
+    warm_up,
+)
 
 from tidings import App
 from tidings.broker import SubscribeOptions
@@ -41,12 +43,6 @@ def emulator() -> Iterator[Emulator]:
     server.stop()
 
 
-def _worker(url: str, topic: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {"FAULTS_TOPIC": topic, "FAULTS_LOG": str(log)}
-    args = ("-m", "tidings.cli", "run", "_faults_worker:app", "--broker", url)
-    return start_python(*args, "--log-level", "error", env=env)
-
-
 async def test_workers_killed_with_sigkill_lose_no_published_event(
     emulator: Emulator, tmp_path: Path
 ) -> None:
@@ -59,30 +55,17 @@ async def test_workers_killed_with_sigkill_lose_no_published_event(
     await maker.connect()
     await (await maker.subscribe([topic], "faults", SubscribeOptions(ack_wait=10))).close()
     await maker.close()
-    producer = App("producer", broker=url)
-    workers = [_worker(url, topic, log) for _ in range(2)]
-    try:
-        async with producer:
-            await producer.publish({"seq": -1}, topic=topic, type="Warmup", key="w")
-            assert await until(lambda: -1 in handled(log), 60), "workers never started"
-
-            async def chaos(published: int) -> None:
-                await asyncio.sleep(0.05)
-                if published in (150, 300):
-                    victim = workers.pop(0)
-                    os.kill(victim.pid, signal.SIGKILL)
-                    victim.wait(5)
-                    workers.append(_worker(url, topic, log))
-
-            await publish_confirmed(producer, topic, count, 50, chaos)
-        done = await until(lambda: set(range(count)) <= set(handled(log)), 90)
-        missing = sorted(set(range(count)) - set(handled(log)))
-        assert done, f"{len(missing)} published events never handled, e.g. {missing[:5]}"
-        handlings = [h for seq, found in handled(log).items() if seq >= 0 for h in found]
-        assert len({pid for _, pid in handlings}) >= 3, "killed workers and replacements handled"
-    finally:
-        for worker in workers:
-            stop_process(worker)
+    await kill_workers_mid_flow(
+        url,
+        topic,
+        log,
+        lambda producer: warm_up(producer, topic, log, 60),
+        count=count,
+        batch=50,
+        kills=(150, 300),
+        pause=0.05,
+        timeout=90,
+    )
 
 
 async def test_clients_recover_from_an_emulator_restart(emulator: Emulator) -> None:

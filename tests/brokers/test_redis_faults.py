@@ -8,9 +8,7 @@ Each test runs its own ``redis-server`` on a free port in a temporary directory
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,13 +17,13 @@ from typing import Any
 import pytest
 from _services import (
     free_port,
-    handled,
+    kill_workers_mid_flow,
     publish_confirmed,
     service_missing,
-    start_python,
     stop_process,
     until,
     wait_for_port,
+    warm_up,
 )
 
 from tidings import App
@@ -76,42 +74,23 @@ def server(tmp_path: Path) -> Iterator[OwnRedis]:
     own.stop()
 
 
-def _worker(url: str, topic: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {"FAULTS_TOPIC": topic, "FAULTS_LOG": str(log)}
-    args = ("-m", "tidings.cli", "run", "_faults_worker:app", "--broker", url)
-    return start_python(*args, "--log-level", "error", env=env)
-
-
 async def test_workers_killed_with_sigkill_lose_no_published_event(
     server: OwnRedis, tmp_path: Path
 ) -> None:
     topic, log, count = "faults.kill", tmp_path / "handled.log", 3000
-    producer = App("producer", broker=server.url)
-    workers = [_worker(server.url, topic, log) for _ in range(2)]
-    try:
-        async with producer:
-            await producer.publish({"seq": -1}, topic=topic, type="Warmup", key="w")
-            assert await until(lambda: -1 in handled(log), 30), "workers never started"
-
-            async def chaos(published: int) -> None:
-                await asyncio.sleep(0.02)  # a flow over seconds, so kills land mid-stream
-                if published in (1000, 2000):
-                    victim = workers.pop(0)
-                    os.kill(victim.pid, signal.SIGKILL)
-                    victim.wait(5)
-                    workers.append(_worker(server.url, topic, log))
-
-            await publish_confirmed(producer, topic, count, 100, chaos)
-        done = await until(lambda: set(range(count)) <= set(handled(log)), 40)
-        missing = sorted(set(range(count)) - set(handled(log)))
-        assert done, f"{len(missing)} published events never handled, e.g. {missing[:5]}"
-        handlings = [h for seq, found in handled(log).items() if seq >= 0 for h in found]
-        assert len({pid for _, pid in handlings}) >= 3, "killed workers and replacements handled"
-        again = [attempt for attempt, _ in handlings if attempt > 1]
-        assert again or len(handlings) > count, "a kill landed while a worker held events"
-    finally:
-        for worker in workers:
-            stop_process(worker)
+    handlings = await kill_workers_mid_flow(
+        server.url,
+        topic,
+        log,
+        lambda producer: warm_up(producer, topic, log, 30),
+        count=count,
+        batch=100,
+        kills=(1000, 2000),
+        pause=0.02,  # a flow over seconds, so kills land mid-stream
+        timeout=40,
+    )
+    again = [attempt for attempt, _ in handlings if attempt > 1]
+    assert again or len(handlings) > count, "a kill landed while a worker held events"
 
 
 async def test_a_server_restart_mid_flow_loses_no_confirmed_event(server: OwnRedis) -> None:

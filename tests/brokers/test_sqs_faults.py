@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +19,12 @@ from typing import Any
 
 import pytest
 from _moto import Moto
-from _services import handled, publish_confirmed, start_python, stop_process, until
+from _services import (
+    kill_workers_mid_flow,
+    publish_confirmed,
+    until,
+    warm_up,
+)
 
 from tidings import App
 from tidings.errors import ConnectionError as BrokerConnectionError
@@ -39,12 +41,6 @@ def moto() -> Iterator[Moto]:
     server.stop()
 
 
-def _worker(url: str, topic: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {"FAULTS_TOPIC": topic, "FAULTS_LOG": str(log)}
-    args = ("-m", "tidings.cli", "run", "_faults_worker:app", "--broker", url)
-    return start_python(*args, "--log-level", "error", env=env)
-
-
 async def test_workers_killed_with_sigkill_lose_no_published_event(
     moto: Moto, tmp_path: Path
 ) -> None:
@@ -52,31 +48,22 @@ async def test_workers_killed_with_sigkill_lose_no_published_event(
     ends, to the others: every confirmed event is handled at least once."""
     url = moto.url("sns+sqs", FAST)
     topic, log, count = f"faults.kill-{uuid.uuid4().hex[:6]}", tmp_path / "handled.log", 400
-    producer = App("producer", broker=url)
-    workers = [_worker(url, topic, log) for _ in range(2)]
-    try:
-        async with producer:
-            await asyncio.sleep(3)  # both workers subscribe (the group's queue exists)
-            await producer.publish({"seq": -1}, topic=topic, type="Warmup", key="w")
-            assert await until(lambda: -1 in handled(log), 60), "workers never started"
 
-            async def chaos(published: int) -> None:
-                await asyncio.sleep(0.05)
-                if published in (150, 300):
-                    victim = workers.pop(0)
-                    os.kill(victim.pid, signal.SIGKILL)
-                    victim.wait(5)
-                    workers.append(_worker(url, topic, log))
+    async def started(producer: App) -> None:
+        await asyncio.sleep(3)  # both workers subscribe (the group's queue exists)
+        await warm_up(producer, topic, log, 60)
 
-            await publish_confirmed(producer, topic, count, 50, chaos)
-        done = await until(lambda: set(range(count)) <= set(handled(log)), 120)
-        missing = sorted(set(range(count)) - set(handled(log)))
-        assert done, f"{len(missing)} published events never handled, e.g. {missing[:5]}"
-        handlings = [h for seq, found in handled(log).items() if seq >= 0 for h in found]
-        assert len({pid for _, pid in handlings}) >= 3, "killed workers and replacements handled"
-    finally:
-        for worker in workers:
-            stop_process(worker)
+    await kill_workers_mid_flow(
+        url,
+        topic,
+        log,
+        started,
+        count=count,
+        batch=50,
+        kills=(150, 300),
+        pause=0.05,
+        timeout=120,
+    )
 
 
 async def test_clients_recover_from_a_server_restart(moto: Moto) -> None:

@@ -8,8 +8,6 @@ Each test runs in a vhost of its own on the system RabbitMQ (never restarted her
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -20,9 +18,10 @@ import pytest
 from _services import (
     free_port,
     handled,
+    kill_workers_mid_flow,
     publish_confirmed,
     run_python,
-    start_python,
+    start_faults_worker,
     stop_process,
     until,
 )
@@ -61,12 +60,6 @@ def cut(where: str) -> int:
     return len(names)
 
 
-def _worker(url: str, topic: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {"FAULTS_TOPIC": topic, "FAULTS_LOG": str(log)}
-    args = ("-m", "tidings.cli", "run", "_faults_worker:app", "--broker", url)
-    return start_python(*args, "--log-level", "error", env=env)
-
-
 @pytest.fixture
 def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
@@ -86,28 +79,20 @@ async def _warm_up(producer: App, topic: str, log: Path) -> None:
 
 
 async def test_workers_killed_with_sigkill_lose_no_confirmed_event(
-    vhost: str, workers: list[subprocess.Popen[bytes]], tmp_path: Path
+    vhost: str, tmp_path: Path
 ) -> None:
     topic, log, count = "faults.kill", tmp_path / "handled.log", 2000
-    workers += [_worker(vhost, topic, log) for _ in range(2)]
-    producer = App("producer", broker=vhost)
-    async with producer:
-        await _warm_up(producer, topic, log)
-
-        async def chaos(published: int) -> None:
-            await asyncio.sleep(0.02)  # a flow over seconds, so kills land mid-stream
-            if published in (700, 1400):
-                victim = workers.pop(0)
-                os.kill(victim.pid, signal.SIGKILL)
-                victim.wait(5)
-                workers.append(_worker(vhost, topic, log))
-
-        await publish_confirmed(producer, topic, count, 100, chaos)
-    done = await until(lambda: set(range(count)) <= set(handled(log)), 60)
-    missing = sorted(set(range(count)) - set(handled(log)))
-    assert done, f"{len(missing)} confirmed events never handled, e.g. {missing[:5]}"
-    handlings = [h for seq, found in handled(log).items() if seq >= 0 for h in found]
-    assert len({pid for _, pid in handlings}) >= 3, "killed workers and replacements handled"
+    handlings = await kill_workers_mid_flow(
+        vhost,
+        topic,
+        log,
+        lambda producer: _warm_up(producer, topic, log),
+        count=count,
+        batch=100,
+        kills=(700, 1400),
+        pause=0.02,  # a flow over seconds, so kills land mid-stream
+        timeout=60,
+    )
     again = [attempt for attempt, _ in handlings if attempt > 1]
     assert again or len(handlings) > count, "a kill landed while a worker held events"
 
@@ -120,7 +105,7 @@ async def test_connections_cut_by_the_server_lose_no_confirmed_event_and_come_ba
     by themselves (their Apps subscribe again) and the producer publishes on."""
     where = _where(vhost)
     topic, log, count = "faults.cut", tmp_path / "handled.log", 1500
-    workers += [_worker(vhost, topic, log) for _ in range(2)]
+    workers += [start_faults_worker(vhost, topic, log) for _ in range(2)]
     producer = App("producer", broker=vhost)
     marks: dict[int, int] = {}
     async with producer:

@@ -32,13 +32,13 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from aio_pika.exceptions import AMQPError
 
 from tidings.broker import Delivery, RevokeHandler
+from tidings.brokers._rabbitmq_delays import delay_bucket
 from tidings.brokers.rabbitmq._alive import alive, close_connection
 from tidings.brokers.rabbitmq._binding import copy, read
 from tidings.brokers.rabbitmq._delivery import Partition, RabbitDelivery
 from tidings.brokers.rabbitmq._topology import (
     PARTITION,
     declare_delay,
-    delay_bucket,
     members_queue,
 )
 from tidings.errors import BrokerUnavailable

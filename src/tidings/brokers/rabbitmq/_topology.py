@@ -36,6 +36,8 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 from pamqp.common import FieldTable
 
+from tidings.brokers._rabbitmq_delays import delay_arguments, delay_queue
+
 __all__ = [
     "PARTITION",
     "QUORUM",
@@ -43,7 +45,6 @@ __all__ = [
     "declare_delay",
     "declare_partition",
     "declare_topic",
-    "delay_bucket",
     "groups_exchange",
     "history_queue",
     "partition_queue",
@@ -152,26 +153,9 @@ async def declare_partition(
     return queue
 
 
-def delay_bucket(delay: float) -> int:
-    """``delay`` in milliseconds, rounded up to two significant digits (fewer queues)."""
-    ms = max(math.ceil(delay * 1000), 1)
-    if ms < 100:
-        return ms
-    step = 10 ** (len(str(ms)) - 2)
-    return int(math.ceil(ms / step) * step)
-
-
 async def declare_delay(channel: AbstractChannel, queue: str, ms: int) -> str:
     """Declare (and keep alive) the delay queue of ``queue`` for ``ms``; return its name."""
-    name = f"{queue}.delay.{ms}"
-    await channel.declare_queue(
-        name,
-        durable=True,
-        arguments={
-            "x-message-ttl": ms,
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": queue,
-            "x-expires": ms + _DELAY_EXPIRES_MS,
-        },
-    )
+    name = delay_queue(queue, ms)
+    arguments: FieldTable = {**delay_arguments(queue, ms, _DELAY_EXPIRES_MS)}
+    await channel.declare_queue(name, durable=True, arguments=arguments)
     return name

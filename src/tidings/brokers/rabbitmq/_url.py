@@ -9,9 +9,8 @@ password never appears in ``repr`` or in error messages.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, unquote, urlsplit
 
-from tidings.brokers import redact_url
+from tidings.brokers._rabbitmq_url import RabbitUrl, flag, option_errors
 from tidings.errors import ConfigurationError
 
 __all__ = ["RabbitOptions"]
@@ -90,36 +89,22 @@ class RabbitOptions:
 
     @classmethod
     def from_url(cls, url: str) -> RabbitOptions:
-        redacted = redact_url(url)
-        try:
-            parts = urlsplit(url)
-            scheme, host, port = parts.scheme, parts.hostname, parts.port
-        except ValueError as exc:
-            raise ConfigurationError(f"bad amqp URL {redacted!r}: {exc}") from None
-        if scheme not in ("amqp", "amqps"):
-            raise ConfigurationError(f"not an amqp:// URL: {redacted!r}")
-        path = parts.path[1:] if parts.path.startswith("/") else parts.path
-        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        unknown = set(query) - _URL_OPTIONS
-        if unknown:
-            raise ConfigurationError(
-                f"unknown amqp URL option(s) {', '.join(sorted(unknown))} in {redacted!r}; "
-                f"known: {', '.join(sorted(_URL_OPTIONS))}"
-            )
-        tls = scheme == "amqps"
+        parts = RabbitUrl.split(url, "amqp", ("amqp", "amqps"), _URL_OPTIONS)
+        query, redacted, host = parts.query, parts.redacted, parts.host
+        tls = parts.scheme == "amqps"
         management = query.get("management") or (
-            f"https://{host or '127.0.0.1'}:15671" if tls else f"http://{host or '127.0.0.1'}:15672"
+            f"https://{host}:15671" if tls else f"http://{host}:15672"
         )
-        if ":" in (host or "") and "[" not in management:  # an IPv6 literal
+        if ":" in host and "[" not in management:  # an IPv6 literal
             management = management.replace(f"//{host}:", f"//[{host}]:", 1)
-        try:
+        with option_errors("amqp", redacted):
             return cls(
-                host=host or "127.0.0.1",
-                port=port or (5671 if tls else 5672),
-                vhost=unquote(path) or "/",
+                host=host,
+                port=parts.port or (5671 if tls else 5672),
+                vhost=parts.vhost,
                 url=redacted,
-                username=unquote(parts.username) if parts.username else "guest",
-                password=unquote(parts.password) if parts.password is not None else "guest",
+                username=parts.username,
+                password=parts.password,
                 tls=tls,
                 tls_ca=query.get("tls_ca"),
                 connect_timeout=float(query.get("connect_timeout", 5.0)),
@@ -128,21 +113,9 @@ class RabbitOptions:
                 heartbeat=float(query.get("heartbeat", 1.0)),
                 binding=query.get("binding", "binary"),
                 management=management,
-                history=_flag(query.get("history", "true"), redacted),
+                history=flag("history", query.get("history", "true"), redacted),
                 retention=float(query.get("retention", 7 * 86400.0)),
                 retention_bytes=(
                     int(query["retention_bytes"]) if query.get("retention_bytes") else None
                 ),
             )
-        except ConfigurationError:
-            raise
-        except ValueError as exc:
-            raise ConfigurationError(f"bad amqp URL option in {redacted!r}: {exc}") from None
-
-
-def _flag(value: str, url: str) -> bool:
-    if value.lower() in ("true", "1", "yes", "on"):
-        return True
-    if value.lower() in ("false", "0", "no", "off"):
-        return False
-    raise ConfigurationError(f"history must be true or false in {url!r}; got {value!r}")

@@ -35,18 +35,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from tidings.broker import Delivery, RevokeHandler
+from tidings.brokers._rabbitmq_delays import delay_arguments, delay_bucket, delay_queue
 from tidings.brokers._settle import SettleOnce
 from tidings.brokers.stomp._binding import TRIES, identity, read
 from tidings.brokers.stomp._frames import Frame, StompConnection, StompError
 from tidings.errors import BrokerUnavailable
 
-__all__ = ["StompDelivery", "StompMember", "delay_bucket", "destination", "group_queue"]
+__all__ = ["StompDelivery", "StompMember", "destination", "group_queue"]
 
 log = logging.getLogger("tidings.brokers.stomp")
 
@@ -60,15 +60,6 @@ def destination(topic: str) -> str:
 
 def group_queue(topic: str, group: str) -> str:
     return f"{topic}.{group}"
-
-
-def delay_bucket(delay: float) -> int:
-    """``delay`` in milliseconds, rounded up to two significant digits (fewer queues)."""
-    ms = max(math.ceil(delay * 1000), 1)
-    if ms < 100:
-        return ms
-    step = 10 ** (len(str(ms)) - 2)
-    return int(math.ceil(ms / step) * step)
 
 
 class StompDelivery(SettleOnce):
@@ -288,7 +279,8 @@ class StompMember:
         assert self.group is not None
         home = group_queue(delivery.topic, self.group)
         ms = delay_bucket(delay)
-        queue = f"{home}.delay.{ms}"
+        queue = delay_queue(home, ms)
+        arguments = delay_arguments(home, ms, _DELAY_EXPIRES_MS)
         headers = {
             name: value
             for name, value in delivery.raw.items()
@@ -302,10 +294,8 @@ class StompMember:
                 "destination": f"/queue/{queue}",
                 "persistent": "true",
                 TRIES: str(delivery.attempt),
-                "x-message-ttl": str(ms),
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": home,
-                "x-expires": str(ms + _DELAY_EXPIRES_MS),
+                # The server declares the delay queue with these (headers of a SEND to it).
+                **{name: str(value) for name, value in arguments.items()},
             }
         )
         async with asyncio.timeout(max(10.0, delay)):

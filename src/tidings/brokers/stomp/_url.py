@@ -10,9 +10,8 @@ sent as the ``host`` header of ``CONNECT``. The password never appears in
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, unquote, urlsplit
 
-from tidings.brokers import redact_url
+from tidings.brokers._rabbitmq_url import RabbitUrl, flag, option_errors
 from tidings.errors import ConfigurationError
 
 __all__ = ["StompOptions"]
@@ -78,31 +77,17 @@ class StompOptions:
 
     @classmethod
     def from_url(cls, url: str) -> StompOptions:
-        redacted = redact_url(url)
-        try:
-            parts = urlsplit(url)
-            scheme, host, port = parts.scheme, parts.hostname, parts.port
-        except ValueError as exc:
-            raise ConfigurationError(f"bad stomp URL {redacted!r}: {exc}") from None
-        if scheme != "stomp":
-            raise ConfigurationError(f"not a stomp:// URL: {redacted!r}")
-        path = parts.path[1:] if parts.path.startswith("/") else parts.path
-        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        unknown = set(query) - _URL_OPTIONS
-        if unknown:
-            raise ConfigurationError(
-                f"unknown stomp URL option(s) {', '.join(sorted(unknown))} in {redacted!r}; "
-                f"known: {', '.join(sorted(_URL_OPTIONS))}"
-            )
-        tls = _flag("tls", query.get("tls", "false"), redacted)
-        try:
+        parts = RabbitUrl.split(url, "stomp", ("stomp",), _URL_OPTIONS)
+        query, redacted = parts.query, parts.redacted
+        tls = flag("tls", query.get("tls", "false"), redacted)
+        with option_errors("stomp", redacted):
             return cls(
-                host=host or "127.0.0.1",
-                port=port or (61614 if tls else 61613),
-                vhost=unquote(path) or "/",
+                host=parts.host,
+                port=parts.port or (61614 if tls else 61613),
+                vhost=parts.vhost,
                 url=redacted,
-                username=unquote(parts.username) if parts.username else "guest",
-                password=unquote(parts.password) if parts.password is not None else "guest",
+                username=parts.username,
+                password=parts.password,
                 tls=tls,
                 tls_ca=query.get("tls_ca") or None,
                 connect_timeout=float(query.get("connect_timeout", 10.0)),
@@ -112,15 +97,3 @@ class StompOptions:
                 queue_type=query.get("queue_type", "quorum"),
                 retry_grace=float(query.get("retry_grace", 2.0)),
             )
-        except ConfigurationError:
-            raise
-        except ValueError as exc:
-            raise ConfigurationError(f"bad stomp URL option in {redacted!r}: {exc}") from None
-
-
-def _flag(name: str, value: str, url: str) -> bool:
-    if value.lower() in ("true", "1", "yes", "on"):
-        return True
-    if value.lower() in ("false", "0", "no", "off"):
-        return False
-    raise ConfigurationError(f"{name} must be true or false in {url!r}; got {value!r}")
