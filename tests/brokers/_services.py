@@ -10,6 +10,7 @@ missing server can never hide behind a skip.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -247,3 +248,18 @@ def follow_two_events(url: str, topic: str, cwd: Path, timeout: float) -> list[i
             tail.wait()
     assert tail.returncode == 0, err
     return [json.loads(row)["data"]["n"] for row in out.splitlines()]
+
+
+def until_stopped(pid: int, timeout: float = 5.0) -> bool:
+    """Wait until every thread of process ``pid`` is stopped (after SIGSTOP); Linux /proc."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                # The state follows the ")" closing the command name: "pid (comm) S ...".
+                states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        if states and all(state in ("T", "t") for state in states):
+            return True
+        time.sleep(0.01)
+    return False

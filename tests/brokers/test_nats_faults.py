@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from _nats_server import OwnServer
-from _services import publish_confirmed, until
+from _services import publish_confirmed, until, until_stopped
 
 import tidings
 from tidings import App
@@ -134,6 +134,9 @@ async def test_a_publish_the_server_never_acknowledges_raises_publish_error(
     assert server.process is not None
     server.process.send_signal(signal.SIGSTOP)
     try:
+        # The stop lands on each of the server's threads when it next runs: wait until all
+        # are stopped, or one still on a core may answer the first publish.
+        assert until_stopped(server.process.pid), "nats-server did not stop"
         for batch in ([Message(b"one")], [Message(b"a"), Message(b"b")]):
             started = time.monotonic()
             with pytest.raises(PublishError, match="did not acknowledge"):
