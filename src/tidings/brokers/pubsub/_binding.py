@@ -63,6 +63,8 @@ _NO_HEADERS: Mapping[str, str] = {}
 #: the common message is checked against this set in one call, not name by name.
 _valid_names: set[str] = set()
 _VALID_NAMES = 4096
+#: Characters that take at most 1024 bytes.
+_SHORT = _VALUE_BYTES // 4
 _json_headers = msgspec.json.Decoder(dict[str, str])
 
 
@@ -88,18 +90,17 @@ def fields(message: Message) -> tuple[Mapping[str, str], str, int]:
     """The attributes and the ordering key carrying ``message``, and at least the bytes
     it counts against Pub/Sub's limit (never fewer: :func:`wire_size` tells exactly)."""
     headers = message.headers
-    attributes: Mapping[str, str]
-    if not headers:
-        attributes, chars = {}, 0
-    elif (
-        # The common case, checked in C: names seen valid before, values short enough.
-        len(headers) <= MAX_ATTRIBUTES - 2
-        and _valid_names.issuperset(headers)
-        and max(map(len, headers.values())) <= _VALUE_BYTES // 4
-    ):
-        attributes = headers
-        chars = sum(map(len, headers)) + sum(map(len, headers.values()))
-    else:
+    attributes: Mapping[str, str] = headers
+    chars = 0
+    # The common case, checked in C: names seen valid before, values short enough to
+    # fit (all of them together, or else each).
+    if headers and len(headers) <= MAX_ATTRIBUTES - 2 and _valid_names.issuperset(headers):
+        chars = sum(map(len, headers.values()))
+        if chars > _SHORT and max(map(len, headers.values())) > _SHORT:
+            attributes, chars = _fit(headers)
+        else:
+            chars += sum(map(len, headers))
+    elif headers:
         attributes, chars = _fit(headers)
     key = message.key or ""
     if message.key is not None:
@@ -149,9 +150,7 @@ def write(message: Message) -> tuple[Wire, int]:
     """The Pub/Sub message carrying ``message``, and at least the bytes it counts against
     Pub/Sub's limit (see :func:`fields`)."""
     attributes, key, bound = fields(message)
-    wire = _Wire(data=message.value, ordering_key=key)
-    wire.attributes.update(attributes)
-    return wire, bound
+    return _Wire(data=message.value, attributes=attributes, ordering_key=key), bound
 
 
 def wire_size(message: Wire) -> int:
