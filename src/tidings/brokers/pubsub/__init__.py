@@ -76,6 +76,7 @@ _BATCH = 1000
 _BATCH_BYTES = 9_000_000
 #: Requests of one publish sent at once (when no message has a key).
 _IN_FLIGHT = 8
+#: The protobuf message under the proto-plus ``PublishRequest``: messages go in in place.
 _Request: Any = PublishRequest.pb()
 
 
