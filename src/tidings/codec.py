@@ -137,6 +137,11 @@ class Codec:
         #: Header name -> attribute, for the attributes the fast path takes as they are.
         self._own_names = {own + name: name for name in _BINARY_FAST}
         self._own_names["content-type"] = "datacontenttype"
+        #: (attribute, header name) in the order of Event.attributes().
+        self._headers = tuple(
+            (name, "content-type" if name == "datacontenttype" else header_prefix + name)
+            for name in Event.attribute_names
+        )
         self._encoder = msgspec.json.Encoder(enc_hook=to_jsonable)
         self._decoder = msgspec.json.Decoder()
         self._envelope_decoder = msgspec.json.Decoder(_Envelope)
@@ -199,12 +204,15 @@ class Codec:
             raise InvalidEventError(f"event cannot be encoded as JSON: {exc}") from exc
 
     def _encode_binary(self, event: Event) -> tuple[bytes, dict[str, str]]:
-        prefix = self.header_prefix
         headers: dict[str, str] = {}
-        for name, value in event.attributes().items():
-            if name == "datacontenttype":
-                headers["content-type"] = value
-            else:
+        # Event.attributes() field by field, without building that dict.
+        for name, header in self._headers:
+            value = getattr(event, name)
+            if value is not None:
+                headers[header] = value if value.__class__ is str else _attribute_text(value)
+        if event.extensions:
+            prefix = self.header_prefix
+            for name, value in event.extensions.items():
                 headers[prefix + name] = value if value.__class__ is str else _attribute_text(value)
         # One check for all values (most need no quoting), then each if one does.
         if self._own_percent and _NEEDS_NO_QUOTING("".join(headers.values())) is None:
