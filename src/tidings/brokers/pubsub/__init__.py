@@ -21,8 +21,8 @@ callbacks in other threads: each message would cross into the event loop
 alone, and its flow control and leases would be a second copy of what core
 already does (prefetch, extend). Unary pulls of up to a hundred messages,
 with settlements batched per subscription, keep everything on the event loop;
-measured on the emulator tidings publishes at 0.66x-0.79x and consumes at
-0.78x-1.18x of the raw GAPIC client (see ``docs/brokers/pubsub.md``). What
+measured on the emulator tidings published at 0.69x-1.25x and consumed at
+0.67x-1.32x of the raw GAPIC client over five runs (see ``docs/brokers/pubsub.md``). What
 Pub/Sub lacks is declared, not pretended: no offsets (``seek`` takes a time,
 ``"beginning"`` or ``"end"``), no delayed publish (core keeps those), no
 transactions.
