@@ -244,6 +244,20 @@ def test_time_with_offsets_round_trips(moment: datetime, text: str) -> None:
         assert decoded.time.utcoffset() == moment.utcoffset()
 
 
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
+        datetime(2024, 5, 1, 12, 0, 0, 7, tzinfo=UTC),
+        datetime(987, 1, 2, 3, 4, 5, 600000, tzinfo=UTC),
+        datetime(2024, 5, 1, 12, 0, tzinfo=timezone(timedelta(0))),
+    ],
+)
+def test_binary_time_header_is_isoformat_with_z(moment: datetime) -> None:
+    expected = moment.isoformat().replace("+00:00", "Z")
+    assert KAFKA.encode(make(time=moment))[1]["ce_time"] == expected
+
+
 # -- binary mode -------------------------------------------------------------------
 
 
@@ -400,6 +414,15 @@ def test_http_headers_are_percent_encoded() -> None:
     decoded = HTTP.decode(body, headers)
     assert decoded.subject == subject
     assert decoded.extensions["note"] == "a b"
+
+
+def test_http_headers_are_percent_encoded_one_by_one() -> None:
+    event = make(subject="a b", datacontenttype="application/json; charset=utf-8")
+    _, headers = HTTP.encode(event)
+    assert headers["ce-subject"] == "a%20b" and headers["ce-type"] == event.type
+    assert headers["content-type"] == "application/json; charset=utf-8"
+    _, plain = HTTP.encode(make(datacontenttype="application/json; charset=utf-8"))
+    assert plain["content-type"] == "application/json; charset=utf-8"
 
 
 def test_kafka_headers_are_not_percent_encoded() -> None:

@@ -137,6 +137,11 @@ class Codec:
         #: Header name -> attribute, for the attributes the fast path takes as they are.
         self._own_names = {own + name: name for name in _BINARY_FAST}
         self._own_names["content-type"] = "datacontenttype"
+        #: (attribute, header name) in the order of Event.attributes().
+        self._headers = tuple(
+            (name, "content-type" if name == "datacontenttype" else header_prefix + name)
+            for name in Event.attribute_names
+        )
         self._encoder = msgspec.json.Encoder(enc_hook=json_hook)
         self._decoder = msgspec.json.Decoder()
         self._envelope_decoder = msgspec.json.Decoder(_Envelope)
@@ -199,14 +204,21 @@ class Codec:
             raise InvalidEventError(f"event cannot be encoded as JSON: {exc}") from exc
 
     def _encode_binary(self, event: Event) -> tuple[bytes, dict[str, str]]:
-        prefix = self.header_prefix
-        percent = prefix.lower() == _PERCENT_PREFIX
         headers: dict[str, str] = {}
-        for name, value in event.attributes().items():
-            if name == "datacontenttype":
-                headers["content-type"] = value
-            else:
-                headers[prefix + name] = _header_value(value, percent)
+        # Event.attributes() field by field, without building that dict.
+        for name, header in self._headers:
+            value = getattr(event, name)
+            if value is not None:
+                headers[header] = value if value.__class__ is str else _attribute_text(value)
+        if event.extensions:
+            prefix = self.header_prefix
+            for name, value in event.extensions.items():
+                headers[prefix + name] = value if value.__class__ is str else _attribute_text(value)
+        # One check for all values (most need no quoting), then each if one does.
+        if self._own_percent and _NEEDS_NO_QUOTING("".join(headers.values())) is None:
+            for name, text in headers.items():
+                if name != "content-type" and _NEEDS_NO_QUOTING(text) is None:
+                    headers[name] = quote(text, safe=_HEADER_SAFE)
         data = event.data
         content_type = event.datacontenttype
         if data is None:
@@ -469,16 +481,13 @@ def _text_event(attrs: dict[str, Any], data: Any) -> Event:
         raise DecodeError(str(exc)) from exc
 
 
-def _header_value(value: Any, percent: bool) -> str:
+def _attribute_text(value: Any) -> str:
+    """A binary-mode header value of an attribute that is not a plain ``str``."""
     if isinstance(value, datetime):
-        text = _format_time(value)
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    else:
-        text = str(value)
-    if not percent or _NEEDS_NO_QUOTING(text) is not None:
-        return text
-    return quote(text, safe=_HEADER_SAFE)
+        return _format_time(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _header_text(header: str, value: Any) -> str:
@@ -501,6 +510,26 @@ def _percent_decode(header: str, value: str) -> str:
 
 
 def _format_time(value: datetime) -> str:
+    if value.__class__ is datetime and value.tzinfo is UTC:  # what Event() makes
+        # What isoformat() gives with Z for +00:00, in half the time.
+        if value.microsecond:
+            return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031 - faster
+                value.year,
+                value.month,
+                value.day,
+                value.hour,
+                value.minute,
+                value.second,
+                value.microsecond,
+            )
+        return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (  # noqa: UP031 - faster
+            value.year,
+            value.month,
+            value.day,
+            value.hour,
+            value.minute,
+            value.second,
+        )
     text = value.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 

@@ -209,7 +209,7 @@ class Publisher:
                 size = len(value)
             else:
                 value, headers = codec.encode(event)
-                size = len(value) + sum(len(k) + len(v) for k, v in headers.items())
+                size = len(value) + sum(map(len, headers)) + sum(map(len, headers.values()))
             if size > limit:
                 raise EventTooLargeError(size, limit)
             if emulated:

@@ -130,6 +130,20 @@ def test_headers_that_do_not_fit_travel_packed() -> None:
     assert HEADERS in write(Message(b"x", fits))[0].attributes
 
 
+def test_names_seen_before_still_have_their_values_checked() -> None:
+    headers = {"ce-type": "t", "ce-source": "/s"}
+    assert write(Message(b"x", headers, "k"))[0].attributes == headers
+    again, bound = write(Message(b"x", headers, "k"))  # the names are known now
+    assert dict(again.attributes) == headers and bound >= wire_size(again)
+    long = {"ce-type": "ü" * 300, "ce-source": "/s"}  # 600 bytes: fits
+    assert dict(write(Message(b"x", long, "k"))[0].attributes) == long
+    with pytest.raises(ConfigurationError, match="do not fit"):
+        write(Message(b"x", {"ce-type": "ü" * 600}, "k"))  # 1200 bytes
+    many = {f"ce-x{i}": "v" for i in range(99)}
+    assert write(Message(b"x", many, "k"))[0].attributes[HEADERS]  # seen, yet too many
+    assert read(write(Message(b"x", many, "k"))[0])[2] == many
+
+
 def test_keys_empty_delayed_or_too_long() -> None:
     assert _round_trip(Message(b"x", key="")) == (b"x", "", {})
     delayed, _ = write(Message(b"x", key="k", deliver_at=2e9))
